@@ -1,0 +1,1 @@
+"""The `lapgen` command line (Typer only; library code never imports this package)."""

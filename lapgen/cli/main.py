@@ -1,0 +1,99 @@
+"""The one `lapgen` Typer app: global options, the error handler and the command groups.
+
+Each command module under `lapgen/cli/` defines `register(app)`, parses options, builds a config and calls
+one library function. Command modules import torch, diffusers and ultralytics only inside command bodies,
+so `lapgen --help` and `lapgen <command> --help` stay fast and light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from lapgen import __version__
+from lapgen.errors import LapgenError
+
+# Command modules, in the order their commands appear in `lapgen --help`.
+COMMAND_MODULES = (
+    "prepare", "segment", "train", "sample", "video", "masks", "eval", "models", "demo", "studio",
+)
+
+_state = {"debug": False}
+
+
+class LapgenGroup(TyperGroup):
+    """Top-level group: turns a `LapgenError` into one line on stderr and exit code 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:  # keep registration order, not alphabetical
+        return list(self.commands)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LapgenError as exc:
+            if _state["debug"]:
+                raise
+            click.echo(f"lapgen: error: {exc.one_line()}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("lapgen: interrupted; re-run the same command to resume", err=True)
+            ctx.exit(130)
+
+
+app = typer.Typer(
+    name="lapgen",
+    cls=LapgenGroup,
+    help="Generate and evaluate laparoscopic surgery images and videos with diffusion models "
+    "(Iliash et al., 2024).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lapgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notices."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    from lapgen import progress
+
+    _state["debug"] = debug
+    progress.set_quiet(quiet)
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        module_name = f"lapgen.cli.{name}"
+        # A command group joins the app when its module exists; a module that exists but fails to
+        # import is a bug and raises here.
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        importlib.import_module(module_name).register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="lapgen")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,103 @@
+"""Safe output handling shared by every command.
+
+Principle 7 of the architecture: never leave half-written outputs. Long jobs write into a staging folder
+`<out>.partial` next to the final path and rename it into place when complete, so an interrupted run
+leaves no `<out>` behind and a re-run with the same arguments resumes inside the staging folder. Single
+files are written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from lapgen.errors import LapgenError
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def staging_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + PARTIAL_SUFFIX)
+
+
+def check_writable_parent(out: Path) -> None:
+    """Fail early (one line) when `out` cannot be created."""
+    parent = out.absolute().parent
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise LapgenError("output location is not writable", path=out,
+                          hint="choose another --out or fix the folder's permissions")
+
+
+def prepare_output_dir(out: str | Path, *, overwrite: bool = False, resume: bool = True) -> Path:
+    """Check `out` and return the staging folder to write into.
+
+    - `out` exists and `overwrite` is false: error (lapgen never overwrites without `--overwrite`).
+    - `out` exists and `overwrite` is true: the old folder stays until `finalize_output_dir` replaces it.
+    - a staging folder from an interrupted run is reused when `resume` is true, else cleared.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise LapgenError("output already exists", path=out, hint="pass --overwrite or choose another --out")
+    check_writable_parent(out)
+    stage = staging_path(out)
+    if stage.exists() and not resume:
+        shutil.rmtree(stage)
+    try:
+        stage.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LapgenError(f"cannot create output folder ({exc.strerror})", path=out,
+                          hint="choose another --out or fix the folder's permissions") from exc
+    return stage
+
+
+def finalize_output_dir(out: str | Path) -> Path:
+    """Move the completed staging folder into place (replacing an old `out` when overwriting)."""
+    out = Path(out)
+    stage = staging_path(out)
+    if out.exists():
+        trash = out.with_name(out.name + ".old")
+        if trash.exists():
+            shutil.rmtree(trash)
+        out.rename(trash)
+        stage.rename(out)
+        shutil.rmtree(trash)
+    else:
+        stage.rename(out)
+    return out
+
+
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "wb") -> Iterator:
+    """Open a temporary sibling of `path` for writing and rename it over `path` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, mode) as fh:
+            yield fh
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def lapgen_home() -> Path:
+    """`$LAPGEN_HOME`, default `~/.cache/lapgen`: registry file, caches, default demo models."""
+    return Path(os.environ.get("LAPGEN_HOME", Path.home() / ".cache" / "lapgen")).expanduser()

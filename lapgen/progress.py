@@ -1,0 +1,72 @@
+"""Progress bars and console output.
+
+All progress goes to stderr (so `--json` output on stdout stays clean) through rich. `set_quiet(True)`
+(the CLI's `--quiet`) silences bars and notices; errors are never silenced.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+T = TypeVar("T")
+
+stderr = Console(stderr=True)
+stdout = Console()
+_quiet = False
+
+
+def set_quiet(value: bool) -> None:
+    global _quiet
+    _quiet = bool(value)
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
+def notice(message: str) -> None:
+    """A one-line notice on stderr (silenced by --quiet)."""
+    if not _quiet:
+        stderr.print(message, highlight=False)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr (always shown)."""
+    stderr.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+
+def make_progress(*, rate_unit: str | None = None) -> Progress:
+    """A rich Progress on stderr with count, rate and ETA; disabled when quiet."""
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    if rate_unit:
+        columns.append(TextColumn("{task.fields[rate]}"))
+    return Progress(*columns, console=stderr, disable=_quiet, transient=False)
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar (stderr; silent when quiet)."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with make_progress() as progress:
+        task = progress.add_task(description, total=total)
+        for item in items:
+            yield item
+            progress.advance(task)

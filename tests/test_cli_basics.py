@@ -1,0 +1,76 @@
+"""The CLI shell: help, version, the error handler, and that help stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import typer
+from typer.testing import CliRunner
+
+from lapgen.cli import main as cli_main
+from lapgen.errors import LapgenError
+
+runner = CliRunner()
+
+
+def test_help_lists_commands():
+    result = runner.invoke(cli_main.app, ["--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+
+
+def test_version():
+    result = runner.invoke(cli_main.app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.startswith("lapgen ")
+
+
+def _probe_app():
+    app = typer.Typer(cls=cli_main.LapgenGroup, pretty_exceptions_enable=False)
+
+    @app.callback()
+    def _cb(debug: bool = typer.Option(False, "--debug")):
+        cli_main._state["debug"] = debug
+
+    @app.command()
+    def boom():
+        raise LapgenError("frames folder is missing", path="/data/x", hint="pass --data")
+
+    return app
+
+
+def test_lapgen_error_is_one_line_exit_2():
+    result = runner.invoke(_probe_app(), ["boom"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["lapgen: error: /data/x: frames folder is missing; pass --data"]
+    assert "Traceback" not in result.output
+
+
+def test_debug_shows_traceback():
+    result = runner.invoke(_probe_app(), ["--debug", "boom"])
+    assert isinstance(result.exception, LapgenError)
+    cli_main._state["debug"] = False
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from lapgen.cli.main import app\n"
+        "r = CliRunner()\n"
+        "for cmd in [['--help']] + [[c.name, '--help'] for c in app.registered_commands]"
+        " + [[g.name, '--help'] for g in app.registered_groups]:\n"
+        "    assert r.invoke(app, cmd).exit_code == 0, cmd\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'ultralytics', 'transformers', 'open_clip', 'cv2')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"help imported: {out.stdout.strip()}"
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "lapgen", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("lapgen ")
