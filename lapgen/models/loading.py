@@ -1,0 +1,321 @@
+"""Registry entry -> model objects: diffusers pipelines and ControlNets, ultralytics YOLO, open_clip CLIP,
+torch-fidelity's Inception and Rendezvous.
+
+Every loader takes a *source* (registry name, local path, `hf:ORG/NAME`, or an already resolved `Entry`),
+a device (`auto|cpu|cuda[:N]`) and, for float models, a dtype (`fp32|fp16|bf16|auto`; fp16 on CPU falls back
+to fp32 with a notice). Weights load only through safetensors, `torch.load(weights_only=True)` or, for
+OpenAI's TorchScript CLIP files, `torch.jit.load` (TorchScript archives carry no arbitrary Python pickle).
+
+Offline: with `HF_HUB_OFFLINE=1` (lapgen treats it as "offline" for every download) or without network, a
+source whose weights are not on disk fails at once with one line naming the entry and how to point it at
+a local copy (`lapgen models add NAME PATH`).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lapgen.errors import LapgenError
+from lapgen.models.device import resolve_device, resolve_dtype
+from lapgen.progress import notice
+from lapgen.registry import Entry, hub_offline, resolve
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from diffusers import ControlNetModel, StableDiffusionPipeline
+
+__all__ = [
+    "resolve_device", "resolve_dtype", "resolve_entry", "ensure_local", "safe_state_dict", "weights_fingerprint",
+    "load_sd_pipeline", "load_controlnet", "load_segmenter", "load_recognizer", "load_clip", "load_inception",
+]
+
+Source = "str | Path | Entry | None"
+
+
+def resolve_entry(source: Any, kind: str) -> Entry:
+    """An `Entry` of `kind` from a source or an entry (checked)."""
+    if isinstance(source, Entry):
+        if source.kind != kind:
+            raise LapgenError(f"'{source.name}' is a {source.kind}, not a {kind}")
+        return source
+    return resolve(source, kind)
+
+
+def _offline_error(entry: Entry, what: str = "weights") -> LapgenError:
+    where = entry.hub_id or entry.source
+    if entry.hub_id:
+        fetch = f"download it where there is network (`hf download {entry.hub_id} --local-dir DIR`)"
+    else:
+        fetch = f"get the {what} file(s) ({', '.join(entry.options.get('files', [])) or where})"
+    why = "HF_HUB_OFFLINE is set" if hub_offline() else "download failed (no network?)"
+    return LapgenError(
+        f"model '{entry.name}': {what} from {where} are not on this machine and {why}",
+        hint=f"{fetch}, then `lapgen models add {_add_name(entry)} PATH`",
+    )
+
+
+def _add_name(entry: Entry) -> str:
+    return entry.name if (entry.builtin or entry.user) else "NAME"
+
+
+def _check_hub_available(entry: Entry) -> None:
+    if hub_offline() and not entry.present():
+        raise _offline_error(entry)
+
+
+def ensure_local(source: Any, kind: str = "pipeline") -> Path | str:
+    """A local folder/file for the entry when there is one (materialising `tiny-*`), else its hub id."""
+    entry = resolve_entry(source, kind)
+    if entry.path is not None:
+        if not entry.path.exists():
+            raise LapgenError(f"model '{entry.name}': weights path no longer exists", path=entry.path,
+                              hint=f"fix it with `lapgen models add {_add_name(entry)} PATH` or remove the entry")
+        return entry.path
+    if entry.source == "tiny:sd":
+        from lapgen.models.tiny import materialize_tiny_sd
+
+        return materialize_tiny_sd(seed=int(entry.options.get("seed", 0)))
+    if entry.source == "tiny:controlnet":
+        from lapgen.models.tiny import materialize_tiny_controlnet
+
+        return materialize_tiny_controlnet(seed=int(entry.options.get("seed", 0)))
+    if entry.hub_id:
+        _check_hub_available(entry)
+        return entry.hub_id
+    raise _offline_error(entry)
+
+
+def _quiet_loaders() -> None:
+    """lapgen shows its own progress; silence diffusers/transformers per-component loading bars."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+
+
+def _dtype_kwargs(torch_dtype: "torch.dtype") -> dict[str, Any]:
+    """diffusers >= 0.36 names the argument `dtype` (`torch_dtype` is deprecated); older ones `torch_dtype`."""
+    from diffusers.utils import deprecation_utils
+
+    return {"dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype": torch_dtype}
+
+
+def _from_pretrained(cls: Any, entry: Entry, location: Path | str, **kwargs: Any) -> Any:
+    """`cls.from_pretrained`, turning hub/network failures into one-line errors."""
+    _quiet_loaders()
+    if isinstance(location, str) and entry.revision:
+        kwargs["revision"] = entry.revision
+    try:
+        return cls.from_pretrained(location, **kwargs)
+    except (OSError, ValueError) as exc:
+        if isinstance(location, Path):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise LapgenError(f"model '{entry.name}' could not be loaded ({first})", path=location,
+                              hint=f"point at a folder written by diffusers' save_pretrained") from exc
+        raise _offline_error(entry) from exc
+
+
+def load_sd_pipeline(source: Any = None, *, device: Any = "auto", dtype: Any = "fp32",
+                     entry: Entry | None = None) -> "StableDiffusionPipeline":
+    """A diffusers `StableDiffusionPipeline` (safety checker off) on `device` in `dtype`.
+
+    `source=None` uses the default pipeline (the last trained Stage-1 model, else `sd15`).
+    """
+    from diffusers import StableDiffusionPipeline
+
+    entry = entry or resolve_entry(source, "pipeline")
+    location = ensure_local(entry, "pipeline")
+    if isinstance(location, Path) and not (location / "model_index.json").exists():
+        raise LapgenError(f"model '{entry.name}' is not a diffusers pipeline folder (no model_index.json)",
+                          path=location, hint="give the folder written by `lapgen finetune` or save_pretrained")
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    pipe = _from_pretrained(StableDiffusionPipeline, entry, location, **_dtype_kwargs(torch_dtype),
+                            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(dev)
+
+
+def load_controlnet(source: Any = None, *, device: Any = "auto", dtype: Any = "fp32") -> "ControlNetModel":
+    """A diffusers `ControlNetModel` (default: the last trained Stage-2 ControlNet)."""
+    from diffusers import ControlNetModel
+
+    entry = resolve_entry(source, "controlnet")
+    location = ensure_local(entry, "controlnet")
+    if isinstance(location, Path) and not (location / "config.json").exists():
+        sub = location / "controlnet"
+        if (sub / "config.json").exists():
+            location = sub
+        else:
+            raise LapgenError(f"model '{entry.name}' is not a ControlNet folder (no config.json)", path=location,
+                              hint="give the folder written by `lapgen train-controlnet` or save_pretrained")
+    dev = resolve_device(device)
+    model = _from_pretrained(ControlNetModel, entry, location, **_dtype_kwargs(resolve_dtype(dtype, dev)))
+    return model.to(dev).eval()
+
+
+def load_segmenter(source: Any = None, *, device: Any = "auto") -> Any:
+    """An ultralytics `YOLO` segmenter via `lapgen.models.segmentation.load_yolo`.
+
+    Without a weights file, the built-in `yolov8n-seg` is built from its yaml with random weights (notice).
+    """
+    from lapgen.models.segmentation import load_yolo
+
+    entry = resolve_entry(source, "segmenter")
+    if entry.path is not None:
+        path = entry.path
+        if path.is_dir():
+            for cand in (path / "weights" / "best.pt", path / "weights" / "last.pt", path / "best.pt"):
+                if cand.exists():
+                    path = cand
+                    break
+        if not path.exists():
+            raise LapgenError(f"segmenter '{entry.name}': weights file does not exist", path=path)
+        target = str(path)
+    elif entry.options.get("yaml"):
+        notice(f"segmenter '{entry.name}': no weights file found; building {entry.options['yaml']} with random "
+               f"weights (point it at weights with `lapgen models add {entry.name} PATH`)")
+        target = entry.options["yaml"]
+    else:
+        raise _offline_error(entry)
+    model = load_yolo(target)
+    dev = resolve_device(device)
+    return model.to(dev) if hasattr(model, "to") else model
+
+
+def load_recognizer(source: Any = None, *, device: Any = "auto") -> Any:
+    """A Rendezvous model via `lapgen.models.recognition.load_rendezvous` (official or lapgen-trained)."""
+    from lapgen.models.recognition import load_rendezvous
+
+    entry = resolve_entry(source, "recognizer")
+    if entry.path is None:
+        url = entry.options.get("url", "")
+        raise LapgenError(
+            f"recognizer '{entry.name}': no checkpoint on disk (looked for "
+            f"{', '.join(entry.options.get('files', [])[:1]) or 'a weights file'} in $LAPGEN_HOME/weights)",
+            hint=f"download an official checkpoint{' from ' + url if url else ''} or train one with "
+                 f"`lapgen eval train-recognizer`, then `lapgen models add {_add_name(entry)} PATH`")
+    if not entry.path.exists():
+        raise LapgenError(f"recognizer '{entry.name}': checkpoint does not exist", path=entry.path)
+    model = load_rendezvous(entry.path)
+    return model.to(resolve_device(device))
+
+
+# --------------------------------------------------------------------------------------------------
+# Feature extractors
+
+
+def safe_state_dict(path: str | Path) -> dict[str, "torch.Tensor"]:
+    """A state dict from safetensors, `torch.load(weights_only=True)` or a TorchScript archive (CPU)."""
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            is_script = any(n.split("/", 1)[-1].startswith("code/") for n in zf.namelist())
+        if is_script:  # OpenAI's CLIP .pt files are TorchScript archives
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            return {k: v for k, v in state.items() if k not in ("input_resolution", "context_length", "vocab_size")}
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise LapgenError(f"cannot read weights ({exc.__class__.__name__})", path=path,
+                          hint="lapgen loads safetensors or plain tensor state dicts (torch.load weights_only)") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise LapgenError("weights file does not hold a state dict", path=path)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def weights_fingerprint(source: Any, kind: str = "feature-extractor") -> str:
+    """A stable id of an entry's weights for cache keys: sha256 of a local file, else the source string."""
+    from lapgen.outputs import file_sha256
+
+    entry = resolve_entry(source, kind)
+    if entry.path is not None and entry.path.is_file():
+        return "sha256:" + file_sha256(entry.path)
+    if entry.hub_id:
+        return f"{entry.source}"
+    return str(entry.path or entry.source)
+
+
+def load_clip(source: Any = "clip-vit-b-32", *, device: Any = "auto", dtype: Any = "fp32",
+              arch: str | None = None) -> tuple[Any, Any]:
+    """An open_clip CLIP model (eval, on `device`) and its evaluation preprocessing transform.
+
+    Local weights (an entry's path) load into the entry's architecture (`arch` overrides it, needed for
+    user entries that are not built-ins); otherwise open_clip's pretrained tag is fetched (or read from
+    the hub cache) unless offline.
+    """
+    import open_clip
+
+    entry = resolve_entry(source if source is not None else "clip-vit-b-32", "feature-extractor")
+    arch = arch or entry.options.get("arch") or (entry.card or {}).get("arch")
+    if entry.options.get("loader", "open_clip") != "open_clip" or not arch:
+        raise LapgenError(f"'{entry.name}' is not an open_clip CLIP model",
+                          hint="use clip-vit-b-32 or clip-vit-l-14-336, or pass the architecture")
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    if entry.path is not None:
+        if not entry.path.exists():
+            raise LapgenError(f"CLIP '{entry.name}': weights file does not exist", path=entry.path)
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
+        state = safe_state_dict(entry.path)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise LapgenError(f"CLIP '{entry.name}': weights do not match architecture {arch}",
+                              path=entry.path, hint="check that the file is the model the entry names") from exc
+    else:
+        _check_hub_available(entry)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=entry.options["pretrained"])
+        except (OSError, RuntimeError, FileNotFoundError) as exc:
+            raise _offline_error(entry) from exc
+    return model.to(dev, torch_dtype).eval(), preprocess
+
+
+def load_inception(source: Any = "inception-v3", *, device: Any = "auto",
+                   features: tuple[str, ...] = ("2048",)) -> Any:
+    """torch-fidelity's FID `FeatureExtractorInceptionV3` (input: uint8 (N, 3, H, W); fp32 inside).
+
+    Local weights are read with `safe_state_dict` (torch-fidelity itself would unpickle them fully).
+    """
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    entry = resolve_entry(source if source is not None else "inception-v3", "feature-extractor")
+    if entry.options.get("loader", "torch-fidelity") != "torch-fidelity":
+        raise LapgenError(f"'{entry.name}' is not an Inception model", hint="use inception-v3")
+    name = "inception-v3-compat"
+    if entry.path is not None:
+        if not entry.path.exists():
+            raise LapgenError(f"Inception '{entry.name}': weights file does not exist", path=entry.path)
+        state = safe_state_dict(entry.path)
+        original = tfi.load_state_dict_from_url
+        tfi.load_state_dict_from_url = lambda *a, **k: state  # hand torch-fidelity the safely read weights
+        try:
+            model = tfi.FeatureExtractorInceptionV3(name, list(features))
+        except RuntimeError as exc:
+            raise LapgenError(f"Inception '{entry.name}': weights do not match torch-fidelity's InceptionV3",
+                              path=entry.path) from exc
+        finally:
+            tfi.load_state_dict_from_url = original
+    else:
+        if hub_offline():
+            raise _offline_error(entry)
+        try:
+            model = tfi.FeatureExtractorInceptionV3(name, list(features))
+        except (OSError, RuntimeError) as exc:  # URLError is an OSError
+            raise _offline_error(entry) from exc
+    return model.to(resolve_device(device)).eval()

@@ -1,0 +1,486 @@
+"""The checkpoint registry: one name per set of weights, for every stage and every metric.
+
+A *source* is what a user types after `--model`, `--controlnet`, `--segmenter`, `--clip`...:
+
+- a registry name: a built-in (`sd15`, `tiny-sd`, `clip-vit-b-32`, ...) or a user entry;
+- a local path (a diffusers folder, a `.pt`/`.pth`/`.safetensors` file, a lapgen artefact folder);
+- a Hugging Face Hub id written `hf:ORG/NAME` (optionally `hf:ORG/NAME@REVISION`).
+
+User entries live in `$LAPGEN_HOME/registry.yaml` (plain YAML): `lapgen models add NAME SOURCE`, and every
+artefact lapgen trains registers itself under the user's `--name` (`register_artifact`) and becomes the
+default of its kind. A user entry with a built-in's name keeps the built-in's meaning and points it at
+local weights (`lapgen models add clip-vit-b-32 /data/weights/ViT-B-32.pt`): how offline clusters work.
+
+This module never imports torch (`lapgen models list/show` stay light); `lapgen.models.loading` turns an
+`Entry` into objects. Design after torch-fidelity's `registry.py` and open_clip's `pretrained.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from lapgen.cards import read_card
+from lapgen.errors import LapgenError
+from lapgen.outputs import lapgen_home
+
+KINDS = ("pipeline", "controlnet", "segmenter", "feature-extractor", "recognizer")
+KIND_LABELS = {
+    "pipeline": "diffusion pipeline",
+    "controlnet": "ControlNet",
+    "segmenter": "tool segmenter",
+    "feature-extractor": "feature extractor",
+    "recognizer": "action-triplet recognizer",
+}
+REGISTRY_FILE = "registry.yaml"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A resolved source. `path` is the local weights (file or folder) when there are any."""
+
+    name: str
+    kind: str
+    source: str  # "hf:ORG/NAME", a local path, or a scheme of a built-in ("tiny:sd", "open_clip:...")
+    path: Path | None = None
+    description: str = ""
+    card: dict[str, Any] | None = None
+    builtin: bool = False  # a built-in name (possibly pointed at local weights by a user entry)
+    user: bool = False  # has a user entry in registry.yaml
+    options: dict[str, Any] = field(default_factory=dict)  # loader hints (architecture, file names, ...)
+
+    @property
+    def hub_id(self) -> str | None:
+        """`ORG/NAME` for a hub source (without revision), else None."""
+        return parse_hub_source(self.source)[0] if self.source.startswith("hf:") else None
+
+    @property
+    def revision(self) -> str | None:
+        return parse_hub_source(self.source)[1] if self.source.startswith("hf:") else None
+
+    def weights_location(self) -> str:
+        """Where the weights come from, for tables and errors."""
+        return str(self.path) if self.path is not None else self.source
+
+    def present(self) -> bool:
+        """Whether the weights are usable without a download (no torch import)."""
+        if self.path is not None:
+            return self.path.exists()
+        if self.source.startswith("tiny:"):
+            return True  # built from configs, offline
+        for repo, filenames in self.options.get("hub_files", {}).items():
+            if any(hub_cached(repo, f) for f in filenames):
+                return True
+        if self.hub_id:
+            marker = self.options.get("marker_file", "model_index.json" if self.kind == "pipeline" else "config.json")
+            return hub_cached(self.hub_id, marker, revision=self.revision)
+        return False
+
+
+# --------------------------------------------------------------------------------------------------
+# Built-in entries
+
+_RDV_URL = "https://s3.unistra.fr/camma_public/github/rendezvous/"
+_BUILTINS: dict[str, Entry] = {
+    e.name: e
+    for e in (
+        Entry("sd15", "pipeline", "hf:stable-diffusion-v1-5/stable-diffusion-v1-5",
+              description="Stable Diffusion v1.5 (maintained mirror of runwayml/stable-diffusion-v1-5); "
+                          "the paper's base model", builtin=True),
+        Entry("tiny-sd", "pipeline", "tiny:sd",
+              description="tiny randomly initialised SD-1.5-shaped pipeline built from configs (seeded); "
+                          "for tests and the demo", builtin=True, options={"seed": 0}),
+        Entry("tiny-controlnet", "controlnet", "tiny:controlnet",
+              description="tiny ControlNet made from tiny-sd's UNet (ControlNetModel.from_unet, seeded)",
+              builtin=True, options={"seed": 0}),
+        Entry("clip-vit-b-32", "feature-extractor", "open_clip:ViT-B-32-quickgelu/openai",
+              description="CLIP ViT-B/32 (open_clip, OpenAI weights); the paper's CLIP-FID model and "
+                          "lapgen's default CMMD model", builtin=True,
+              options={"loader": "open_clip", "arch": "ViT-B-32-quickgelu", "pretrained": "openai",
+                       "files": ["ViT-B-32.pt", "open_clip_model.safetensors"],
+                       "hub_files": {"timm/vit_base_patch32_clip_224.openai":
+                                     ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]}}),
+        Entry("clip-vit-l-14-336", "feature-extractor", "open_clip:ViT-L-14-336/openai",
+              description="CLIP ViT-L/14 at 336 px (open_clip, OpenAI weights); the CMMD paper's model",
+              builtin=True,
+              options={"loader": "open_clip", "arch": "ViT-L-14-336-quickgelu", "pretrained": "openai",
+                       "files": ["ViT-L-14-336px.pt"],
+                       "hub_files": {"timm/vit_large_patch14_clip_336.openai":
+                                     ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]}}),
+        Entry("inception-v3", "feature-extractor", "torch-fidelity:inception-v3-compat",
+              description="torch-fidelity's FID InceptionV3 (TensorFlow 2015-12-05 weights); FID and KID",
+              builtin=True,
+              options={"loader": "torch-fidelity", "files": ["weights-inception-2015-12-05-6726825d.pth"],
+                       "search_torch_hub": True}),
+        Entry("yolov8n-seg", "segmenter", "ultralytics:yolov8n-seg.pt",
+              description="YOLOv8n-seg (ultralytics); built from yolov8n-seg.yaml with random weights when "
+                          "no weights file is at hand", builtin=True,
+              options={"loader": "ultralytics", "files": ["yolov8n-seg.pt"], "yaml": "yolov8n-seg.yaml"}),
+        Entry("rdv-cholect50", "recognizer", "camma:rendezvous_l8_cholect50_crossval_k1_layernorm_lowres.pth",
+              description="Rendezvous action-triplet recognizer, official CholecT50 checkpoints "
+                          "(rendezvous_l8_cholect50_*.pth, by file name)", builtin=True,
+              options={"loader": "rendezvous", "url": _RDV_URL,
+                       "files": [f"rendezvous_l8_cholect50_crossval_k{k}_layernorm_lowres.pth" for k in range(1, 6)]
+                       + ["rendezvous_l8_cholect50_challenge_k0_batchnorm_lowres.pth"]}),
+    )
+}
+BUILTIN_DEFAULTS = {
+    "pipeline": "sd15",
+    "controlnet": None,
+    "segmenter": "yolov8n-seg",
+    "feature-extractor": "inception-v3",
+    "recognizer": "rdv-cholect50",
+}
+
+
+def builtin_names() -> list[str]:
+    return list(_BUILTINS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers without heavy imports
+
+
+def hub_offline() -> bool:
+    """True when the user asked the Hugging Face hub to stay offline (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_cached(repo_id: str, filename: str, revision: str | None = None) -> bool:
+    """Whether `filename` of hub repo `repo_id` is in the local Hugging Face cache (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    except Exception:  # invalid repo id etc.
+        return False
+    return isinstance(found, str)
+
+
+def parse_hub_source(source: str) -> tuple[str, str | None]:
+    """`hf:ORG/NAME[@REV]` -> (`ORG/NAME`, REV); a one-line error when malformed."""
+    body = source[3:]
+    repo, _, rev = body.partition("@")
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", repo):
+        raise LapgenError(f"malformed hub id '{source}'", hint="write it as hf:ORG/NAME, e.g. hf:stable-diffusion-v1-5/stable-diffusion-v1-5")
+    return repo, (rev or None)
+
+
+def _weights_dirs(entry: Entry) -> list[Path]:
+    dirs = [lapgen_home() / "weights"]
+    if entry.options.get("search_torch_hub"):
+        torch_home = Path(os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "torch"))
+        dirs.append(torch_home.expanduser() / "hub" / "checkpoints")
+    return dirs
+
+
+def _find_builtin_file(entry: Entry) -> Path | None:
+    for folder in _weights_dirs(entry):
+        for name in entry.options.get("files", []):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def looks_like_path(source: str) -> bool:
+    return (os.sep in source or "/" in source or source.startswith((".", "~"))
+            or source.endswith((".pt", ".pth", ".safetensors", ".yaml", ".bin", ".ckpt")))
+
+
+def _card_kind(card: dict[str, Any] | None) -> str | None:
+    kind = str((card or {}).get("kind", "")).lower()
+    if kind in KINDS:
+        return kind
+    for needle, mapped in (("controlnet", "controlnet"), ("pipeline", "pipeline"), ("finetune", "pipeline"),
+                           ("segment", "segmenter"), ("yolo", "segmenter"), ("recogn", "recognizer"),
+                           ("rendezvous", "recognizer")):
+        if needle in kind:
+            return mapped
+    return None
+
+
+def detect_kind(path: Path) -> str | None:
+    """Guess the kind of a local artefact from its card or layout (no torch import)."""
+    card = _safe_card(path)
+    if (kind := _card_kind(card)) is not None:
+        return kind
+    if path.is_dir():
+        if (path / "model_index.json").exists():
+            return "pipeline"
+        config = path / "config.json"
+        if config.exists():
+            try:
+                cls = json.loads(config.read_text()).get("_class_name", "")
+            except (OSError, ValueError):
+                cls = ""
+            if cls == "ControlNetModel":
+                return "controlnet"
+        if (path / "weights" / "best.pt").exists() or (path / "weights" / "last.pt").exists():
+            return "segmenter"
+        return None
+    name = path.name.lower()
+    if "yolo" in name:
+        return "segmenter"
+    if "rendezvous" in name or "rdv" in name:
+        return "recognizer"
+    if "inception" in name or "clip" in name or name.startswith("vit-"):
+        return "feature-extractor"
+    return None
+
+
+def _safe_card(path: Path) -> dict[str, Any] | None:
+    try:
+        return read_card(path, required=False)
+    except LapgenError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# The user registry file
+
+
+def registry_path() -> Path:
+    """`$LAPGEN_HOME/registry.yaml`."""
+    return lapgen_home() / REGISTRY_FILE
+
+
+def _read_user() -> dict[str, Any]:
+    path = registry_path()
+    if not path.exists():
+        return {"version": 1, "entries": {}, "defaults": {}}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LapgenError("model registry is not valid YAML", path=path,
+                          hint="fix or delete the file (it only holds user entries)") from exc
+    if not isinstance(data, dict):
+        raise LapgenError("model registry is not a mapping", path=path, hint="fix or delete the file")
+    data.setdefault("version", 1)
+    data["entries"] = data.get("entries") or {}
+    data["defaults"] = data.get("defaults") or {}
+    return data
+
+
+@contextmanager
+def _edit_user() -> Iterator[dict[str, Any]]:
+    """Read-modify-write the registry file under an exclusive lock, written atomically."""
+    path = registry_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(REGISTRY_FILE + ".lock"), "w") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - Windows: best effort
+            pass
+        data = _read_user()
+        yield data
+        tmp = path.with_name(f".{REGISTRY_FILE}.tmp{os.getpid()}")
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        tmp.replace(path)
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise LapgenError(f"unknown model kind '{kind}'", hint=f"valid kinds: {', '.join(KINDS)}")
+    return kind
+
+
+def check_name(name: str, *, allow_builtin: bool = False) -> str:
+    """Validate a name for a new entry (call before heavy work, e.g. on `--name`)."""
+    if not _NAME_RE.match(name or ""):
+        raise LapgenError(f"invalid model name '{name}'",
+                          hint="use letters, digits and . _ + - (no slashes), starting with a letter or digit")
+    if name in _BUILTINS and not allow_builtin:
+        raise LapgenError(f"'{name}' is a built-in model name", hint="choose another --name")
+    return name
+
+
+# --------------------------------------------------------------------------------------------------
+# Resolution
+
+
+def _from_user(name: str, raw: dict[str, Any]) -> Entry:
+    base = _BUILTINS.get(name)
+    path = Path(raw["path"]) if raw.get("path") else None
+    if base is not None:  # a built-in pointed at local weights
+        return replace(base, path=path or base.path, user=True, card=_safe_card(path) if path else None,
+                       description=raw.get("description") or base.description,
+                       source=raw.get("source") if str(raw.get("source", "")).startswith("hf:") else base.source)
+    return Entry(name=name, kind=raw.get("kind", "pipeline"), source=str(raw.get("source", path)), path=path,
+                 description=raw.get("description", ""), card=_safe_card(path) if path else None, user=True)
+
+
+def _builtin(name: str) -> Entry:
+    entry = _BUILTINS[name]
+    found = _find_builtin_file(entry)
+    return replace(entry, path=found) if found else entry
+
+
+def list_entries(kind: str | None = None) -> list[Entry]:
+    """Built-in entries (with user overrides) then user entries, optionally of one kind."""
+    user = _read_user()["entries"]
+    out = [(_from_user(n, user[n]) if n in user else _builtin(n)) for n in _BUILTINS]
+    out += [_from_user(n, raw) for n, raw in user.items() if n not in _BUILTINS]
+    return [e for e in out if kind is None or e.kind == kind]
+
+
+def _unknown(name: str, kind: str | None) -> LapgenError:
+    names = [e.name for e in list_entries(kind)]
+    what = f"{KIND_LABELS[kind]} " if kind else ""
+    return LapgenError(f"unknown {what}model '{name}'",
+                       hint=f"valid names: {', '.join(names) or '(none yet)'}; or give a local path or hf:ORG/NAME")
+
+
+def _local_entry(source: str, kind: str | None) -> Entry:
+    path = Path(source).expanduser().absolute()
+    if not path.exists():
+        raise LapgenError("model path does not exist", path=path,
+                          hint="check the path, or see `lapgen models list` for registered names")
+    path = path.resolve()
+    detected = detect_kind(path)
+    card = _safe_card(path)
+    return Entry(name=str(path), kind=kind or detected or "pipeline", source=str(path), path=path,
+                 description=(card or {}).get("description", ""), card=card)
+
+
+def resolve(source: str | Path | None = None, kind: str | None = None) -> Entry:
+    """Turn a registry name, local path or `hf:ORG/NAME` into an `Entry` (no download, no torch).
+
+    `source=None` takes the default of `kind`. With `kind` given, an entry of another kind is an error.
+    """
+    if kind is not None:
+        _check_kind(kind)
+    if source is None or str(source) == "":
+        if kind is None:
+            raise LapgenError("no model given", hint="pass a registry name, a local path or hf:ORG/NAME")
+        name = default_for(kind)
+        if name is None:
+            raise LapgenError(f"no default {KIND_LABELS[kind]} yet",
+                              hint=f"train one, or pass a name/path, or set one with `lapgen models use NAME`")
+        entry = resolve(name, kind)
+    else:
+        source = str(source)
+        user = _read_user()["entries"]
+        if source.startswith("hf:"):
+            parse_hub_source(source)
+            entry = Entry(name=source, kind=kind or "pipeline", source=source)
+        elif source in user:
+            entry = _from_user(source, user[source])
+        elif source in _BUILTINS:
+            entry = _builtin(source)
+        elif looks_like_path(source) or Path(source).expanduser().exists():
+            entry = _local_entry(source, kind)
+        else:
+            raise _unknown(source, kind)
+    if kind is not None and entry.kind != kind:
+        raise LapgenError(f"'{entry.name}' is a {KIND_LABELS[entry.kind]}, not a {KIND_LABELS[kind]}",
+                          hint=f"pick a {kind} from `lapgen models list`")
+    return entry
+
+
+def default_for(kind: str) -> str | None:
+    """The name used when a command gets no model of `kind`: set by `models use` or the last training."""
+    _check_kind(kind)
+    user = _read_user()
+    name = user["defaults"].get(kind)
+    if name and (name in user["entries"] or name in _BUILTINS):
+        return name
+    return BUILTIN_DEFAULTS[kind]
+
+
+# --------------------------------------------------------------------------------------------------
+# Editing
+
+
+def add_entry(name: str, source: str, kind: str | None = None, description: str | None = None) -> Entry:
+    """`lapgen models add`: a user entry for a local path or hub id (a built-in name keeps its meaning)."""
+    check_name(name, allow_builtin=True)
+    base = _BUILTINS.get(name)
+    if kind is not None:
+        _check_kind(kind)
+        if base is not None and kind != base.kind:
+            raise LapgenError(f"'{name}' is a built-in {KIND_LABELS[base.kind]}", hint=f"drop --kind or use another name")
+    raw: dict[str, Any] = {}
+    if source.startswith("hf:"):
+        parse_hub_source(source)
+        if base is not None and not base.source.startswith("hf:"):
+            raise LapgenError(f"'{name}' loads through {base.source.split(':')[0]}, not the hub",
+                              hint="point it at a local weights file instead")
+        raw.update(kind=kind or (base.kind if base else "pipeline"), source=source)
+    else:
+        path = Path(source).expanduser().absolute()
+        if not path.exists():
+            raise LapgenError("model path does not exist", path=path, hint="give an existing file or folder")
+        path = path.resolve()
+        kind = kind or (base.kind if base else detect_kind(path))
+        if kind is None:
+            raise LapgenError(f"cannot tell what kind of model {path.name} is", path=path,
+                              hint=f"pass --kind ({', '.join(KINDS)})")
+        raw.update(kind=kind, source=str(path), path=str(path))
+    if description:
+        raw["description"] = description
+    with _edit_user() as data:
+        data["entries"][name] = raw
+    return resolve(name)
+
+
+def remove_entry(name: str) -> None:
+    """`lapgen models remove`: drop a user entry (a built-in reverts to its own weights)."""
+    with _edit_user() as data:
+        if name not in data["entries"]:
+            if name in _BUILTINS:
+                raise LapgenError(f"'{name}' is a built-in model and cannot be removed",
+                                  hint="only entries added with `lapgen models add` or trained by lapgen can")
+            raise _unknown(name, None)
+        del data["entries"][name]
+        for kind, default in list(data["defaults"].items()):
+            if default == name:
+                del data["defaults"][kind]
+
+
+def set_default(name: str) -> Entry:
+    """`lapgen models use`: make `name` the default of its kind."""
+    entry = resolve(name)
+    if entry.name not in _BUILTINS and not entry.user:
+        raise LapgenError(f"'{name}' is not a registered name", hint="register it first with `lapgen models add`")
+    with _edit_user() as data:
+        data["defaults"][entry.kind] = entry.name
+    return entry
+
+
+def register_artifact(name: str, kind: str, path: str | Path, card: dict[str, Any] | None = None, *,
+                      make_default: bool = True, description: str | None = None) -> Entry:
+    """Register a trained artefact folder under `name` (the user's `--name`); it becomes the default.
+
+    The folder's card (`lapgen.yaml`) is read at resolve time, so metrics added later with
+    `cards.update_card` show up in `lapgen models show`. If `card` is given and the folder has none yet,
+    it is written there.
+    """
+    from lapgen.cards import write_card
+
+    check_name(name)
+    _check_kind(kind)
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise LapgenError("artefact to register does not exist", path=path)
+    if card is not None and _safe_card(path) is None:
+        write_card(path, card)
+    card = _safe_card(path) or card or {}
+    raw = {"kind": kind, "source": str(path), "path": str(path),
+           "description": description or card.get("description") or f"{KIND_LABELS[kind]} trained by lapgen",
+           "parent": card.get("parent")}
+    with _edit_user() as data:
+        data["entries"][name] = {k: v for k, v in raw.items() if v is not None}
+        if make_default:
+            data["defaults"][kind] = name
+    return resolve(name, kind)
