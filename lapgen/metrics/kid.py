@@ -1,0 +1,90 @@
+"""Kernel Inception Distance with torch-fidelity 0.4.0's definition (metrics-protocol.md section 2).
+
+    k(x, y) = (x.y / d + 1)^3                                   (polynomial, degree 3, gamma 1/d, coef0 1)
+    MMD2_u  = [sum_{i!=j} k(x_i,x_j) + sum_{i!=j} k(y_i,y_j)] / (m(m-1)) - 2 sum_{i,j} k(x_i,y_j) / m^2
+
+over `subsets` random subsets of size m drawn without replacement (subsets overlap). The random draws follow
+torch-fidelity exactly: `np.random.RandomState(seed)`, and per subset first the A indices then the B indices
+with `choice(n, m, replace=False)`, so the same features and seed give torch-fidelity's numbers
+(`torch_fidelity/metric_kid.py`, after Binkowski et al.'s MMD-GAN code). Output: mean and population std
+(ddof 0) over subsets; the std is subset spread, not a confidence interval. Values are not clamped: slightly
+negative KID is valid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lapgen.errors import LapgenError
+
+DEFAULT_SUBSETS = 100
+DEFAULT_SUBSET_SIZE = 1000
+DEFAULT_SEED = 2020  # torch-fidelity's default rng_seed
+
+
+def polynomial_kernel(x: np.ndarray, y: np.ndarray, *, degree: int = 3, gamma: float | None = None,
+                      coef0: float = 1.0) -> np.ndarray:
+    """(x y^T * gamma + coef0)^degree, gamma defaulting to 1/d; (N_x, N_y)."""
+    if gamma is None:
+        gamma = 1.0 / x.shape[1]
+    return (np.matmul(x, y.T) * gamma + coef0) ** degree
+
+
+def mmd2_unbiased(k_xx: np.ndarray, k_xy: np.ndarray, k_yy: np.ndarray) -> float:
+    """Unbiased MMD^2 from m x m kernel matrices (diagonals of K_xx, K_yy dropped, K_xy kept whole)."""
+    m = k_xx.shape[0]
+    kt_xx_sum = (k_xx.sum(axis=1) - np.diagonal(k_xx)).sum()
+    kt_yy_sum = (k_yy.sum(axis=1) - np.diagonal(k_yy)).sum()
+    k_xy_sum = k_xy.sum(axis=0).sum()
+    return float((kt_xx_sum + kt_yy_sum) / (m * (m - 1)) - 2 * k_xy_sum / (m * m))
+
+
+def kid_subset_values(
+    feats_a: np.ndarray,
+    feats_b: np.ndarray,
+    *,
+    subsets: int = DEFAULT_SUBSETS,
+    subset_size: int = DEFAULT_SUBSET_SIZE,
+    seed: int = DEFAULT_SEED,
+) -> np.ndarray:
+    """The per-subset unbiased MMD^2 values, shape (subsets,)."""
+    a = np.asarray(feats_a)
+    b = np.asarray(feats_b)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise LapgenError(f"KID needs two N x D feature arrays of equal D, got {a.shape} and {b.shape}")
+    if subset_size < 2:
+        raise LapgenError(f"KID subset size must be at least 2, got {subset_size}")
+    if subsets < 1:
+        raise LapgenError(f"KID needs at least 1 subset, got {subsets}")
+    n_a, n_b = len(a), len(b)
+    if n_a < subset_size or n_b < subset_size:
+        raise LapgenError(
+            f"KID subset size {subset_size} is larger than a set (N_gen={n_a}, N_real={n_b})",
+            hint=f"pass --kid-subset-size {min(n_a, n_b)} or less, or use more images")
+    rng = np.random.RandomState(seed)
+    values = np.zeros(subsets)
+    for i in range(subsets):
+        xa = a[rng.choice(n_a, subset_size, replace=False)]
+        xb = b[rng.choice(n_b, subset_size, replace=False)]
+        values[i] = mmd2_unbiased(polynomial_kernel(xa, xa), polynomial_kernel(xa, xb), polynomial_kernel(xb, xb))
+    return values
+
+
+def kid(
+    feats_a: np.ndarray,
+    feats_b: np.ndarray,
+    *,
+    subsets: int = DEFAULT_SUBSETS,
+    subset_size: int = DEFAULT_SUBSET_SIZE,
+    seed: int = DEFAULT_SEED,
+    dtype: type = np.float64,
+) -> tuple[float, float]:
+    """KID (mean, std over subsets) between A (N_A x D) and B (N_B x D).
+
+    The kernels run in `dtype` (float64 by default, as lapgen's protocol asks). torch-fidelity computes them in
+    the features' own dtype (float32 from its extractors); pass `dtype=np.float32` to reproduce its
+    `calculate_metrics` output bit for bit from the same float32 features.
+    """
+    values = kid_subset_values(np.asarray(feats_a, dtype=dtype), np.asarray(feats_b, dtype=dtype),
+                               subsets=subsets, subset_size=subset_size, seed=seed)
+    return float(np.mean(values)), float(np.std(values))
