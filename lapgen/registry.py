@@ -289,7 +289,7 @@ def _edit_user() -> Iterator[dict[str, Any]]:
         tmp.replace(path)
 
 
-def _check_kind(kind: str) -> str:
+def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise LapgenError(f"unknown model kind '{kind}'", hint=f"valid kinds: {', '.join(KINDS)}")
     return kind
@@ -316,8 +316,10 @@ def _from_user(name: str, raw: dict[str, Any]) -> Entry:
         return replace(base, path=path or base.path, user=True, card=_safe_card(path) if path else None,
                        description=raw.get("description") or base.description,
                        source=raw.get("source") if str(raw.get("source", "")).startswith("hf:") else base.source)
+    card = _safe_card(path) if path else None
     return Entry(name=name, kind=raw.get("kind", "pipeline"), source=str(raw.get("source", path)), path=path,
-                 description=raw.get("description", ""), card=_safe_card(path) if path else None, user=True)
+                 description=raw.get("description") or str((card or {}).get("description") or ""), card=card,
+                 user=True)
 
 
 def _builtin(name: str) -> Entry:
@@ -359,7 +361,7 @@ def resolve(source: str | Path | None = None, kind: str | None = None) -> Entry:
     `source=None` takes the default of `kind`. With `kind` given, an entry of another kind is an error.
     """
     if kind is not None:
-        _check_kind(kind)
+        check_kind(kind)
     if source is None or str(source) == "":
         if kind is None:
             raise LapgenError("no model given", hint="pass a registry name, a local path or hf:ORG/NAME")
@@ -390,7 +392,7 @@ def resolve(source: str | Path | None = None, kind: str | None = None) -> Entry:
 
 def default_for(kind: str) -> str | None:
     """The name used when a command gets no model of `kind`: set by `models use` or the last training."""
-    _check_kind(kind)
+    check_kind(kind)
     user = _read_user()
     name = user["defaults"].get(kind)
     if name and (name in user["entries"] or name in _BUILTINS):
@@ -407,7 +409,7 @@ def add_entry(name: str, source: str, kind: str | None = None, description: str 
     check_name(name, allow_builtin=True)
     base = _BUILTINS.get(name)
     if kind is not None:
-        _check_kind(kind)
+        check_kind(kind)
         if base is not None and kind != base.kind:
             raise LapgenError(f"'{name}' is a built-in {KIND_LABELS[base.kind]}", hint=f"drop --kind or use another name")
     raw: dict[str, Any] = {}
@@ -469,7 +471,7 @@ def register_artifact(name: str, kind: str, path: str | Path, card: dict[str, An
     from lapgen.cards import write_card
 
     check_name(name)
-    _check_kind(kind)
+    check_kind(kind)
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise LapgenError("artefact to register does not exist", path=path)
