@@ -1,0 +1,344 @@
+"""`lapgen prepare`: Cholec80 + CholecT50 -> the 128x128 text-image frames dataset (see lapgen.data.frames).
+
+Steps: validate every input first (labels, annotation files, MP4 headers, output location), plan one job
+per video, run the jobs in parallel worker processes (each decodes its video once, sequentially, keeping
+Cholec80 frames with C-index % 25 == 0, i.e. the frame that carries the annotation), write each PNG
+atomically into the staging folder `<out>.partial`, then write `metadata.jsonl`, the card, and rename the
+folder into place. An interrupted run leaves only the staging folder; re-running with the same arguments
+skips the PNGs already written and ends with the same bytes as an uninterrupted run.
+
+Resize: Pillow's bilinear filter with its support scaled to the reduction (area-aware, i.e. antialiased),
+aspect not kept (854x480 -> 128x128 like the paper). The paper uses `cv2.resize(INTER_LINEAR)`, which
+samples only the 2x2 nearest source pixels and aliases at a 6.7x reduction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lapgen.data import frames as frames_mod
+from lapgen.data import prompts, vocab
+from lapgen.errors import LapgenError
+
+STATE_FILE = ".prepare-config.json"  # in the staging folder: the arguments a resumed run must match
+PAPER_TEST_FRAMES, PAPER_SEED = 10_000, 42
+
+
+@dataclass
+class PrepareConfig:
+    """Arguments of `lapgen prepare` (what changes the output; workers/overwrite do not)."""
+
+    out: Path
+    cholect50: Path | None = None
+    cholec80: Path | None = None
+    size: int = 128  # output images are size x size pixels
+    split: str = "rdv"  # rdv | challenge | fold1..fold5 | paper | all
+    prompt_format: str = prompts.DEFAULT_FORMAT  # paper | paper-calot (--normalize-phase-names)
+    paper_test_frames: int = PAPER_TEST_FRAMES  # --split paper only
+    seed: int = PAPER_SEED  # --split paper only
+    workers: int = 0  # 0 = all cores
+    overwrite: bool = False
+
+
+@dataclass
+class Job:
+    """One video's work: (frame index, destination relative to the dataset folder) pairs to write."""
+
+    source: str
+    video: str
+    src: str  # mp4 path (cholec80) or PNG folder (cholect50)
+    frames: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
+class PrepareResult:
+    out: Path
+    records: int
+    counts: list[dict]  # rows {source, split, phase, frames}
+    warnings: list[str]
+    skipped_videos: list[str]
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# ------------------------------------------------------------------------------------------------ planning
+
+def _t50_records(root: Path, fmt: str, warnings: list[str]) -> tuple[list[dict], list[Job]]:
+    from lapgen.data.cholect50 import read_cholect50
+
+    records, jobs = [], []
+    for vid in read_cholect50(root):
+        warnings.extend(vid.warnings)
+        job = Job("cholect50", vid.name, str(vid.frames[0].path.parent))
+        for f in vid.frames:
+            if f.triplets:
+                text = prompts.triplet_prompt(f.triplets, f.phase, fmt)
+            elif f.instruments:  # instruments without a triplet: data-formats.md 5.1 fallback
+                text = prompts.instrument_prompt(f.instruments, f.phase, fmt)
+                warnings.append(f"{vid.name} frame {f.frame}: instruments without a triplet")
+            else:
+                text = prompts.phase_text(f.phase, fmt)
+            file_name = f"images/{vid.name}/{f.frame:06d}.png"
+            records.append({"file_name": file_name, "text": text, "source": "cholect50", "video": vid.name,
+                            "frame": f.frame, "split": None, "phase": f.phase,
+                            "tools": [vocab.INSTRUMENTS[i] for i in f.instruments], "triplets": f.triplets,
+                            "instruments": f.instruments, "verbs": f.verbs, "targets": f.targets})
+            job.frames.append((f.frame, file_name))
+        jobs.append(job)
+    return records, jobs
+
+
+def _c80_records(root: Path, fmt: str, warnings: list[str], skipped: list[str]) -> tuple[list[dict], list[Job]]:
+    from lapgen.data.cholec80 import read_video_annotations, video_files
+
+    files = video_files(root)
+    keep = [v for v in sorted(files) if v in vocab.CHOLEC80_ONLY_VIDEOS]
+    skipped.extend(files[v].stem for v in sorted(files) if v not in vocab.CHOLEC80_ONLY_VIDEOS)
+    if not keep:
+        raise LapgenError("none of the Cholec80 videos is Cholec80-only (all are also in CholecT50)",
+                          path=root / "videos", hint="lapgen prepare uses only the 35 videos not in CholecT50; "
+                          "see docs/prepare.md")
+    records, jobs = [], []
+    for v in keep:
+        vid = read_video_annotations(root, v, files[v])
+        warnings.extend(vid.warnings)
+        job = Job("cholec80", vid.name, str(vid.mp4))
+        for s in vid.samples:
+            file_name = f"images/{vid.name}/{s.frame:06d}.png"
+            text = prompts.tools_prompt(s.tools, s.phase, fmt)
+            records.append({"file_name": file_name, "text": text, "source": "cholec80", "video": vid.name,
+                            "frame": s.frame, "split": "train", "phase": s.phase, "tools": s.tools})
+            job.frames.append((s.frame, file_name))
+        jobs.append(job)
+    return records, jobs
+
+
+def assign_splits(records: list[dict], split: str, *, test_frames: int = PAPER_TEST_FRAMES,
+                  seed: int = PAPER_SEED) -> None:
+    """Set `split` of the CholecT50 records in place (Cholec80-only videos are always `train`)."""
+    import numpy as np
+
+    t50 = [r for r in records if r["source"] == "cholect50"]
+    if split == "all":
+        for r in t50:
+            r["split"] = "train"
+    elif split == "paper":  # frame-level: leaks videos across splits (the paper's protocol)
+        order = sorted(range(len(t50)), key=lambda i: (t50[i]["video"], t50[i]["frame"]))
+        n = min(test_frames, len(order))
+        test = set(np.random.default_rng(seed).choice(len(order), size=n, replace=False).tolist())
+        for pos, i in enumerate(order):
+            t50[i]["split"] = "test" if pos in test else "train"
+    else:
+        table = vocab.video_split(split)
+        where = {v: name for name, ids in table.items() for v in ids}
+        for r in t50:
+            vid = int(r["video"][3:])
+            if vid not in where:
+                raise LapgenError(f"video {r['video']} is not in the official CholecT50 split {split!r}",
+                                  hint="use --split all or --split paper for non-official videos")
+            r["split"] = where[vid]
+
+
+# ------------------------------------------------------------------------------------------------- workers
+
+_progress_queue = None
+
+
+def _init_worker(queue) -> None:
+    global _progress_queue
+    _progress_queue = queue
+
+
+def _tick(n: int) -> None:
+    if _progress_queue is not None and n:
+        _progress_queue.put(n)
+
+
+def save_resized(image, size: int, dest: Path) -> None:
+    """Resize an RGB PIL image to size x size (antialiased bilinear) and write it as PNG atomically."""
+    from PIL import Image
+
+    small = image.convert("RGB").resize((size, size), Image.BILINEAR, reducing_gap=None)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    small.save(tmp, format="PNG")
+    os.replace(tmp, dest)
+
+
+def run_job(job: Job, stage: str, size: int, tick=None) -> int:
+    """Write the job's PNGs that are missing in `stage`; returns how many were written."""
+    from PIL import Image
+
+    tick = tick or _tick
+    stage_p = Path(stage)
+    todo = {idx: stage_p / rel for idx, rel in job.frames if not (stage_p / rel).exists()}
+    tick(len(job.frames) - len(todo))
+    if not todo:
+        return 0
+    next(iter(todo.values())).parent.mkdir(parents=True, exist_ok=True)
+    if job.source == "cholect50":
+        for idx, dest in todo.items():
+            src = Path(job.src) / f"{idx:06d}.png"
+            try:
+                with Image.open(src) as im:
+                    im.load()
+                    save_resized(im, size, dest)
+            except OSError as exc:
+                raise LapgenError(f"cannot read frame ({exc})", path=src,
+                                  hint="the PNG is corrupt or truncated; re-download the video's frames") from exc
+            tick(1)
+        return len(todo)
+    from lapgen.data.video import iter_indexed_frames
+
+    last = max(todo)
+    written = 0
+    for idx, rgb in iter_indexed_frames(job.src, step=vocab.CHOLEC80_FPS):
+        if idx in todo:
+            save_resized(Image.fromarray(rgb), size, todo[idx])
+            written += 1
+            tick(1)
+        if idx >= last:
+            break
+    if written < len(todo):
+        missing = min(i for i in todo if not todo[i].exists())
+        raise LapgenError(f"video ends before annotated frame {missing}; the video is truncated or does not "
+                          f"match its annotations", path=job.src, hint="re-download the video")
+    return written
+
+
+def run_jobs(jobs: list[Job], stage: Path, size: int, workers: int, total: int) -> None:
+    """Run `jobs` (in `workers` processes when > 1) with a progress bar of frames done."""
+    import multiprocessing as mp
+
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    from lapgen.progress import make_progress
+
+    class RateColumn(ProgressColumn):
+        def render(self, task):  # frames per second so far
+            return Text(f"{task.speed:.1f} frames/s" if task.speed else "-- frames/s")
+
+    progress = make_progress()
+    progress.columns = (*progress.columns, RateColumn())
+    with progress:
+        task = progress.add_task("prepare frames", total=total)
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                run_job(job, str(stage), size, tick=lambda n: progress.advance(task, n))
+            return
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(queue,))
+        try:
+            pending: set[Future] = {pool.submit(run_job, job, str(stage), size) for job in jobs}
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                while not queue.empty():
+                    progress.advance(task, queue.get())
+                for fut in done:
+                    fut.result()  # re-raises a worker's LapgenError
+            while not queue.empty():
+                progress.advance(task, queue.get())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+# -------------------------------------------------------------------------------------------------- driver
+
+def _validate_config(cfg: PrepareConfig) -> None:
+    if cfg.cholect50 is None and cfg.cholec80 is None:
+        raise LapgenError("nothing to prepare", hint="pass --cholect50 PATH and/or --cholec80 PATH")
+    if not 8 <= cfg.size <= 4096:
+        raise LapgenError(f"--size must be in 8..4096, got {cfg.size}")
+    if cfg.split not in vocab.SPLIT_NAMES:
+        raise LapgenError(f"unknown split {cfg.split!r}", hint="valid: " + ", ".join(vocab.SPLIT_NAMES))
+    prompts.check_format(cfg.prompt_format)
+    if cfg.workers < 0:
+        raise LapgenError(f"--workers must be >= 0 (0 = all cores), got {cfg.workers}")
+    if Path(cfg.out).exists() and not cfg.overwrite:
+        raise LapgenError("output already exists", path=cfg.out, hint="pass --overwrite or choose another --out")
+
+
+def _fingerprint(cfg: PrepareConfig) -> dict:
+    d = {k: (str(Path(v).resolve()) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    for k in ("workers", "overwrite", "out"):
+        d.pop(k)
+    return d
+
+
+def summary_rows(records: list[dict]) -> list[dict]:
+    """Frames by (source, split, phase name), sorted."""
+    c = Counter((r["source"], r["split"], r["phase"]) for r in records)
+    return [{"source": s, "split": sp, "phase": vocab.PHASES[p], "frames": n}
+            for (s, sp, p), n in sorted(c.items(), key=lambda kv: (kv[0][0], frames_mod.SPLITS.index(kv[0][1]),
+                                                                   kv[0][2]))]
+
+
+def prepare(cfg: PrepareConfig) -> PrepareResult:
+    """Build the frames dataset described by `cfg` at `cfg.out` (see module docstring)."""
+    from lapgen.cards import make_card, write_card
+    from lapgen.outputs import file_sha256, finalize_output_dir, prepare_output_dir
+    from lapgen.progress import notice
+
+    cfg.out = Path(cfg.out)
+    _validate_config(cfg)
+    warnings: list[str] = []
+    skipped: list[str] = []
+    records: list[dict] = []
+    jobs: list[Job] = []
+    inputs: dict = {}
+    if cfg.cholect50 is not None:
+        r, j = _t50_records(Path(cfg.cholect50), cfg.prompt_format, warnings)
+        records += r
+        jobs += j
+        inputs["cholect50"] = {"path": str(Path(cfg.cholect50).resolve()),
+                               "labels_sha256": {Path(p.src).name: file_sha256(Path(cfg.cholect50) / "labels" /
+                                                 f"{Path(p.src).name}.json") for p in j}}
+    if cfg.cholec80 is not None:
+        r, j = _c80_records(Path(cfg.cholec80), cfg.prompt_format, warnings, skipped)
+        records += r
+        jobs += j
+        inputs["cholec80"] = {"path": str(Path(cfg.cholec80).resolve()), "videos": [p.video for p in j],
+                              "skipped_shared_videos": skipped}
+    assign_splits(records, cfg.split, test_frames=cfg.paper_test_frames, seed=cfg.seed)
+
+    stage = prepare_output_dir(cfg.out, overwrite=cfg.overwrite, resume=True)
+    state = stage / STATE_FILE
+    fingerprint = _fingerprint(cfg)
+    if state.exists() and json.loads(state.read_text()) != fingerprint:
+        notice(f"{stage} holds an interrupted run with other arguments; starting over")
+        shutil.rmtree(stage)
+        stage.mkdir(parents=True)
+    elif not state.exists() and any(stage.iterdir()):
+        shutil.rmtree(stage)
+        stage.mkdir(parents=True)
+    state.write_text(json.dumps(fingerprint, sort_keys=True))
+
+    workers = cfg.workers or available_cores()
+    jobs.sort(key=lambda j: -len(j.frames))  # longest first: better load balance
+    run_jobs(jobs, stage, cfg.size, min(workers, len(jobs)), total=len(records))
+
+    frames_mod.write_records(stage, records)
+    rows = summary_rows(records)
+    card = make_card(
+        frames_mod.CARD_KIND, config={k: v for k, v in asdict(cfg).items() if k not in ("overwrite",)},
+        inputs=inputs, size=[cfg.size, cfg.size], prompt_format=cfg.prompt_format, split=cfg.split,
+        resize="Pillow bilinear, antialiased (support scaled to the reduction); aspect not kept",
+        records=len(records), counts=rows, warnings=warnings[:200], num_warnings=len(warnings),
+    )
+    write_card(stage, card)
+    finalize_output_dir(cfg.out)
+    (cfg.out / STATE_FILE).unlink(missing_ok=True)
+    return PrepareResult(out=cfg.out, records=len(records), counts=rows, warnings=warnings, skipped_videos=skipped)
