@@ -252,7 +252,8 @@ def crossval_split(fold: int, *, val: str = "loader", t45: bool = False) -> dict
     """The official cross-validation split for `fold` (1-5).
 
     `val="loader"` (default; matches published checkpoints): test on fold k, join the other folds in
-    order and take the last 5 (T45: 4) joined videos as val. `val="figure"`: val is the first 5 (T45: 4)
+    order and take the last 5 joined videos as val (5 for T45 too: the loaders slice `[-5:]`, giving
+    74 1 56 4 13 for T45 fold 1, data-formats.md 1.5). `val="figure"`: val is the first 5 (T45: 4)
     videos of fold k+1 (fold 5 wraps to fold 1), as in the official figure. `t45=True` drops each fold's
     last id (the five non-Cholec80 videos).
     """
@@ -261,7 +262,7 @@ def crossval_split(fold: int, *, val: str = "loader", t45: bool = False) -> dict
     if val not in ("loader", "figure"):
         raise LapgenError(f"validation rule must be 'loader' or 'figure', got {val!r}")
     folds = [f[:-1] if t45 else f for f in CROSSVAL_FOLDS]
-    n_val = 4 if t45 else 5
+    n_val = 4 if (t45 and val == "figure") else 5  # the official figure shows Val 4|5; the loaders take 5
     test = folds[fold - 1]
     rest = [v for k, f in enumerate(folds) if k != fold - 1 for v in f]
     if val == "loader":
