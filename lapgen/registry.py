@@ -351,7 +351,7 @@ def _local_entry(source: str, kind: str | None) -> Entry:
     path = path.resolve()
     detected = detect_kind(path)
     card = _safe_card(path)
-    return Entry(name=str(path), kind=kind or detected or "pipeline", source=str(path), path=path,
+    return Entry(name=str(path), kind=detected or kind or "pipeline", source=str(path), path=path,
                  description=(card or {}).get("description", ""), card=card)
 
 
