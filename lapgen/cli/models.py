@@ -52,8 +52,11 @@ def list_models(
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="lapgen models", show_lines=False)
-    for col in ("name", "kind", "source", "local", "description"):
-        table.add_column(col, overflow="fold")
+    table.add_column("name", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("source", overflow="fold")
+    table.add_column("local", no_wrap=True)
+    table.add_column("description", overflow="fold", ratio=1)
     for r in rows:
         name = r["name"] + (" (default)" if r["default"] else "")
         local = "yes" if r["present"] else "no"

@@ -1,0 +1,250 @@
+"""Checkpoint registry and `lapgen models`: built-ins, user entries, defaults, trained artefacts, errors.
+
+Every test gets its own $LAPGEN_HOME so registering defaults never leaks into other tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from lapgen import registry
+from lapgen.cards import make_card, update_card, write_card
+from lapgen.cli.main import app
+from lapgen.errors import LapgenError
+
+runner = CliRunner()
+BUILTINS = ["sd15", "tiny-sd", "clip-vit-b-32", "clip-vit-l-14-336", "inception-v3", "yolov8n-seg", "rdv-cholect50"]
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAPGEN_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _pipeline_dir(root, name="pipe"):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    return d
+
+
+def _controlnet_dir(root, name="cn"):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"_class_name": "ControlNetModel"}))
+    return d
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lapgen: error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+# -- contract over every built-in ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", registry.builtin_names())
+def test_every_builtin_resolves_and_shows(name):
+    entry = registry.resolve(name)
+    assert entry.name == name and entry.builtin and not entry.user
+    assert entry.kind in registry.KINDS
+    assert entry.source and entry.description
+    assert registry.resolve(name, entry.kind) == entry
+    result = runner.invoke(app, ["models", "show", name, "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["name"] == name and shown["kind"] == entry.kind and shown["source"] == entry.source
+
+
+def test_required_builtins_and_their_sources():
+    assert set(BUILTINS) <= set(registry.builtin_names())
+    assert registry.resolve("sd15").hub_id == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert registry.resolve("clip-vit-b-32").options["arch"] == "ViT-B-32-quickgelu"
+    kinds = {n: registry.resolve(n).kind for n in BUILTINS}
+    assert kinds == {"sd15": "pipeline", "tiny-sd": "pipeline", "clip-vit-b-32": "feature-extractor",
+                     "clip-vit-l-14-336": "feature-extractor", "inception-v3": "feature-extractor",
+                     "yolov8n-seg": "segmenter", "rdv-cholect50": "recognizer"}
+
+
+def test_list_table_and_json():
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0
+    for name in BUILTINS:
+        assert name in result.stdout
+    rows = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["tiny-sd"]["present"] is True  # built offline from configs
+    assert by_name["sd15"]["present"] is False  # not in the (empty) hub cache
+    assert by_name["sd15"]["default"] is True
+    only = json.loads(runner.invoke(app, ["models", "list", "--kind", "segmenter", "--json"]).stdout)
+    assert [r["name"] for r in only] == ["yolov8n-seg"]
+
+
+def test_list_and_show_do_not_import_torch(tmp_path):
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom lapgen.cli.main import app\n"
+        "r = CliRunner()\n"
+        "assert r.invoke(app, ['models', 'list']).exit_code == 0\n"
+        "assert r.invoke(app, ['models', 'show', 'sd15']).exit_code == 0\n"
+        "print(','.join(m for m in ('torch', 'diffusers', 'transformers', 'open_clip', 'ultralytics') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "LAPGEN_HOME": str(tmp_path)})
+    assert out.stdout.strip() == ""
+
+
+# -- sources ---------------------------------------------------------------------------------------------
+
+def test_hub_source():
+    entry = registry.resolve("hf:someorg/some-model@v2", "pipeline")
+    assert entry.hub_id == "someorg/some-model" and entry.revision == "v2" and entry.path is None
+    assert registry.resolve("hf:someorg/cn", "controlnet").kind == "controlnet"
+    with pytest.raises(LapgenError, match="hf:ORG/NAME"):
+        registry.resolve("hf:not-a-repo")
+
+
+def test_local_paths_detect_kind(tmp_path):
+    pipe, cn = _pipeline_dir(tmp_path), _controlnet_dir(tmp_path)
+    assert registry.resolve(str(pipe)).kind == "pipeline"
+    assert registry.resolve(str(cn)).kind == "controlnet"
+    assert registry.resolve(str(pipe)).path == pipe.resolve()
+    yolo = tmp_path / "yolov8n-seg-trained.pt"
+    yolo.write_bytes(b"x")
+    assert registry.resolve(str(yolo)).kind == "segmenter"
+    with pytest.raises(LapgenError, match="is a diffusion pipeline, not a ControlNet"):
+        registry.resolve(str(pipe), "controlnet")
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(LapgenError) as err:
+        registry.resolve("sd-15", "pipeline")
+    msg = str(err.value)
+    assert "unknown diffusion pipeline model 'sd-15'" in msg and "sd15" in msg and "tiny-sd" in msg
+    assert "yolov8n-seg" not in msg  # only names of the asked kind
+    line = _one_line_error(runner.invoke(app, ["models", "show", "nope"]))
+    assert "sd15" in line and "hf:ORG/NAME" in line
+
+
+def test_missing_local_path_and_kind_mismatch_errors(tmp_path):
+    line = _one_line_error(runner.invoke(app, ["models", "show", str(tmp_path / "no" / "such")]))
+    assert "does not exist" in line and str(tmp_path / "no" / "such") in line
+    with pytest.raises(LapgenError, match="is a tool segmenter, not a diffusion pipeline"):
+        registry.resolve("yolov8n-seg", "pipeline")
+    with pytest.raises(LapgenError, match="unknown model kind"):
+        registry.resolve("sd15", "vae")
+
+
+# -- user entries and defaults ---------------------------------------------------------------------------
+
+def test_add_show_use_remove_cycle(tmp_path, home):
+    pipe = _pipeline_dir(tmp_path)
+    write_card(pipe, make_card("pipeline", description="my stage-1 model", parent="sd15"))
+    result = runner.invoke(app, ["models", "add", "mine", str(pipe)])
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load((home / "registry.yaml").read_text())
+    assert data["entries"]["mine"]["path"] == str(pipe.resolve())
+    shown = json.loads(runner.invoke(app, ["models", "show", "mine", "--json"]).stdout)
+    assert shown["kind"] == "pipeline" and shown["card"]["parent"] == "sd15"
+    assert shown["description"] == "my stage-1 model"
+    assert registry.default_for("pipeline") == "sd15"
+    assert runner.invoke(app, ["models", "use", "mine"]).exit_code == 0
+    assert registry.default_for("pipeline") == "mine"
+    assert registry.resolve(None, "pipeline").name == "mine"
+    assert runner.invoke(app, ["models", "remove", "mine"]).exit_code == 0
+    assert registry.default_for("pipeline") == "sd15"  # default dropped with the entry
+    _one_line_error(runner.invoke(app, ["models", "show", "mine"]))
+
+
+def test_add_errors(tmp_path):
+    assert "pass --kind" in _one_line_error(runner.invoke(app, ["models", "add", "x", str(tmp_path)]))
+    assert "does not exist" in _one_line_error(runner.invoke(app, ["models", "add", "x", str(tmp_path / "nope")]))
+    assert "invalid model name" in _one_line_error(runner.invoke(app, ["models", "add", "a/b", "hf:o/n"]))
+    assert "cannot be removed" in _one_line_error(runner.invoke(app, ["models", "remove", "sd15"]))
+    line = _one_line_error(runner.invoke(app, ["models", "add", "inception-v3", "hf:o/n"]))
+    assert "not the hub" in line
+
+
+def test_hub_entry_and_kind_option():
+    assert runner.invoke(app, ["models", "add", "cn-hub", "hf:org/controlnet", "--kind", "controlnet"]).exit_code == 0
+    entry = registry.resolve("cn-hub", "controlnet")
+    assert entry.hub_id == "org/controlnet" and entry.present() is False
+
+
+def test_builtin_pointed_at_local_weights(tmp_path):
+    weights = tmp_path / "ViT-B-32.pt"
+    weights.write_bytes(b"weights")
+    assert runner.invoke(app, ["models", "add", "clip-vit-b-32", str(weights)]).exit_code == 0
+    entry = registry.resolve("clip-vit-b-32", "feature-extractor")
+    assert entry.builtin and entry.user and entry.path == weights.resolve() and entry.present()
+    assert entry.options["arch"] == "ViT-B-32-quickgelu"  # keeps the built-in's meaning
+    registry.remove_entry("clip-vit-b-32")
+    assert registry.resolve("clip-vit-b-32").path is None
+
+
+def test_builtin_weights_found_in_home_weights_folder(home):
+    (home / "weights").mkdir(parents=True)
+    (home / "weights" / "weights-inception-2015-12-05-6726825d.pth").write_bytes(b"x")
+    entry = registry.resolve("inception-v3")
+    assert entry.path == home / "weights" / "weights-inception-2015-12-05-6726825d.pth" and entry.present()
+
+
+def test_register_artifact_becomes_default_and_card_updates_show(tmp_path):
+    run = _controlnet_dir(tmp_path, "run1")
+    card = make_card("controlnet", parent="stage1", dataset="/data/frames", epochs=3, config={"lr": 1e-5})
+    entry = registry.register_artifact("cn-v1", "controlnet", run, card)
+    assert (run / "lapgen.yaml").exists()  # written since the folder had no card
+    assert entry.kind == "controlnet" and entry.card["epochs"] == 3
+    assert registry.default_for("controlnet") == "cn-v1"
+    assert registry.resolve(None, "controlnet").path == run.resolve()
+    update_card(run, metrics={"fid": 12.5})
+    assert registry.resolve("cn-v1").card["metrics"]["fid"] == 12.5
+    run2 = _controlnet_dir(tmp_path, "run2")
+    registry.register_artifact("cn-v2", "controlnet", run2, card, make_default=False)
+    assert registry.default_for("controlnet") == "cn-v1"
+    registry.register_artifact("cn-v2", "controlnet", run2, card)  # re-register: last trained wins
+    assert registry.default_for("controlnet") == "cn-v2"
+
+
+def test_register_artifact_errors(tmp_path):
+    with pytest.raises(LapgenError, match="built-in model name"):
+        registry.register_artifact("sd15", "pipeline", _pipeline_dir(tmp_path))
+    with pytest.raises(LapgenError, match="does not exist"):
+        registry.register_artifact("x", "pipeline", tmp_path / "missing")
+    with pytest.raises(LapgenError, match="unknown model kind"):
+        registry.register_artifact("x", "vae", tmp_path)
+
+
+def test_no_default_controlnet_yet():
+    with pytest.raises(LapgenError, match="no default ControlNet yet"):
+        registry.resolve(None, "controlnet")
+
+
+def test_corrupt_registry_file_is_a_one_line_error(home):
+    home.mkdir(parents=True)
+    (home / "registry.yaml").write_text("entries: [unclosed")
+    line = _one_line_error(runner.invoke(app, ["models", "list"]))
+    assert "registry.yaml" in line
+
+
+def test_hub_cache_makes_entry_present(tmp_path, monkeypatch):
+    """A hub snapshot in the Hugging Face cache layout counts as present (no network)."""
+    import huggingface_hub.constants as c
+
+    cache = tmp_path / "hub"
+    snap = cache / "models--org--cached" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "model_index.json").write_text("{}")
+    (cache / "models--org--cached" / "refs").mkdir()
+    (cache / "models--org--cached" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    assert registry.resolve("hf:org/cached").present() is True
+    assert registry.resolve("hf:org/absent").present() is False
