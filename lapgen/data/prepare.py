@@ -325,6 +325,8 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         shutil.rmtree(stage)
         stage.mkdir(parents=True)
     state.write_text(json.dumps(fingerprint, sort_keys=True))
+    for tmp in stage.rglob(".*.tmp"):  # PNGs a killed run was writing (never renamed into place)
+        tmp.unlink()
 
     workers = cfg.workers or available_cores()
     jobs.sort(key=lambda j: -len(j.frames))  # longest first: better load balance
