@@ -1,0 +1,501 @@
+"""The one accelerate training core shared by Stage 1 (`lapgen finetune`) and Stage 2 (`lapgen train-controlnet`).
+
+Follows the loop of diffusers' `examples/text_to_image/train_text_to_image.py` and
+`examples/controlnet/train_controlnet.py` (accumulation, clipping, EMA, Min-SNR weighting, checkpoints with a
+total limit, resume) and litgpt's `fit` (one loop, stages plug in). A stage (`DiffusionStage` subclass)
+supplies only what differs: which models train, how a noisy latent is predicted, validation and the saved
+result. The core owns accelerate, data order, noise, optimiser, checkpoints, logging and outputs.
+
+Exact resume: data order is a permutation seeded by (seed, epoch); diffusion noise, timesteps and latent
+samples come from a dedicated generator (seed + rank) whose state is checkpointed beside accelerate's own
+state, together with the EMA weights and the loss log. So N steps straight equal k steps + resume + N-k.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from lapgen.cards import make_card, write_card
+from lapgen.errors import LapgenError
+from lapgen.models.latent_cache import EpochSampler, attach_training_cache, make_collate
+from lapgen.outputs import finalize_output_dir, prepare_output_dir, staging_path
+from lapgen.progress import make_progress, notice, warn
+
+LOSS_LOG = "loss.jsonl"
+LOSS_PLOT = "loss.png"
+STATE_FILE = "lapgen_state_{rank}.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (Stage 1 or 2). Defaults are the paper's (lr 1e-5 constant, 128 px)."""
+
+    data: str  # frames dataset folder (metadata.jsonl); ControlNet: with conditioning_image_file_name
+    out: str  # run folder to write
+    base: str = "sd15"  # registry name, local folder or hf:ORG/NAME of the Stable Diffusion pipeline
+    name: str | None = None  # registry name of the result
+    split: str = "train"
+    resolution: int = 128  # px, divisible by 8
+    learning_rate: float = 1e-5
+    lr_scheduler: str = "constant"  # any diffusers.optimization scheduler name
+    lr_warmup_steps: int = 0
+    batch_size: int = 16  # per process
+    epochs: int = 100
+    max_steps: int | None = None  # optimiser steps; overrides epochs
+    gradient_accumulation: int = 1
+    mixed_precision: str = "no"  # no | fp16 | bf16 (no on CPU)
+    train_text_encoder: bool = False  # Stage 1 only: also train the CLIP text encoder
+    ema: bool = False
+    ema_decay: float = 0.9999
+    snr_gamma: float | None = None  # Min-SNR-γ; 5.0 recommended
+    gradient_checkpointing: bool = False
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int | None = None
+    resume: str | None = None  # latest | RUN/checkpoint-N
+    validation_prompts: list[str] = field(default_factory=list)
+    validation_masks: list[str] = field(default_factory=list)  # Stage 2: one mask PNG per prompt
+    validation_every: int = 1  # epochs
+    validation_inference_steps: int = 50
+    validation_guidance: float = 3.0
+    seed: int = 0
+    cache_latents: bool = False
+    max_grad_norm: float = 1.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    num_workers: int = 0  # DataLoader worker processes
+    device: str = "auto"  # auto | cpu | cuda
+    overwrite: bool = False
+    controlnet_init: str | None = None  # Stage 2: start from this ControlNet instead of the UNet
+
+    def check(self) -> None:
+        """Cheap validation of the numbers, before any heavy work."""
+        if self.resolution <= 0 or self.resolution % 8:
+            raise LapgenError(f"--resolution {self.resolution} must be a positive multiple of 8")
+        for flag, value in (("--batch-size", self.batch_size), ("--epochs", self.epochs),
+                            ("--gradient-accumulation", self.gradient_accumulation),
+                            ("--checkpointing-steps", self.checkpointing_steps),
+                            ("--validation-every", self.validation_every)):
+            if value < 1:
+                raise LapgenError(f"{flag} must be at least 1 (got {value})")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise LapgenError(f"--max-steps must be at least 1 (got {self.max_steps})")
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise LapgenError("--checkpoints-total-limit must be at least 1")
+        if self.learning_rate <= 0:
+            raise LapgenError("--lr must be positive")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            raise LapgenError("--snr-gamma must be positive")
+
+
+class DiffusionStage:
+    """What a training stage supplies. Subclasses set the models and implement `predict`.
+
+    Attributes set by subclasses in `load`: `vae`, `text_encoder`, `tokenizer`, `unet`, `noise_scheduler`,
+    `dataset` (a `FramesTrainingSet`), `trainable` (modules to optimise; the first one gets the EMA).
+    """
+
+    kind = "pipeline"  # registry kind of the result
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.weight_dtype = torch.float32
+        self.trainable: list[torch.nn.Module] = []
+
+    # -- supplied by the stage -------------------------------------------------------------------------
+    def load(self, device: torch.device, weight_dtype: torch.dtype) -> None:
+        raise NotImplementedError
+
+    def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor,
+                encoder_hidden_states: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def subfolder(self, model: torch.nn.Module) -> str:
+        """Diffusers subfolder of a trainable model inside a checkpoint (`unet`, `text_encoder`, ...)."""
+        raise NotImplementedError
+
+    def on_prepared(self, models: list[torch.nn.Module]) -> None:
+        """Receive the accelerate-wrapped trainable models (same order as `trainable`)."""
+
+    def validate(self, folder: Path, accelerator) -> list[Path]:
+        return []
+
+    def save_result(self, folder: Path, accelerator) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-data fields for the provenance card (inputs, parent)."""
+        return {}
+
+    def write_model_card(self, folder: Path, result: dict[str, Any]) -> None:
+        pass
+
+    # -- shared diffusion objective --------------------------------------------------------------------
+    def encode_prompts(self, batch: dict[str, Any]) -> torch.Tensor:
+        if "encoder_hidden_states" in batch:  # cached, (B, 77, D)
+            return batch["encoder_hidden_states"].to(self.weight_dtype)
+        return self.text_encoder(batch["input_ids"], return_dict=False)[0]
+
+    def latents(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+        """Latents (B, C, h, w) drawn from the VAE posterior (cached moments or encoded pixels)."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        if "moments" in batch:
+            moments = batch["moments"].to(self.weight_dtype)
+        else:
+            with torch.no_grad():
+                moments = self.vae.encode(batch["pixel_values"].to(self.weight_dtype)).latent_dist.parameters
+        return DiagonalGaussianDistribution(moments).sample(generator=generator) * self.vae.config.scaling_factor
+
+    def loss(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+        """Denoising loss of one batch; Min-SNR-γ weighted (arXiv 2303.09556) when `snr_gamma` is set."""
+        from diffusers.training_utils import compute_snr
+
+        latents = self.latents(batch, generator)
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        bsz = latents.shape[0]
+        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (bsz,),
+                                  generator=generator, device=latents.device).long()
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        pred_type = self.noise_scheduler.config.prediction_type
+        if pred_type == "epsilon":
+            target = noise
+        elif pred_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            raise LapgenError(f"unsupported prediction type {pred_type!r} in the base scheduler",
+                              hint="use an epsilon or v-prediction Stable Diffusion base")
+        pred = self.predict(noisy, timesteps, self.encode_prompts(batch), batch)
+        if self.config.snr_gamma is None:
+            return F.mse_loss(pred.float(), target.float(), reduction="mean")
+        snr = compute_snr(self.noise_scheduler, timesteps)
+        weights = torch.stack([snr, self.config.snr_gamma * torch.ones_like(snr)], dim=1).min(dim=1)[0]
+        weights = weights / (snr + 1 if pred_type == "v_prediction" else snr)
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        return (per_sample * weights).mean()
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    out: Path
+    steps: int
+    epochs: int
+    final_loss: float | None
+    registered: str | None
+
+
+def resolve_mixed_precision(requested: str, use_cuda: bool) -> str:
+    if requested not in ("no", "fp16", "bf16"):
+        raise LapgenError(f"unknown --mixed-precision {requested!r}", hint="valid: no, fp16, bf16")
+    if requested != "no" and not use_cuda:
+        notice(f"mixed precision {requested} needs a CUDA device; training in full precision (no) on CPU")
+        return "no"
+    return requested
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """`checkpoint-N` folders of a run, sorted by N."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("checkpoint-")
+             and p.name.split("-", 1)[1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
+
+
+def find_resume_checkpoint(resume: str | None, out: Path) -> Path | None:
+    """`latest` -> newest checkpoint of an interrupted (or finished) run at `out`, or None; else a path."""
+    if resume is None:
+        return None
+    if resume == "latest":
+        for folder in (staging_path(out), out):
+            found = list_checkpoints(folder)
+            if found:
+                return found[-1]
+        notice("no checkpoint to resume from; starting a new run")
+        return None
+    path = Path(resume)
+    if not (path.is_dir() and path.name.startswith("checkpoint-") and path.name.split("-", 1)[1].isdigit()):
+        raise LapgenError("not a checkpoint folder (checkpoint-N written by lapgen training)", path=path,
+                          hint="pass --resume latest or a RUN/checkpoint-N folder")
+    return path
+
+
+def _prune_checkpoints(folder: Path, limit: int | None) -> None:
+    """Keep at most `limit - 1` checkpoints before a new one is written (diffusers convention)."""
+    if limit is None:
+        return
+    existing = list_checkpoints(folder)
+    for old in existing[: max(0, len(existing) - limit + 1)]:
+        shutil.rmtree(old)
+
+
+def plot_losses(log: Path, png: Path) -> None:
+    """Loss per optimiser step (and a moving average) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if rows:
+        steps, losses = [r["step"] for r in rows], [r["loss"] for r in rows]
+        ax.plot(steps, losses, lw=0.8, alpha=0.5, label="loss")
+        k = max(1, len(losses) // 20)
+        smooth = [sum(losses[max(0, i - k + 1): i + 1]) / len(losses[max(0, i - k + 1): i + 1])
+                  for i in range(len(losses))]
+        ax.plot(steps, smooth, lw=1.5, label=f"mean of {k}")
+        ax.legend()
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("denoising loss")
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def run_training(config: TrainConfig, stage: DiffusionStage, *,
+                 on_step_end: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train `stage` per `config`; writes RUN (`config.out`) atomically and registers it.
+
+    `on_step_end(step, loss)` is called on every rank after each optimiser step (and checkpoint).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    out = Path(config.out)
+    from lapgen.models.device import resolve_device
+
+    use_cuda = resolve_device(config.device).type == "cuda"
+    mixed = resolve_mixed_precision(config.mixed_precision, use_cuda)
+    resume_from = find_resume_checkpoint(config.resume, out)
+    run_dir = prepare_output_dir(out, overwrite=config.overwrite, resume=True)
+    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation, mixed_precision=mixed,
+                              cpu=not use_cuda, project_config=ProjectConfiguration(project_dir=str(run_dir)))
+    set_seed(config.seed)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision,
+                                                                      torch.float32)
+    stage.weight_dtype = weight_dtype
+    stage.load(accelerator.device, weight_dtype)
+
+    cache_info: dict[str, Any] = {}
+    if config.cache_latents:
+        cache_info = attach_training_cache(stage, accelerator)
+    loader = torch.utils.data.DataLoader(stage.dataset, batch_size=config.batch_size,
+                                         sampler=EpochSampler(len(stage.dataset), config.seed),
+                                         collate_fn=make_collate(stage.tokenizer),
+                                         num_workers=config.num_workers, drop_last=False)
+    result = train_loop(config, stage, accelerator, loader, run_dir, resume_from, on_step_end)
+
+    accelerator.wait_for_everyone()
+    registered = None
+    if accelerator.is_main_process:
+        stage.save_result(run_dir, accelerator)
+        if (run_dir / LOSS_LOG).exists():
+            plot_losses(run_dir / LOSS_LOG, run_dir / LOSS_PLOT)
+        summary = {"steps": result["steps"], "epochs": result["epochs"], "final_loss": result["final_loss"],
+                   "processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
+                   "resumed_from": str(resume_from) if resume_from else None, "latent_cache": cache_info}
+        stage.write_model_card(run_dir, summary)
+        card = make_card(stage.kind, name=config.name, config=asdict(config), training=summary,
+                         **stage.describe())
+        write_card(run_dir, card)
+        finalize_output_dir(out)
+        registered = _register(config.name, stage.kind, out, card)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(out=out, steps=result["steps"], epochs=result["epochs"],
+                       final_loss=result["final_loss"], registered=registered)
+
+
+def _register(name: str | None, kind: str, path: Path, card: dict) -> str | None:
+    if not name:
+        return None
+    try:
+        from lapgen.registry import register_artifact
+    except ImportError:
+        warn("the checkpoint registry is not available; the run was not registered")
+        return None
+    register_artifact(name, kind, path, card)
+    return name
+
+
+
+
+def _save_extra_state(folder: Path, accelerator, generator: torch.Generator, ema, run_dir: Path) -> None:
+    """Beside accelerate's state: this rank's noise generator, the EMA weights and the loss log."""
+    state = {"noise_rng": generator.get_state()}
+    if ema is not None and accelerator.is_main_process:
+        state["ema"] = ema.state_dict()
+    torch.save(state, folder / STATE_FILE.format(rank=accelerator.process_index))
+    if accelerator.is_main_process and (run_dir / LOSS_LOG).exists():
+        shutil.copy2(run_dir / LOSS_LOG, folder / LOSS_LOG)
+
+
+def _load_extra_state(folder: Path, accelerator, generator: torch.Generator, ema, run_dir: Path) -> None:
+    path = folder / STATE_FILE.format(rank=accelerator.process_index)
+    if not path.exists():
+        raise LapgenError(f"checkpoint has no {path.name} for process {accelerator.process_index}", path=folder,
+                          hint="resume with the number of processes the checkpoint was written with")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    generator.set_state(state["noise_rng"])
+    main_state = torch.load(folder / STATE_FILE.format(rank=0), map_location="cpu", weights_only=True)
+    if ema is not None:
+        if "ema" not in main_state:
+            raise LapgenError("checkpoint has no EMA weights", path=folder, hint="resume without --ema")
+        ema.load_state_dict(main_state["ema"])
+    if accelerator.is_main_process:
+        log = folder / LOSS_LOG
+        if log.exists():
+            shutil.copy2(log, run_dir / LOSS_LOG)
+        elif (run_dir / LOSS_LOG).exists():
+            (run_dir / LOSS_LOG).unlink()
+
+
+def _model_hooks(accelerator, stage: DiffusionStage) -> None:
+    """Checkpoints hold each trainable model in diffusers/transformers format (`unet/`, `controlnet/`, ...)."""
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            for model in models:
+                unwrapped = accelerator.unwrap_model(model)
+                unwrapped.save_pretrained(Path(output_dir) / stage.subfolder(unwrapped))
+                weights.pop()
+
+    def load_hook(models, input_dir):
+        while models:
+            model = accelerator.unwrap_model(models.pop())
+            loaded = type(model).from_pretrained(Path(input_dir) / stage.subfolder(model))
+            model.load_state_dict(loaded.state_dict())
+            del loaded
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def train_loop(config: TrainConfig, stage: DiffusionStage, accelerator, loader, run_dir: Path,
+               resume_from: Path | None, on_step_end) -> dict[str, Any]:
+    """The shared loop: accumulate, clip, step, EMA, log, checkpoint, validate. Returns a summary."""
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
+    sampler: EpochSampler = loader.sampler  # the object accelerate's wrappers keep using
+    params = [p for m in stage.trainable for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+                                  weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
+    per_epoch_batches = math.ceil(len(loader.dataset) / (config.batch_size * accelerator.num_processes))
+    steps_per_epoch = math.ceil(per_epoch_batches / config.gradient_accumulation)
+    max_steps = config.max_steps or config.epochs * steps_per_epoch
+    num_epochs = math.ceil(max_steps / steps_per_epoch)
+    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer,
+                                 num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=max_steps * accelerator.num_processes)
+    prepared = accelerator.prepare(*stage.trainable, optimizer, loader, lr_scheduler)
+    n = len(stage.trainable)
+    stage.trainable = list(prepared[:n])
+    stage.on_prepared(stage.trainable)
+    optimizer, loader, lr_scheduler = prepared[n:]
+
+    ema = None
+    if config.ema:
+        main = accelerator.unwrap_model(stage.trainable[0])
+        ema = EMAModel(main.parameters(), decay=config.ema_decay, model_cls=type(main), model_config=main.config)
+        ema.to(accelerator.device)
+    _model_hooks(accelerator, stage)
+    generator = torch.Generator(device=accelerator.device).manual_seed(config.seed + accelerator.process_index)
+
+    global_step, first_epoch, skip_batches = 0, 0, 0
+    if resume_from is not None:
+        notice(f"resuming from {resume_from}")
+        accelerator.load_state(str(resume_from))
+        _load_extra_state(resume_from, accelerator, generator, ema, run_dir)
+        global_step = int(resume_from.name.split("-", 1)[1])
+        first_epoch = global_step // steps_per_epoch
+        skip_batches = (global_step % steps_per_epoch) * config.gradient_accumulation
+    elif accelerator.is_main_process and (run_dir / LOSS_LOG).exists():
+        (run_dir / LOSS_LOG).unlink()  # a stale log from an interrupted run that left no checkpoint
+
+    last_loss = None
+    with make_progress() as progress:
+        task = progress.add_task("training", total=max_steps, completed=global_step,
+                                 visible=accelerator.is_main_process)
+        for epoch in range(first_epoch, num_epochs):
+            if global_step >= max_steps:
+                break
+            for model in stage.trainable:
+                model.train()
+            sampler.use_epoch(epoch)
+            epoch_loader = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
+            skip_batches = 0
+            step_loss = 0.0
+            for batch in epoch_loader:
+                with accelerator.accumulate(*stage.trainable):
+                    loss = stage.loss(batch, generator)
+                    gathered = accelerator.gather(loss.detach().repeat(len(batch["text"])))
+                    step_loss += gathered.mean().item() / config.gradient_accumulation
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                if not accelerator.sync_gradients:
+                    continue
+                if ema is not None:
+                    ema.step(accelerator.unwrap_model(stage.trainable[0]).parameters())
+                global_step += 1
+                last_loss = step_loss
+                if accelerator.is_main_process:
+                    with open(run_dir / LOSS_LOG, "a") as fh:
+                        fh.write(json.dumps({"step": global_step, "epoch": epoch, "loss": step_loss,
+                                             "lr": lr_scheduler.get_last_lr()[0]}) + "\n")
+                progress.update(task, completed=global_step, description=f"training loss {step_loss:.4f}")
+                step_loss = 0.0
+                if global_step % config.checkpointing_steps == 0 or global_step == max_steps:
+                    _checkpoint(config, accelerator, run_dir, global_step, generator, ema)
+                if on_step_end is not None:
+                    on_step_end(global_step, last_loss)
+                if global_step >= max_steps:
+                    break
+            if (config.validation_prompts and ((epoch + 1) % config.validation_every == 0
+                                               or global_step >= max_steps)):
+                _validate(stage, accelerator, ema, run_dir / "validation" / f"epoch-{epoch:04d}")
+
+    if ema is not None:
+        ema.copy_to(accelerator.unwrap_model(stage.trainable[0]).parameters())
+    return {"steps": global_step, "epochs": num_epochs, "final_loss": last_loss, "max_steps": max_steps}
+
+
+def _checkpoint(config: TrainConfig, accelerator, run_dir: Path, step: int, generator, ema) -> None:
+    folder = run_dir / f"checkpoint-{step}"
+    if accelerator.is_main_process:
+        _prune_checkpoints(run_dir, config.checkpoints_total_limit)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(folder))  # every rank (DeepSpeed needs it); accelerate guards the writes
+    accelerator.wait_for_everyone()
+    _save_extra_state(folder, accelerator, generator, ema, run_dir)
+    accelerator.wait_for_everyone()
+
+
+def _validate(stage: DiffusionStage, accelerator, ema, folder: Path) -> None:
+    """Validation images from the current (EMA) weights, on the main process only."""
+    if accelerator.is_main_process:
+        main_params = accelerator.unwrap_model(stage.trainable[0]).parameters
+        if ema is not None:
+            ema.store(main_params())
+            ema.copy_to(main_params())
+        folder.mkdir(parents=True, exist_ok=True)
+        stage.validate(folder, accelerator)
+        if ema is not None:
+            ema.restore(main_params())
+    accelerator.wait_for_everyone()
