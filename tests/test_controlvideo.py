@@ -1,0 +1,188 @@
+"""ControlVideo pipeline: the properties of docs controlvideo.md §8 on tiny random models (CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.fixtures.video import make_moving_masks
+
+PROMPT = "grasper retract liver in carlot-triangle-dissection"
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _to_tensor(masks):
+    return torch.stack([torch.from_numpy(np.array(m.convert("RGB"))).permute(2, 0, 1) for m in masks]).float() / 255
+
+
+def test_single_frame_equals_diffusers_controlnet_pipeline(controlvideo_pipe):
+    from diffusers import StableDiffusionControlNetPipeline
+
+    p = controlvideo_pipe
+    ref = StableDiffusionControlNetPipeline(
+        vae=p.vae, text_encoder=p.text_encoder, tokenizer=p.tokenizer, unet=p.unet, controlnet=p.controlnet,
+        scheduler=p.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    ref.set_progress_bar_config(disable=True)
+    mask = make_moving_masks(1)[0]
+    for neg in (None, "blurry"):
+        want = ref(PROMPT, mask, num_inference_steps=4, guidance_scale=3.0, negative_prompt=neg,
+                   generator=_gen(3), output_type="np").images
+        got = p(PROMPT, [mask], num_inference_steps=4, guidance_scale=3.0, negative_prompt=neg,
+                generator=_gen(3), output_type="np").frames
+        assert got.shape == want.shape == (1, 128, 128, 3)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    # the ControlNet pipeline still works normally after a ControlVideo call (models restored)
+    assert all(type(v).__name__ == "AttnProcessor2_0" for v in p.unet.attn_processors.values())
+
+
+def test_identical_masks_shared_noise_give_identical_frames(controlvideo_pipe):
+    mask = make_moving_masks(1)[0]
+    one = controlvideo_pipe(PROMPT, [mask], num_inference_steps=3, generator=_gen(), output_type="latent").frames
+    many = controlvideo_pipe(PROMPT, [mask] * 4, num_inference_steps=3, generator=_gen(), output_type="latent",
+                             smoother_steps=[]).frames
+    assert many.shape == (4, 4, 16, 16)
+    assert torch.equal(many, many[:1].expand_as(many))
+    torch.testing.assert_close(many[0], one[0], atol=1e-4, rtol=0)
+    # with the smoother (posterior-mean re-encode, interpolator maps (x, x) -> x) they stay identical
+    for interp in ("linear", "flow"):
+        smooth = controlvideo_pipe(PROMPT, [mask] * 4, num_inference_steps=3, generator=_gen(),
+                                   output_type="latent", smoother_steps=[1, 2], interpolator=interp)
+        assert smooth.smoothed_steps == [1, 2]
+        torch.testing.assert_close(smooth.frames, smooth.frames[:1].expand_as(smooth.frames), atol=1e-5, rtol=0)
+
+
+def _noise(pipe, latents, cond, embeds, *, frames, coupled=True, pool=True):
+    """UNet+ControlNet noise for a batch (B·frames rows) with/without ControlVideo coupling."""
+    from lapgen.models.controlvideo import FrameContext, frame_coupling
+
+    t = torch.tensor(500)
+    with torch.no_grad():
+        if not coupled:
+            return pipe._model_pass(latents, t, embeds, cond, 1.0)
+        ctx = FrameContext(num_frames=frames, pool_norm=pool)
+        with frame_coupling(pipe.unet, pipe.controlnet, ctx):
+            return pipe._model_pass(latents, t, embeds, cond, 1.0)
+
+
+@pytest.fixture(scope="module")
+def batch(controlvideo_pipe):
+    """Two CFG halves of a 4-frame video: distinct latents, masks and the two text embeddings."""
+    f = 4
+    g = _gen(1)
+    latents = torch.randn(2 * f, 4, 16, 16, generator=g)
+    cond = _to_tensor(make_moving_masks(f, step=15)).repeat(2, 1, 1, 1)
+    pos, neg = controlvideo_pipe.encode_prompt(PROMPT, "cpu", 1, True)
+    embeds = torch.cat([neg.expand(f, -1, -1), pos.expand(f, -1, -1)])
+    return f, latents, cond, embeds
+
+
+def test_attention_and_norm_pooling_are_permutation_equivariant(controlvideo_pipe, batch):
+    f, latents, cond, embeds = batch
+    perm = torch.tensor([2, 0, 3, 1])
+    rows = torch.cat([perm, perm + f])  # permute frames within each CFG half
+    base = _noise(controlvideo_pipe, latents, cond, embeds, frames=f)
+    permuted = _noise(controlvideo_pipe, latents[rows], cond[rows], embeds[rows], frames=f)
+    torch.testing.assert_close(permuted, base[rows], atol=1e-5, rtol=1e-4)
+
+
+def test_end_to_end_permutation_with_shared_noise(controlvideo_pipe):
+    masks = make_moving_masks(4, step=15)
+    order = [3, 1, 0, 2]
+    kw = dict(num_inference_steps=3, output_type="latent", smoother_steps=[])
+    base = controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames
+    perm = controlvideo_pipe(PROMPT, [masks[i] for i in order], generator=_gen(), **kw).frames
+    torch.testing.assert_close(perm, base[order], atol=1e-4, rtol=1e-4)
+
+
+def test_cfg_halves_never_mix(controlvideo_pipe, batch):
+    f, latents, cond, embeds = batch
+    base = _noise(controlvideo_pipe, latents, cond, embeds, frames=f)
+    changed = latents.clone()
+    changed[:f] = torch.randn(f, 4, 16, 16, generator=_gen(9)) * 3  # uncond half only
+    other_embeds = embeds.clone()
+    other_embeds[:f] += 1.0
+    out = _noise(controlvideo_pipe, changed, cond, other_embeds, frames=f)
+    assert torch.equal(out[f:], base[f:])
+    assert not torch.equal(out[:f], base[:f])
+
+
+def test_frames_are_coupled(controlvideo_pipe, batch):
+    f, latents, cond, embeds = batch
+    other = cond.clone()
+    other[[0, f]] = 1.0 - other[[0, f]]  # change frame 0's mask in both halves
+    for coupled, pool in ((True, True), (True, False), (False, False)):
+        a = _noise(controlvideo_pipe, latents, cond, embeds, frames=f, coupled=coupled, pool=pool)
+        b = _noise(controlvideo_pipe, latents, other, embeds, frames=f, coupled=coupled, pool=pool)
+        rest = [1, 2, 3, f + 1, f + 2, f + 3]
+        delta = (a[rest] - b[rest]).abs().max().item()
+        if coupled:
+            assert delta > 1e-7, "other frames ignore frame 0's mask"
+        else:
+            assert delta == 0.0
+        assert (a[[0, f]] - b[[0, f]]).abs().max().item() > 0
+
+
+def test_pipeline_frames_coupled_end_to_end(controlvideo_pipe):
+    masks = make_moving_masks(4, step=15)
+    other = list(masks)
+    other[0] = make_moving_masks(1, step=0, box=80)[0]
+    kw = dict(num_inference_steps=2, output_type="latent", smoother_steps=[])
+    a = controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames
+    b = controlvideo_pipe(PROMPT, other, generator=_gen(), **kw).frames
+    assert (a[1:] - b[1:]).abs().max() > 0
+
+
+def test_hierarchical_with_short_video_equals_full_mode(controlvideo_pipe):
+    masks = make_moving_masks(6)
+    kw = dict(num_inference_steps=2, output_type="latent", smoother_steps=[], generator=None)
+    full = controlvideo_pipe(PROMPT, masks, long_video="off", latents=torch.randn(1, 4, 16, 16, generator=_gen()),
+                             **kw)
+    hier = controlvideo_pipe(PROMPT, masks, long_video="on", window_size=8,
+                             latents=torch.randn(1, 4, 16, 16, generator=_gen()), **kw)
+    assert not hier.long_video and not full.long_video
+    assert torch.equal(full.frames, hier.frames)
+
+
+def test_long_video_runs_hierarchically(controlvideo_pipe):
+    masks = make_moving_masks(11, step=4)
+    out = controlvideo_pipe(PROMPT, masks, num_inference_steps=2, output_type="np", generator=_gen(),
+                            long_video="auto", max_full_frames=4, window_size=4, interpolator="linear",
+                            smoother_steps=[1])
+    assert out.long_video and out.frames.shape == (11, 128, 128, 3)
+    assert np.isfinite(out.frames).all()
+    # long mode differs from full mode (clips attend to key frames only)
+    full = controlvideo_pipe(PROMPT, masks, num_inference_steps=2, output_type="np", generator=_gen(),
+                             long_video="off", interpolator="linear", smoother_steps=[1])
+    assert np.abs(full.frames - out.frames).max() > 0
+
+
+def test_save_and_load_round_trip(controlvideo_pipe, tmp_path):
+    from lapgen.models.controlvideo import ControlVideoPipeline
+
+    controlvideo_pipe.save_pretrained(tmp_path / "cv")
+    loaded = ControlVideoPipeline.from_pretrained(tmp_path / "cv")
+    loaded.set_progress_bar_config(disable=True)
+    assert set(loaded.components) == {"vae", "text_encoder", "tokenizer", "unet", "controlnet", "scheduler"}
+    masks = make_moving_masks(3)
+    kw = dict(num_inference_steps=2, output_type="latent", smoother_steps=[])
+    torch.testing.assert_close(loaded(PROMPT, masks, generator=_gen(), **kw).frames,
+                               controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames)
+
+
+def test_output_types_and_inputs(controlvideo_pipe):
+    masks = make_moving_masks(3)
+    kw = dict(num_inference_steps=1, smoother_steps=[])
+    pil = controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames
+    assert len(pil) == 3 and pil[0].size == (128, 128)
+    np_out = controlvideo_pipe(PROMPT, _to_tensor(masks), output_type="np", generator=_gen(), **kw).frames
+    assert np_out.shape == (3, 128, 128, 3) and 0 <= np_out.min() and np_out.max() <= 1
+    np.testing.assert_allclose(np.asarray(pil[1], dtype=np.float32) / 255, np_out[1], atol=1 / 255 + 1e-6)
+    with pytest.raises(ValueError):
+        controlvideo_pipe(PROMPT, _to_tensor(masks) * 2, **kw)
+    iid = controlvideo_pipe(PROMPT, [masks[0]] * 3, output_type="latent", same_frame_noise=False,
+                           generator=_gen(), **kw).frames
+    assert not torch.equal(iid[0], iid[1])
