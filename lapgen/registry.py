@@ -108,7 +108,7 @@ _BUILTINS: dict[str, Entry] = {
                        "files": ["ViT-B-32.pt", "open_clip_model.safetensors"],
                        "hub_files": {"timm/vit_base_patch32_clip_224.openai":
                                      ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]}}),
-        Entry("clip-vit-l-14-336", "feature-extractor", "open_clip:ViT-L-14-336/openai",
+        Entry("clip-vit-l-14-336", "feature-extractor", "open_clip:ViT-L-14-336-quickgelu/openai",
               description="CLIP ViT-L/14 at 336 px (open_clip, OpenAI weights); the CMMD paper's model",
               builtin=True,
               options={"loader": "open_clip", "arch": "ViT-L-14-336-quickgelu", "pretrained": "openai",

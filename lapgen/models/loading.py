@@ -166,15 +166,10 @@ def load_segmenter(source: Any = None, *, device: Any = "auto") -> Any:
 
     entry = resolve_entry(source, "segmenter")
     if entry.path is not None:
-        path = entry.path
-        if path.is_dir():
-            for cand in (path / "weights" / "best.pt", path / "weights" / "last.pt", path / "best.pt"):
-                if cand.exists():
-                    path = cand
-                    break
-        if not path.exists():
-            raise LapgenError(f"segmenter '{entry.name}': weights file does not exist", path=path)
-        target = str(path)
+        if not entry.path.exists():
+            raise LapgenError(f"segmenter '{entry.name}': weights do not exist", path=entry.path,
+                              hint=f"fix it with `lapgen models add {_add_name(entry)} PATH`")
+        target: str | Path = entry.path  # a .pt file or a `lapgen segment train` folder
     elif entry.options.get("yaml"):
         notice(f"segmenter '{entry.name}': no weights file found; building {entry.options['yaml']} with random "
                f"weights (point it at weights with `lapgen models add {entry.name} PATH`)")
@@ -182,8 +177,7 @@ def load_segmenter(source: Any = None, *, device: Any = "auto") -> Any:
     else:
         raise _offline_error(entry)
     model = load_yolo(target)
-    dev = resolve_device(device)
-    return model.to(dev) if hasattr(model, "to") else model
+    return model.to(resolve_device(device))
 
 
 def load_recognizer(source: Any = None, *, device: Any = "auto") -> Any:
@@ -200,8 +194,7 @@ def load_recognizer(source: Any = None, *, device: Any = "auto") -> Any:
                  f"`lapgen eval train-recognizer`, then `lapgen models add {_add_name(entry)} PATH`")
     if not entry.path.exists():
         raise LapgenError(f"recognizer '{entry.name}': checkpoint does not exist", path=entry.path)
-    model = load_rendezvous(entry.path)
-    return model.to(resolve_device(device))
+    return load_rendezvous(entry.path, device=resolve_device(device))
 
 
 # --------------------------------------------------------------------------------------------------
