@@ -135,7 +135,7 @@ def load_yolo(path_or_yaml: str | Path, *, task: str = "segment") -> "YOLO":
                           hint="download the .pt file yourself and pass its path (lapgen never downloads "
                                "weights), or register it with `lapgen models add NAME PATH`")
     try:
-        model = YOLO(target, task=task)
+        model = YOLO(target)  # task inferred from the checkpoint / config, then checked
     except (RuntimeError, ValueError, KeyError, AttributeError) as exc:
         raise LapgenError(f"cannot load YOLO model ({exc.__class__.__name__}: {exc})", path=target) from exc
     if model.task != task:
