@@ -9,7 +9,7 @@ Registry (names users type with `--interpolator`):
 - `linear`: the pixel average; fast, but ghosts moving tools.
 - `rife`: a user-supplied RIFE-style model (the original ControlVideo uses RIFE's IFNet_HDv3 at t=0.5).
   lapgen never downloads weights: pass `model=` (a callable `(a, b) -> mid` or `(a, b, t) -> mid`) or
-  `path=` (a TorchScript file with that signature).
+  `path=` (a TorchScript `.pt` or torch.export `.pt2` file with that signature).
 
 Every interpolator maps `(x, x)` to `x` exactly, so identical frames stay identical through the smoother.
 """
@@ -117,7 +117,10 @@ class ModelMidpoint:
             path = Path(path)
             if not path.is_file():
                 raise LapgenError("RIFE model file not found", path=path)
-            model = torch.jit.load(str(path), map_location=device or "cpu").eval()
+            if path.suffix == ".pt2":  # torch.export archive
+                model = torch.export.load(str(path)).module()
+            else:  # TorchScript
+                model = torch.jit.load(str(path), map_location=device or "cpu").eval()
         self.model = model
         try:
             self.takes_time = len(inspect.signature(getattr(model, "forward", model)).parameters) >= 3
