@@ -220,3 +220,36 @@ class FramesDataset:
             mask = load_mask(self.root / rec["conditioning_image_file_name"], (w, h))
             item["conditioning_pixel_values"] = torch.from_numpy(mask.astype(np.float32))[None].repeat(3, 1, 1)
         return self.transform(item) if self.transform else item
+
+
+def attach_masks(folder: str | Path, mask_root: str | Path, *, drop_empty: bool = True) -> int:
+    """Turn a frames dataset into a ControlNet dataset from ground-truth masks, in place.
+
+    `mask_root/<video>/<frame:06d>.png` holds a mask per frame (e.g. `synthetic.write_cholect50(masks_dir=)`).
+    Each is written as `masks/<video>/<frame:06d>.png` (binary 0/255, single channel, resized NEAREST to
+    the image size) and referenced by `conditioning_image_file_name`. Records without a mask file, and
+    with `drop_empty` those whose mask is empty (no tool, as the paper drops frames without detection),
+    are removed. Returns the number of records kept.
+    """
+    from PIL import Image
+
+    root = Path(folder)
+    kept = []
+    for rec in read_records(root):
+        src = Path(mask_root) / rec["video"] / f"{rec['frame']:06d}.png"
+        if not src.is_file():
+            continue
+        with Image.open(root / rec["file_name"]) as im:
+            size = im.size
+        mask = load_mask(src, size)
+        if drop_empty and not mask.any():
+            continue
+        rel = f"masks/{rec['video']}/{rec['frame']:06d}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((mask * 255).astype(np.uint8), mode="L").save(root / rel)
+        kept.append({**rec, "conditioning_image_file_name": rel})
+    if not kept:
+        raise LapgenError("no record has a (non-empty) mask", path=mask_root,
+                          hint="masks must be named <video>/<frame:06d>.png like the dataset's records")
+    write_records(root, kept)
+    return len(kept)
