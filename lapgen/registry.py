@@ -30,6 +30,7 @@ import yaml
 from lapgen.cards import read_card
 from lapgen.errors import LapgenError
 from lapgen.outputs import lapgen_home
+from lapgen.registry_builtins import BUILTIN_DEFAULTS, BUILTINS
 
 KINDS = ("pipeline", "controlnet", "segmenter", "feature-extractor", "recognizer")
 KIND_LABELS = {
@@ -86,58 +87,12 @@ class Entry:
 
 
 # --------------------------------------------------------------------------------------------------
-# Built-in entries
+# Built-in entries (table in lapgen/registry_builtins.py)
 
-_RDV_URL = "https://s3.unistra.fr/camma_public/github/rendezvous/"
 _BUILTINS: dict[str, Entry] = {
-    e.name: e
-    for e in (
-        Entry("sd15", "pipeline", "hf:stable-diffusion-v1-5/stable-diffusion-v1-5",
-              description="Stable Diffusion v1.5 (maintained mirror of runwayml/stable-diffusion-v1-5); "
-                          "the paper's base model", builtin=True),
-        Entry("tiny-sd", "pipeline", "tiny:sd",
-              description="tiny randomly initialised SD-1.5-shaped pipeline built from configs (seeded); "
-                          "for tests and the demo", builtin=True, options={"seed": 0}),
-        Entry("tiny-controlnet", "controlnet", "tiny:controlnet",
-              description="tiny ControlNet made from tiny-sd's UNet (ControlNetModel.from_unet, seeded)",
-              builtin=True, options={"seed": 0}),
-        Entry("clip-vit-b-32", "feature-extractor", "open_clip:ViT-B-32-quickgelu/openai",
-              description="CLIP ViT-B/32 (open_clip, OpenAI weights); the paper's CLIP-FID model and "
-                          "lapgen's default CMMD model", builtin=True,
-              options={"loader": "open_clip", "arch": "ViT-B-32-quickgelu", "pretrained": "openai",
-                       "files": ["ViT-B-32.pt", "open_clip_model.safetensors"],
-                       "hub_files": {"timm/vit_base_patch32_clip_224.openai":
-                                     ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]}}),
-        Entry("clip-vit-l-14-336", "feature-extractor", "open_clip:ViT-L-14-336-quickgelu/openai",
-              description="CLIP ViT-L/14 at 336 px (open_clip, OpenAI weights); the CMMD paper's model",
-              builtin=True,
-              options={"loader": "open_clip", "arch": "ViT-L-14-336-quickgelu", "pretrained": "openai",
-                       "files": ["ViT-L-14-336px.pt"],
-                       "hub_files": {"timm/vit_large_patch14_clip_336.openai":
-                                     ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]}}),
-        Entry("inception-v3", "feature-extractor", "torch-fidelity:inception-v3-compat",
-              description="torch-fidelity's FID InceptionV3 (TensorFlow 2015-12-05 weights); FID and KID",
-              builtin=True,
-              options={"loader": "torch-fidelity", "files": ["weights-inception-2015-12-05-6726825d.pth"],
-                       "search_torch_hub": True}),
-        Entry("yolov8n-seg", "segmenter", "ultralytics:yolov8n-seg.pt",
-              description="YOLOv8n-seg (ultralytics); built from yolov8n-seg.yaml with random weights when "
-                          "no weights file is at hand", builtin=True,
-              options={"loader": "ultralytics", "files": ["yolov8n-seg.pt"], "yaml": "yolov8n-seg.yaml"}),
-        Entry("rdv-cholect50", "recognizer", "camma:rendezvous_l8_cholect50_crossval_k1_layernorm_lowres.pth",
-              description="Rendezvous action-triplet recognizer, official CholecT50 checkpoints "
-                          "(rendezvous_l8_cholect50_*.pth, by file name)", builtin=True,
-              options={"loader": "rendezvous", "url": _RDV_URL,
-                       "files": [f"rendezvous_l8_cholect50_crossval_k{k}_layernorm_lowres.pth" for k in range(1, 6)]
-                       + ["rendezvous_l8_cholect50_challenge_k0_batchnorm_lowres.pth"]}),
-    )
-}
-BUILTIN_DEFAULTS = {
-    "pipeline": "sd15",
-    "controlnet": None,
-    "segmenter": "yolov8n-seg",
-    "feature-extractor": "inception-v3",
-    "recognizer": "rdv-cholect50",
+    name: Entry(name, spec["kind"], spec["source"], description=spec["description"], builtin=True,
+                options=dict(spec.get("options", {})))
+    for name, spec in BUILTINS.items()
 }
 
 
@@ -197,15 +152,8 @@ def looks_like_path(source: str) -> bool:
 
 
 def _card_kind(card: dict[str, Any] | None) -> str | None:
-    kind = str((card or {}).get("kind", "")).lower()
-    if kind in KINDS:
-        return kind
-    for needle, mapped in (("controlnet", "controlnet"), ("pipeline", "pipeline"), ("finetune", "pipeline"),
-                           ("segment", "segmenter"), ("yolo", "segmenter"), ("recogn", "recognizer"),
-                           ("rendezvous", "recognizer")):
-        if needle in kind:
-            return mapped
-    return None
+    kind = str((card or {}).get("kind", ""))
+    return kind if kind in KINDS else None
 
 
 def detect_kind(path: Path) -> str | None:
@@ -351,6 +299,9 @@ def _local_entry(source: str, kind: str | None) -> Entry:
     path = path.resolve()
     detected = detect_kind(path)
     card = _safe_card(path)
+    if card and card.get("kind") and card["kind"] not in KINDS:  # e.g. a frames-dataset folder
+        raise LapgenError(f"this is a {card['kind']} written by lapgen, not a model", path=path,
+                          hint="point at a model folder or file, or a name from `lapgen models list`")
     return Entry(name=str(path), kind=detected or kind or "pipeline", source=str(path), path=path,
                  description=(card or {}).get("description", ""), card=card)
 

@@ -248,3 +248,21 @@ def test_hub_cache_makes_entry_present(tmp_path, monkeypatch):
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
     assert registry.resolve("hf:org/cached").present() is True
     assert registry.resolve("hf:org/absent").present() is False
+
+
+def test_lapgen_dataset_folder_is_not_a_model(tmp_path):
+    data = tmp_path / "frames"
+    write_card(data, make_card("frames-dataset"))
+    with pytest.raises(LapgenError, match="this is a frames-dataset written by lapgen, not a model"):
+        registry.resolve(str(data), "pipeline")
+    yolo_data = tmp_path / "yolo"
+    write_card(yolo_data, make_card("yolo-seg-dataset"))
+    assert registry.detect_kind(yolo_data) is None
+
+
+def test_builtin_table_is_plain_data():
+    from lapgen.registry_builtins import BUILTIN_DEFAULTS, BUILTINS
+
+    assert yaml.safe_load(yaml.safe_dump(BUILTINS)) == BUILTINS
+    for kind, name in BUILTIN_DEFAULTS.items():
+        assert kind in registry.KINDS and (name is None or BUILTINS[name]["kind"] == kind)
