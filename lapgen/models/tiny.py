@@ -3,7 +3,7 @@
 The `tiny-sd` registry entry, the tests and the demo use these. They keep the geometry of Stable Diffusion
 1.5 (a VAE with downsampling factor 8, so 128 px images give 16x16x4 latents; a CLIP text encoder over the
 full 49,408-token vocabulary padded to 77 tokens; a DDIM scheduler with SD's beta schedule) with tiny
-channel widths, so one denoising step at 128 px takes a few milliseconds on CPU.
+channel widths, so CPU tests can run full denoising loops at 128 px.
 
 The CLIP tokenizer is built offline from the BPE merges open_clip ships (`bpe_simple_vocab_16e6.txt.gz`),
 in the same order as open_clip's `SimpleTokenizer`, so its ids equal open_clip's up to the first
