@@ -143,3 +143,12 @@ def test_controlnet_seed_changes_only_conditioning_embedder(seed):
     b = _state(tiny.build_tiny_controlnet(unet, seed=seed))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(a["conv_in.weight"], unet.conv_in.weight)  # encoder copied from the UNet
+
+
+def test_materialize_refuses_a_foreign_folder(tmp_path):
+    from lapgen.errors import LapgenError
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    with pytest.raises(LapgenError, match="not a complete tiny model"):
+        tiny.materialize_tiny_sd(tmp_path / "x")

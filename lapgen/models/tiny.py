@@ -212,11 +212,18 @@ def build_tiny_controlnet(unet: "UNet2DConditionModel", seed: int = 0) -> "Contr
 
 
 def _save_atomically(path: Path, save) -> Path:
+    if path.exists() and any(path.iterdir()):
+        from lapgen.errors import LapgenError
+
+        raise LapgenError("folder exists and is not a complete tiny model", path=path,
+                          hint="choose an empty or new folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     stage = path.with_name(f".{path.name}.tmp{os.getpid()}")
     shutil.rmtree(stage, ignore_errors=True)
     save(stage)
     try:
+        if path.exists() and not any(path.iterdir()):
+            path.rmdir()
         stage.rename(path)
     except OSError:  # another process materialised it first
         shutil.rmtree(stage, ignore_errors=True)
