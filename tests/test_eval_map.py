@@ -195,3 +195,30 @@ def test_train_recognizer_bad_inputs(rdv_frames_dir, rdv_generated_dir, tmp_path
     _one_line_error(_run("train-recognizer", "--data", rdv_frames_dir, "--out", tmp_path / "o", "--name", "a/b"),
                     "invalid model name")
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+
+
+def test_map_with_official_checkpoint_through_the_builtin_name(rdv_generated_dir, tmp_path, monkeypatch,
+                                                               one_torch_thread):
+    """An official-style file (plain torch.save of a LayerNorm model, released name) dropped into
+    $LAPGEN_HOME/weights is found by `rdv-cholect50`, loaded strictly and run at 256x448."""
+    import torch
+
+    from lapgen.models.recognition import Rendezvous, RendezvousConfig
+
+    monkeypatch.setenv("LAPGEN_HOME", str(tmp_path / "home"))
+    _one_line_error(_run("map", rdv_generated_dir, "--recognizer", "rdv-cholect50"), "no checkpoint on disk")
+    weights = tmp_path / "home" / "weights"
+    weights.mkdir(parents=True)
+    torch.manual_seed(3)
+    official = weights / "rendezvous_l8_cholect50_crossval_k1_layernorm_lowres.pth"
+    torch.save(Rendezvous(RendezvousConfig(use_ln=True)).state_dict(), official)
+    res = _run("map", rdv_generated_dir, "--recognizer", "rdv-cholect50", "--boot", "0", "--batch-size", "4",
+               "--json")
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert result["recognizer"]["image_size"] == [256, 448] and result["recognizer"]["use_ln"]
+    assert result["preprocessing"].startswith("rdv-resize-256x448")
+    from lapgen.outputs import file_sha256
+
+    assert result["weights_sha256"] == file_sha256(official)
+    assert 0.0 < result["value"] <= 1.0
