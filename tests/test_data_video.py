@@ -34,6 +34,17 @@ def test_mp4_round_trip(tmp_path):
     assert [i for i, _ in kept] == [0, 25]
     np.testing.assert_array_equal(kept[1][1], arr[25])
     assert len(list(video.iter_frames(path, step=10))) == 3
+    for step in (2, 7, 10):  # skipping undecoded non-reference frames keeps every kept frame bit-exact
+        got = list(video.iter_indexed_frames(path, step=step))
+        assert [i for i, _ in got] == list(range(0, 30, step))
+        for i, frame in got:
+            np.testing.assert_array_equal(frame, arr[i])
+    import av
+
+    with av.open(str(path)) as c:  # the skip path is exercised: x264 made non-reference B-frames
+        s = c.streams.video[0]
+        size = video._nal_length_size(s.codec_context)
+        assert size and sum(video._disposable(memoryview(p), size) for p in c.demux(s) if p.size) > 0
     # deterministic encoder: same frames, same bytes
     again = video.write_mp4(frames, tmp_path / "w.mp4", fps=25, crf=10)
     assert again.read_bytes() == path.read_bytes()

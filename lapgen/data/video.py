@@ -82,13 +82,41 @@ def probe(path: str | Path, *, count: bool = False) -> VideoInfo:
         container.close()
 
 
+def _nal_length_size(codec_context) -> int | None:
+    """Bytes of the NAL length prefix of an H.264 stream in MP4 (avcC) form; None if not that form."""
+    extra = codec_context.extradata
+    if codec_context.name != "h264" or not extra or len(extra) < 7 or extra[0] != 1:
+        return None
+    return (extra[4] & 3) + 1
+
+
+def _disposable(data: memoryview, length_size: int) -> bool:
+    """True if every slice of this H.264 access unit has nal_ref_idc == 0 (no other frame refers to it)."""
+    pos, slices = 0, 0
+    while pos + length_size < len(data):
+        n = int.from_bytes(data[pos:pos + length_size], "big")
+        pos += length_size
+        if n <= 0 or pos + n > len(data):
+            return False  # malformed: decode it rather than guess
+        header = data[pos]
+        if header & 0x1F in (1, 5):  # coded slice (non-IDR, IDR)
+            slices += 1
+            if (header >> 5) & 3:
+                return False
+        pos += n
+    return slices > 0
+
+
 def iter_indexed_frames(path: str | Path, *, step: int = 1, threads: int = 0,
                         frame_format: str = "rgb24") -> Iterator[tuple[int, np.ndarray]]:
-    """Yield `(index, frame)` for every `step`-th decoded frame (index % step == 0), decoding sequentially.
+    """Yield `(index, frame)` for every `step`-th frame (index % step == 0), decoding sequentially.
 
-    Every frame is decoded (H.264 needs it) but only kept frames are converted to RGB, which is most of
-    the cost saved. `threads` = codec threads (0 = FFmpeg's choice). A decode error mid-stream raises a
-    one-line LapgenError naming the file and the last good frame.
+    `index` is the 0-based display index (from the timestamps of a constant-frame-rate stream, else
+    the decode count). Only kept frames are converted to RGB. With `step > 1`, H.264 access units
+    that no other frame references (`nal_ref_idc == 0`, typically non-reference B-frames) and that
+    are not kept are not decoded at all; dropping them cannot change any other frame, so the kept
+    frames are bit-identical to a full decode. `threads` = codec threads (0 = FFmpeg's choice).
+    A decode error mid-stream raises a one-line LapgenError naming the file and the last good frame.
     """
     import av
 
@@ -100,12 +128,26 @@ def iter_indexed_frames(path: str | Path, *, step: int = 1, threads: int = 0,
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads
-        index = -1
+        tb, rate = stream.time_base, stream.average_rate or stream.guessed_rate
+        start = stream.start_time
+        use_pts = bool(tb and rate and start is not None)
+
+        def index_of(pts):  # display index of a timestamp, frames
+            return round(float((pts - start) * tb * rate))
+
+        length_size = _nal_length_size(stream.codec_context) if (step > 1 and use_pts) else None
+        count, index = -1, -1
         try:
-            for frame in container.decode(stream):
-                index += 1
-                if index % step == 0:
-                    yield index, frame.to_ndarray(format=frame_format)
+            for packet in container.demux(stream):
+                if (length_size and packet.size and packet.pts is not None and not packet.is_keyframe
+                        and index_of(packet.pts) % step and _disposable(memoryview(packet), length_size)):
+                    count += 1  # a frame we do not need and nothing depends on: skip its decode
+                    continue
+                for frame in packet.decode():
+                    count += 1
+                    index = index_of(frame.pts) if (use_pts and frame.pts is not None) else count
+                    if index % step == 0:
+                        yield index, frame.to_ndarray(format=frame_format)
         except av.error.FFmpegError as exc:
             raise LapgenError(f"video is corrupt after frame {index} ({exc})", path=path,
                               hint="re-download or re-encode the file") from exc
