@@ -1,0 +1,94 @@
+"""Stage 2 (`lapgen train-controlnet`): a ControlNet over the frozen Stage-1 pipeline, loaded back with
+diffusers' own classes; masks resized nearest-neighbour only; one-line errors for bad datasets and bases."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from lapgen.cli.main import app
+
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_train_controlnet_cli(controlnet_frames_dir, tiny_sd_dir, tmp_path):
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionPipeline
+
+    from lapgen.registry import resolve
+
+    out = tmp_path / "cn"
+    result = runner.invoke(app, [
+        "train-controlnet", "--data", str(controlnet_frames_dir), "--base", str(tiny_sd_dir), "--out", str(out),
+        "--name", "cn-cli", "--max-steps", "2", "--batch-size", "2", "--lr", "1e-3", "--cache-latents",
+        "--checkpointing-steps", "1", "--checkpoints-total-limit", "1", "--ema",
+        "--validation-prompts", "grasper retract gallbladder in preparation",
+        "--validation-inference-steps", "2", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["registered"] == "cn-cli"
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]
+    assert (out / "checkpoint-2" / "controlnet" / "config.json").is_file()
+    controlnet = ControlNetModel.from_pretrained(out)
+    # trained: the zero convolutions of from_unet are no longer all zero
+    assert any(p.detach().abs().max().item() > 0 for n, p in controlnet.named_parameters() if "controlnet_down_blocks" in n)
+    base = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, safety_checker=None)
+    pipe = StableDiffusionControlNetPipeline(**base.components, controlnet=controlnet)
+    mask = Image.open(controlnet_frames_dir / "masks" / "VID01" / "000000.png").convert("RGB")
+    image = pipe("grasper in preparation", mask, num_inference_steps=2, height=128, width=128,
+                 generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert image.shape == (128, 128, 3) and np.isfinite(image).all()
+    # validation image: mask | output side by side; the left half is the (binary) training mask
+    val = Image.open(sorted(out.glob("validation/epoch-*/00.png"))[-1])
+    assert val.size == (256, 128)
+    left = np.asarray(val)[:, :128, 0]
+    first = json.loads((controlnet_frames_dir / "metadata.jsonl").read_text().splitlines()[0])
+    truth = np.asarray(Image.open(controlnet_frames_dir / first["conditioning_image_file_name"]))
+    assert set(np.unique(left)) <= {0, 255} and np.array_equal(left > 127, truth > 127)
+    card = __import__("yaml").safe_load((out / "lapgen.yaml").read_text())
+    assert card["kind"] == "controlnet" and card["parent"] == str(tiny_sd_dir.resolve())
+    assert resolve("cn-cli", "controlnet").path == out.resolve()
+    assert "controlnet" in (out / "README.md").read_text()
+
+
+def test_masks_are_resized_nearest_only(controlnet_frames_dir):
+    from lapgen.models.latent_cache import FramesTrainingSet, read_training_records
+
+    records = read_training_records(controlnet_frames_dir, "train", with_masks=True)
+    data = FramesTrainingSet(controlnet_frames_dir, records, 40, with_masks=True)
+    cond = torch.stack([data[i]["conditioning_pixel_values"] for i in range(len(data))])
+    assert cond.shape == (8, 3, 40, 40)
+    assert set(torch.unique(cond).tolist()) == {0.0, 1.0}  # categorical: no interpolated values
+
+
+def _error(args) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lapgen: error: "), result.stderr
+    return lines[0]
+
+
+def test_train_controlnet_bad_inputs(frames_dir, controlnet_frames_dir, tiny_sd_dir, tiny_controlnet_dir, tmp_path):
+    common = ["--max-steps", "1", "--batch-size", "2", "--device", "cpu", "--out", str(tmp_path / "o")]
+    msg = _error(["train-controlnet", "--data", str(frames_dir), "--base", str(tiny_sd_dir), *common])
+    assert "not a ControlNet dataset" in msg and "segment annotate" in msg
+    msg = _error(["train-controlnet", "--data", str(controlnet_frames_dir), "--base", str(tiny_controlnet_dir),
+                  *common])
+    assert "not a diffusion pipeline" in msg
+    msg = _error(["train-controlnet", "--data", str(controlnet_frames_dir), "--base", str(tiny_sd_dir),
+                  "--split", "val", *common])
+    assert "no records" in msg
+    # a mask of the wrong size
+    bad = tmp_path / "bad"
+    shutil.copytree(controlnet_frames_dir, bad)
+    first = json.loads((bad / "metadata.jsonl").read_text().splitlines()[0])
+    Image.new("L", (64, 64)).save(bad / first["conditioning_image_file_name"])
+    msg = _error(["train-controlnet", "--data", str(bad), "--base", str(tiny_sd_dir), *common])
+    assert "is 64x64 but its image" in msg
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
