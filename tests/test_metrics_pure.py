@@ -47,6 +47,16 @@ def test_fid_routes_and_symmetric_cross_check_agree():
     assert frechet_distance(a, b, method="eig") == pytest.approx(frechet_distance(a, b, method="sqrtm"), rel=1e-6)
 
 
+def test_fid_gram_route_for_fewer_rows_than_dimensions():
+    from lapgen.metrics.fid import resolve_method
+
+    a, b = _gauss(40, 64, seed=30), _gauss(50, 64, shift=0.2, seed=31)  # rank-deficient covariances
+    assert resolve_method("auto", 40, 50, 64) == "gram" and resolve_method("auto", 80, 50, 64) == "eig"
+    ref = _fid_scipy(a, b)
+    assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
+    assert frechet_distance(a, b, method="gram") == pytest.approx(frechet_distance(a, b, method="eig"), rel=1e-6)
+
+
 def test_fid_equals_torch_fidelity_and_clean_fid_statistics_functions():
     from cleanfid.fid import frechet_distance as cf_fd
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
@@ -55,7 +65,8 @@ def test_fid_equals_torch_fidelity_and_clean_fid_statistics_functions():
     st1 = fid_features_to_statistics(torch.from_numpy(a))
     st2 = fid_features_to_statistics(torch.from_numpy(b))
     tf = fid_statistics_to_metric(st1, st2, verbose=False)["frechet_inception_distance"]
-    assert frechet_distance(a, b) == tf  # same float64 route, bit for bit
+    assert frechet_distance(a, b, method="eig") == tf  # same float64 route, bit for bit
+    assert frechet_distance(a, b, method="gram") == pytest.approx(tf, rel=1e-8)
     cf = cf_fd(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
     assert frechet_distance(a, b, method="sqrtm") == pytest.approx(cf, rel=1e-10)
 

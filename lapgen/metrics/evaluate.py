@@ -1,0 +1,242 @@
+"""Fidelity evaluation: image sets -> features (one pass per extractor and preprocessing, cached) -> results.
+
+`evaluate_fidelity(config)` computes any of FID, KID, CLIP-FID and CMMD for one or more generated sets
+against one real set and returns one result dict per (generated set, metric) in lapgen's eval JSON schema
+(documented in `lapgen.metrics.report` and docs/metrics.md). The real set's features are extracted once;
+CLIP-FID and CMMD share one CLIP pass when they use the same backbone and the images are square.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lapgen.errors import LapgenError
+from lapgen.metrics.cmmd import cmmd
+from lapgen.metrics.confidence import split_values, summarize
+from lapgen.metrics.fid import frechet_distance
+from lapgen.metrics.images import ImageSet, open_image_set
+from lapgen.metrics.kid import DEFAULT_SUBSET_SIZE, kid
+
+SCHEMA = "lapgen.eval/1"
+FIDELITY_METRICS = ("fid", "kid", "clip_fid", "cmmd")
+CLIP_FID_EXTRACTOR = "clip-vit-b-32"  # clean-fid's `clip_vit_b_32`, what the paper's CLIP-FID used
+
+
+@dataclass
+class FidelityConfig:
+    """What `lapgen eval fid|kid|clip-fid|cmmd|fidelity` computes."""
+
+    gen: list[Path]  # one or more generated image sets (folders or lapgen datasets)
+    real: Path  # the reference set
+    metrics: tuple[str, ...] = FIDELITY_METRICS
+    protocol: str = "clean"  # Inception resize protocol: clean | torch-fidelity
+    inception_weights: str | None = None  # path or registry name; None: registry / library default
+    clip_fid_weights: str | None = None
+    cmmd_clip: str = "clip-vit-b-32"  # CMMD backbone; clip-vit-l-14-336 reproduces the paper's public code
+    cmmd_weights: str | None = None
+    kid_subsets: int = 100
+    kid_subset_size: int | None = None  # None: min(N_gen, N_real, 1000), clean-fid's rule, recorded
+    kid_seed: int = 2020
+    fid_method: str = "auto"
+    seeds: int | None = None  # the generated sets are this many seed replicates of one model
+    splits: int | None = None  # spread over k disjoint splits at size N/k
+    split_seed: int = 0
+    gen_split: str | None = None
+    real_split: str | None = None
+    real_limit: int | None = None
+    real_seed: int = 42
+    device: str = "auto"
+    batch_size: int = 50
+    workers: int = 2
+    use_cache: bool = True
+    labels: dict[str, Any] = field(default_factory=dict)  # model / setup / epoch overrides
+
+
+def card_labels(card: dict[str, Any] | None) -> dict[str, Any]:
+    """`model`, `setup`, `epoch` from a generated set's card (top level, `config` or `parent`), if present."""
+    out: dict[str, Any] = {}
+    if not card:
+        return out
+    places = [card] + [card[k] for k in ("config", "parent", "pipeline", "source") if isinstance(card.get(k), dict)]
+    for name in ("model", "setup", "epoch"):
+        for place in places:
+            value = place.get(name)
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                out[name] = value
+                break
+    return out
+
+
+def _check_config(cfg: FidelityConfig) -> None:
+    unknown = [m for m in cfg.metrics if m not in FIDELITY_METRICS]
+    if unknown:
+        raise LapgenError(f"unknown metric(s) {', '.join(unknown)}", hint=f"use {', '.join(FIDELITY_METRICS)}")
+    if cfg.protocol not in ("clean", "torch-fidelity"):
+        raise LapgenError(f"unknown protocol {cfg.protocol!r}", hint="use clean or torch-fidelity")
+    if cfg.seeds is not None and cfg.seeds != len(cfg.gen):
+        raise LapgenError(f"--seeds {cfg.seeds} but {len(cfg.gen)} generated set(s) given",
+                          hint="pass one generated folder per seed, or a folder holding one sub-folder per seed")
+    if cfg.seeds is not None and cfg.seeds < 2:
+        raise LapgenError("--seeds needs at least 2 generated sets (3 or more recommended)")
+
+
+def expand_seed_sets(gen: list[Path], seeds: int | None) -> list[Path]:
+    """With `--seeds K` and one GEN folder without images of its own: its K image-set sub-folders, sorted."""
+    if seeds is None or len(gen) != 1 or not gen[0].is_dir():
+        return gen
+    root = gen[0]
+    if (root / "metadata.jsonl").exists() or any(p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg")
+                                                 for p in root.iterdir()):
+        return gen
+    subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return subs or gen
+
+
+def _libraries() -> dict[str, str]:
+    from lapgen.cards import library_versions
+
+    return library_versions()
+
+
+def evaluate_fidelity(cfg: FidelityConfig) -> list[dict[str, Any]]:
+    """Every requested metric for every generated set; validation happens before any feature pass."""
+    from lapgen.metrics.features import FeatureExtractor, compute_features
+    from lapgen.models.device import resolve_device
+    from lapgen.progress import warn
+
+    cfg.gen = expand_seed_sets([Path(g) for g in cfg.gen], cfg.seeds)
+    _check_config(cfg)
+    gens = [open_image_set(g, what="GEN", split=cfg.gen_split) for g in cfg.gen]
+    real = open_image_set(cfg.real, what="REAL", split=cfg.real_split, limit=cfg.real_limit,
+                          sample_seed=cfg.real_seed)
+    n_min = min([len(real)] + [len(g) for g in gens])
+    if n_min < 2:
+        raise LapgenError(f"a set has {n_min} image(s); FID, KID and CMMD need at least 2 per set")
+    subset_size = cfg.kid_subset_size
+    if "kid" in cfg.metrics:
+        if subset_size is None:
+            subset_size = min(n_min, DEFAULT_SUBSET_SIZE)
+        elif subset_size > n_min:
+            raise LapgenError(f"KID subset size {subset_size} is larger than the smallest set ({n_min} images)",
+                              hint=f"pass --kid-subset-size {n_min} or less, or use more images")
+    if cfg.splits is not None and n_min // cfg.splits < 2:
+        raise LapgenError(f"cannot make {cfg.splits} disjoint splits of {n_min} images", hint="use fewer splits")
+    for g in gens:
+        if len(g) != len(real):
+            warn(f"N_gen={len(g)} ({g.root}) differs from N_real={len(real)}: FID and KID are biased in N, "
+                 "compare only results at equal N")
+    device = str(resolve_device(cfg.device))
+
+    # extractor name -> protocol -> metrics using it
+    plan: dict[tuple[str, str | None], list[tuple[str, str]]] = {}
+    if "fid" in cfg.metrics or "kid" in cfg.metrics:
+        plan.setdefault(("inception-v3", cfg.inception_weights), []).extend(
+            (m, cfg.protocol) for m in ("fid", "kid") if m in cfg.metrics)
+    if "clip_fid" in cfg.metrics:
+        plan.setdefault((CLIP_FID_EXTRACTOR, cfg.clip_fid_weights), []).append(("clip_fid", "clip-fid"))
+    if "cmmd" in cfg.metrics:
+        plan.setdefault((cfg.cmmd_clip, cfg.cmmd_weights), []).append(("cmmd", "cmmd"))
+    extractors = {key: FeatureExtractor(key[0], weights=key[1], device=device) for key in plan}  # weights checked
+
+    features: dict[tuple[int, str], Any] = {}  # (id(set), key) -> FeatureResult; shares passes in one run
+
+    def feats(image_set: ImageSet, ext: FeatureExtractor, protocol: str, label: str):
+        result = compute_features(image_set, ext, protocol, batch_size=cfg.batch_size, use_cache=cfg.use_cache,
+                                  workers=cfg.workers, label=label)
+        return features.setdefault((id(image_set), result.key), result)
+
+    results: list[dict[str, Any]] = []
+    for key, uses in plan.items():
+        ext = extractors[key]
+        for metric, protocol in uses:
+            real_f = feats(real, ext, protocol, "REAL")
+            for g in gens:
+                gen_f = feats(g, ext, protocol, f"GEN {g.root.name}")
+                results.append(_one_result(cfg, metric, protocol, ext, g, real, gen_f, real_f, subset_size))
+    order = {m: i for i, m in enumerate(FIDELITY_METRICS)}
+    results.sort(key=lambda r: (order[r["metric"]], cfg.gen.index(Path(r["gen"])) if Path(r["gen"]) in cfg.gen else 0))
+    if cfg.seeds is not None:
+        results = [_seed_summary(cfg, [r for r in results if r["metric"] == m]) for m in cfg.metrics
+                   if any(r["metric"] == m for r in results)]
+    return results
+
+
+def _metric_fn(cfg: FidelityConfig, metric: str, subset_size: int | None):
+    if metric in ("fid", "clip_fid"):
+        return lambda a, b: frechet_distance(a, b, method=cfg.fid_method)
+    if metric == "kid":
+        return lambda a, b: kid(a, b, subsets=cfg.kid_subsets, seed=cfg.kid_seed,
+                                subset_size=min(subset_size or DEFAULT_SUBSET_SIZE, len(a), len(b)))
+    return cmmd
+
+
+def _one_result(cfg: FidelityConfig, metric: str, protocol: str, ext: Any, gen: ImageSet, real: ImageSet,
+                gen_f: Any, real_f: Any, subset_size: int | None) -> dict[str, Any]:
+    a, b = gen_f.features, real_f.features
+    std = None
+    params: dict[str, Any] = {}
+    if metric == "kid":
+        value, std = kid(a, b, subsets=cfg.kid_subsets, subset_size=subset_size, seed=cfg.kid_seed)
+        params = {"subsets": cfg.kid_subsets, "subset_size": subset_size, "seed": cfg.kid_seed,
+                  "kernel": "poly3", "estimator": "unbiased"}
+    elif metric == "cmmd":
+        value = cmmd(a, b)
+        params = {"sigma": 10.0, "scale": 1000.0, "estimator": "biased-v-statistic", "l2_normalised": True}
+    else:
+        from lapgen.metrics.fid import resolve_method
+
+        value = frechet_distance(a, b, method=cfg.fid_method)
+        params = {"method": resolve_method(cfg.fid_method, len(a), len(b), a.shape[1]), "ddof": 1}
+    spread = None
+    if cfg.splits is not None:
+        fn = _metric_fn(cfg, metric, subset_size)
+        spread = split_values(a, b, (lambda x, y: fn(x, y)[0]) if metric == "kid" else fn, cfg.splits,
+                              seed=cfg.split_seed)
+    extractor = ext.name
+    variant = {"fid": f"inception-{protocol}", "kid": f"inception-{protocol}",
+               "clip_fid": "clean-fid-compatible", "cmmd": f"clip={extractor}"}[metric]
+    result = {
+        "schema": SCHEMA,
+        "metric": metric,
+        "key": f"{metric}[{variant},sha256={ext.weights_sha256[:12]}]",
+        "variant": variant,
+        "value": float(value),
+        "std": std,
+        "spread": spread,
+        "protocol": protocol,
+        "extractor": extractor,
+        "weights_sha256": ext.weights_sha256,
+        "preprocessing": gen_f.preprocessing,
+        "n_gen": len(gen),
+        "n_real": len(real),
+        "gen": str(gen.root),
+        "real": str(real.root),
+        "gen_size": list(gen.size),
+        "real_size": list(real.size),
+        "gen_selection": gen.selection,
+        "real_selection": real.selection,
+        "params": params,
+        "cached": {"gen": gen_f.cached, "real": real_f.cached},
+        "precision": "fp32",
+        "batch_size": cfg.batch_size,
+        "libraries": _libraries(),
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+    result.update(card_labels(gen.card))
+    result.update({k: v for k, v in cfg.labels.items() if v is not None})
+    return result
+
+
+def _seed_summary(cfg: FidelityConfig, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result for R seed replicates: value = mean, spread = each value with mean and sd."""
+    first = dict(per_seed[0])
+    spread = summarize([r["value"] for r in per_seed])
+    spread.update(method="seeds", gens=[r["gen"] for r in per_seed])
+    first.update(value=spread["mean"], spread=spread, gen=str(Path(per_seed[0]["gen"]).parent),
+                 n_gen=[r["n_gen"] for r in per_seed], std=None, seeds=len(per_seed))
+    return first

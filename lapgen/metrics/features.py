@@ -1,0 +1,451 @@
+"""Feature extractors for FID, KID, CLIP-FID and CMMD, with a content-addressed feature cache.
+
+The extractor registry (architecture principle 2; torch-fidelity `registry.py`, open_clip `pretrained.py`):
+
+| name                | network                                   | d    | input | used for                     |
+|---------------------|-------------------------------------------|------|-------|------------------------------|
+| `inception-v3`      | torch-fidelity's FID Inception (TF 2015-12-05 graph), pool3 | 2048 | 299 | FID, KID       |
+| `clip-vit-b-32`     | open_clip `ViT-B-32-quickgelu` + `openai` | 512  | 224   | CLIP-FID; CMMD (lapgen default) |
+| `clip-vit-l-14-336` | open_clip `ViT-L-14-336-quickgelu` + `openai` | 768 | 336 | CMMD as the reference code |
+
+Preprocessing protocols (metrics-protocol.md sections 1, 3, 4), each with a stable id that enters the
+cache key:
+- Inception `clean` (clean-fid `mode="clean"`, the default): per channel float32 PIL image, BICUBIC to
+  299x299, clip to [0, 255] without rounding, (x - 128) / 128, then the network body.
+- Inception `torch-fidelity`: torch-fidelity's TF1.x-exact bilinear resize (its
+  `interpolate_bilinear_2d_like_tensorflow1x`, align_corners=False) of the uint8 image, then the same body:
+  exactly what its `inception-v3-compat` extractor computes.
+- CLIP `clip-fid` (clean-fid `img_preprocess_clip`): PIL BICUBIC resize of the shorter side to S, centre
+  crop S, uint8, / 255, OpenAI mean/std; features = `encode_image`, not normalised.
+- CLIP `cmmd` (google-research `cmmd/io_util.py`): centre-crop the largest square, PIL BICUBIC to SxS,
+  / 255, OpenAI mean/std; the CMMD function L2-normalises. For square images both CLIP protocols are the
+  same computation, so they share one id and one pass.
+
+Weights: `--weights PATH` (or a registry name) wins; else the checkpoint registry's `feature-extractor`
+entry when it has a local file; else the libraries' own cache/download (torch-fidelity release file,
+open_clip `openai` tag). Features run in fp32; the cache key is SHA-256 over (ordered relative path and
+file SHA-256 of every image, extractor name, weights SHA-256, preprocessing id, CACHE_VERSION), so changed
+images or weights never hit a stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lapgen.errors import LapgenError
+from lapgen.metrics.images import ImageSet, load_rgb, set_digest
+
+CACHE_VERSION = 1
+INCEPTION_SIZE = 299  # Inception-v3 input side, pixels
+INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                 "weights-inception-2015-12-05-6726825d.pth")
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+INCEPTION_PROTOCOLS = ("clean", "torch-fidelity")
+CLIP_PROTOCOLS = ("clip-fid", "cmmd")
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    name: str
+    family: str  # "inception" | "clip"
+    dim: int  # feature dimension d
+    input_size: int  # network input side S, pixels
+    open_clip_model: str | None
+    description: str
+
+
+EXTRACTORS: dict[str, ExtractorSpec] = {
+    "inception-v3": ExtractorSpec("inception-v3", "inception", 2048, INCEPTION_SIZE, None,
+                                  "torch-fidelity FID Inception-v3 (TF graph 2015-12-05), pool3 features"),
+    "clip-vit-b-32": ExtractorSpec("clip-vit-b-32", "clip", 512, 224, "ViT-B-32-quickgelu",
+                                   "OpenAI CLIP ViT-B/32 image embeddings (open_clip, quickgelu + openai)"),
+    "clip-vit-l-14-336": ExtractorSpec("clip-vit-l-14-336", "clip", 768, 336, "ViT-L-14-336-quickgelu",
+                                       "OpenAI CLIP ViT-L/14 @ 336 px (the CMMD reference backbone)"),
+}
+
+
+def register_extractor(spec: ExtractorSpec, *, replace: bool = False) -> ExtractorSpec:
+    """Add an extractor to the registry: an open_clip model name (built-in or added with
+    `open_clip.add_model_config`) of family "clip", or a torch-fidelity Inception ("inception")."""
+    if spec.family not in ("inception", "clip"):
+        raise LapgenError(f"unknown extractor family {spec.family!r}", hint="use inception or clip")
+    if spec.family == "clip" and not spec.open_clip_model:
+        raise LapgenError(f"clip extractor {spec.name!r} needs an open_clip model name")
+    if spec.name in EXTRACTORS and not replace:
+        raise LapgenError(f"feature extractor {spec.name!r} is already registered")
+    EXTRACTORS[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ExtractorSpec:
+    if name not in EXTRACTORS:
+        raise LapgenError(f"unknown feature extractor {name!r}", hint=f"choose one of {', '.join(EXTRACTORS)}")
+    return EXTRACTORS[name]
+
+
+def preprocessing_id(spec: ExtractorSpec, protocol: str, size: tuple[int, int]) -> str:
+    """Stable id of the preprocessing applied to images of `size` (w, h) under `protocol`."""
+    if spec.family == "inception":
+        if protocol == "clean":
+            return f"inception/clean:pil-bicubic-float-{spec.input_size}/x-128div128/fp32"
+        if protocol == "torch-fidelity":
+            return f"inception/torch-fidelity:tf1-bilinear-{spec.input_size}/x-128div128/fp32"
+        raise LapgenError(f"unknown protocol {protocol!r} for {spec.name}",
+                          hint=f"use one of {', '.join(INCEPTION_PROTOCOLS)}")
+    if protocol not in CLIP_PROTOCOLS:
+        raise LapgenError(f"unknown protocol {protocol!r} for {spec.name}",
+                          hint=f"use one of {', '.join(CLIP_PROTOCOLS)}")
+    s = spec.input_size
+    if size[0] == size[1]:  # resize-then-crop == crop-then-resize for square images
+        return f"clip/square:pil-bicubic-{s}/u8/openai-norm/fp32"
+    if protocol == "clip-fid":
+        return f"clip/clip-fid:pil-bicubic-short-{s}-centercrop/u8/openai-norm/fp32"
+    return f"clip/cmmd:centercrop-square-pil-bicubic-{s}/f32/openai-norm/fp32"
+
+
+# --- preprocessing of one (H, W, 3) uint8 image ---------------------------------------------------------
+
+def clean_resize(img: np.ndarray, size: int = INCEPTION_SIZE) -> np.ndarray:
+    """clean-fid's resize: per channel float32 PIL BICUBIC to size x size, clipped, not rounded; (3, S, S)."""
+    from PIL import Image
+
+    chans = [np.asarray(Image.fromarray(img[:, :, c].astype(np.float32), mode="F")
+                        .resize((size, size), resample=Image.BICUBIC)).clip(0, 255) for c in range(3)]
+    return np.stack(chans, axis=0).astype(np.float32)
+
+
+def clip_fid_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """torchvision Resize(size, BICUBIC) + CenterCrop(size) on the PIL image (clean-fid CLIP); (S, S, 3) u8."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    pil = Image.fromarray(img)
+    if (new_w, new_h) != (w, h):
+        pil = pil.resize((new_w, new_h), resample=Image.BICUBIC)
+    top = int(round((new_h - size) / 2.0))
+    left = int(round((new_w - size) / 2.0))
+    return np.asarray(pil.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def cmmd_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """Reference CMMD: centre-crop the largest square, PIL BICUBIC to size x size; (S, S, 3) uint8."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    pil = Image.fromarray(img[top:top + side, left:left + side])
+    if side != size:
+        pil = pil.resize((size, size), resample=Image.BICUBIC)
+    return np.asarray(pil, dtype=np.uint8)
+
+
+def clip_normalize(img_u8: np.ndarray) -> np.ndarray:
+    """(S, S, 3) uint8 -> (3, S, S) float32, / 255 then OpenAI mean/std."""
+    x = img_u8.astype(np.float32).transpose(2, 0, 1) / 255.0
+    mean = np.asarray(OPENAI_MEAN, np.float32)[:, None, None]
+    std = np.asarray(OPENAI_STD, np.float32)[:, None, None]
+    return (x - mean) / std
+
+
+def preprocess(spec: ExtractorSpec, protocol: str, img: np.ndarray) -> np.ndarray:
+    """One (H, W, 3) uint8 image -> the network input (3, S, S) (uint8 for torch-fidelity, else float32)."""
+    if spec.family == "inception":
+        if protocol == "clean":
+            return clean_resize(img, spec.input_size)
+        return np.ascontiguousarray(img.transpose(2, 0, 1))  # torch-fidelity resizes inside the network
+    if protocol == "clip-fid":
+        return clip_normalize(clip_fid_crop(img, spec.input_size))
+    return clip_normalize(cmmd_crop(img, spec.input_size))
+
+
+# --- weights -------------------------------------------------------------------------------------------
+
+def cache_root() -> Path:
+    """Where lapgen caches features and weight hashes: $LAPGEN_HOME/cache."""
+    from lapgen.outputs import lapgen_home
+
+    return lapgen_home() / "cache"
+
+
+def weights_sha256(path: Path) -> str:
+    """SHA-256 of a weights file, memoised by (absolute path, size, mtime) in the cache folder."""
+    from lapgen.outputs import atomic_file, file_sha256
+
+    path = path.resolve()
+    stat = path.stat()
+    memo_path = cache_root() / "weights-sha256.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    stamp = [stat.st_size, stat.st_mtime_ns]
+    entry = memo.get(str(path))
+    if entry and entry.get("stamp") == stamp:
+        return entry["sha256"]
+    digest = file_sha256(path)
+    memo[str(path)] = {"stamp": stamp, "sha256": digest}
+    with atomic_file(memo_path, "w") as fh:
+        json.dump(memo, fh)
+    return digest
+
+
+def _registry_weights(name: str) -> Path | None:
+    """The local file of a `feature-extractor` registry entry, when the registry knows one."""
+    if importlib.util.find_spec("lapgen.registry") is None:
+        return None
+    from lapgen import registry
+
+    try:
+        entry = registry.resolve(name, kind="feature-extractor")
+    except LapgenError:
+        if name in EXTRACTORS:
+            return None
+        raise
+    path = getattr(entry, "path", None)
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.exists():
+        raise LapgenError(f"registry entry {name!r} points at a missing weights file", path=path,
+                          hint="fix the entry or pass --weights PATH")
+    return path
+
+
+def _default_weights(spec: ExtractorSpec) -> Path:
+    """The libraries' own weight files (downloaded once into their caches when online)."""
+    hint = (f"pass --weights PATH to a local copy, or register one with kind feature-extractor "
+            f"under the name {spec.name}")
+    try:
+        if spec.family == "inception":
+            import torch
+
+            dst = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_URL.rsplit("/", 1)[1]
+            if not dst.exists():
+                if os.environ.get("HF_HUB_OFFLINE") == "1":
+                    raise OSError("offline mode")
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(INCEPTION_URL, str(dst), hash_prefix="6726825d", progress=False)
+            return dst
+        import open_clip
+
+        cfg = open_clip.get_pretrained_cfg(spec.open_clip_model, "openai")
+        return Path(open_clip.download_pretrained(cfg))
+    except LapgenError:
+        raise
+    except Exception as exc:  # network, offline hub, permissions: all fixed the same way
+        raise LapgenError(f"cannot find or download the {spec.name} weights ({exc.__class__.__name__})",
+                          hint=hint) from exc
+
+
+def resolve_weights(spec: ExtractorSpec, weights: str | Path | None) -> Path:
+    """The weights file to use: `weights` (a path or registry name) > registry entry > library default."""
+    if weights is not None:
+        candidate = Path(weights).expanduser()
+        if candidate.is_file():
+            return candidate
+        if candidate.suffix or os.sep in str(weights):
+            raise LapgenError("weights file does not exist", path=candidate, hint="check --weights")
+        found = _registry_weights(str(weights))
+        if found is None:
+            raise LapgenError(f"--weights {weights!r} is neither a file nor a registry entry with a local file")
+        return found
+    return _registry_weights(spec.name) or _default_weights(spec)
+
+
+# --- networks ------------------------------------------------------------------------------------------
+
+_INCEPTION_BODY = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1",
+                   "Conv2d_4a_3x3", "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
+                   "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool")
+
+
+def inception_pool3(net: Any, x: Any) -> Any:
+    """torch-fidelity's Inception body on already-resized (B, 3, 299, 299) float pixels in [0, 255].
+
+    The same layer sequence as `FeatureExtractorInceptionV3.forward` after its TF1 resize: scale
+    (x - 128) / 128, the convolution/mixed blocks, global average pool -> (B, 2048).
+    """
+    import torch
+
+    x = (x - 128) / 128
+    for layer in _INCEPTION_BODY:
+        x = getattr(net, layer)(x)
+    return torch.flatten(x, 1)
+
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+class FeatureExtractor:
+    """One registry extractor with resolved weights; the network is built on first use (cache hits skip it)."""
+
+    def __init__(self, name: str, *, weights: str | Path | None = None, device: str = "cpu"):
+        self.spec = get_spec(name)
+        self.weights_path = resolve_weights(self.spec, weights)
+        self.weights_sha256 = weights_sha256(self.weights_path)
+        self.device = device
+        self._model: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def describe(self) -> dict[str, Any]:
+        return {"extractor": self.name, "weights": str(self.weights_path), "weights_sha256": self.weights_sha256,
+                "dim": self.spec.dim, "input_size": self.spec.input_size, "precision": "fp32"}
+
+    def _build(self) -> Any:
+        import torch
+
+        path = self.weights_path
+        try:
+            if self.spec.family == "inception":
+                from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+                # A safe load first: torch-fidelity's own loader unpickles with weights_only=False, so it
+                # only ever sees a file proven to hold plain tensors.
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                if not isinstance(state, dict):
+                    raise LapgenError("Inception weights are not a state_dict", path=path)
+                model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                                    feature_extractor_weights_path=str(path))
+            else:
+                import open_clip
+
+                if _is_torchscript(path):  # OpenAI's released ViT-*.pt archives
+                    model = open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
+                else:
+                    model = open_clip.create_model(self.spec.open_clip_model, pretrained=str(path),
+                                                   precision="fp32", device="cpu")
+        except LapgenError:
+            raise
+        except Exception as exc:
+            raise LapgenError(f"cannot load {self.name} weights ({exc.__class__.__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})", path=path,
+                              hint="pass --weights pointing at the right file for this extractor") from exc
+        return model.to(torch.device(self.device)).float().eval().requires_grad_(False)
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = self._build()
+        return self._model
+
+    def forward(self, batch: np.ndarray, protocol: str) -> np.ndarray:
+        """(B, 3, S, S) preprocessed batch -> (B, D) float32 features."""
+        import torch
+
+        x = torch.from_numpy(batch).to(self.device)
+        with torch.inference_mode():
+            if self.spec.family == "inception":
+                x = x.float()
+                if protocol == "torch-fidelity":  # torch-fidelity's own TF1.x-exact bilinear resize
+                    from torch_fidelity.interpolate_compat_tensorflow import (
+                        interpolate_bilinear_2d_like_tensorflow1x,
+                    )
+
+                    size = (self.spec.input_size, self.spec.input_size)
+                    x = interpolate_bilinear_2d_like_tensorflow1x(x, size=size, align_corners=False)
+                out = inception_pool3(self.model, x)
+            else:
+                out = self.model.encode_image(x.float())
+        return out.float().cpu().numpy()
+
+
+# --- feature sets and the cache -------------------------------------------------------------------------
+
+@dataclass
+class FeatureResult:
+    features: np.ndarray  # (N, D) float32
+    key: str  # cache key (hex SHA-256)
+    cached: bool  # True when read from the cache
+    preprocessing: str
+    extractor: dict[str, Any]
+
+
+def feature_key(images_digest: str, extractor: FeatureExtractor, preprocessing: str) -> str:
+    payload = {"images": images_digest, "extractor": extractor.name, "weights_sha256": extractor.weights_sha256,
+               "preprocessing": preprocessing, "version": CACHE_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def compute_features(image_set: ImageSet, extractor: FeatureExtractor, protocol: str, *, batch_size: int = 50,
+                     use_cache: bool = True, workers: int = 2, label: str = "images",
+                     chunk: int = 1000) -> FeatureResult:
+    """Features of every image of `image_set`, from the cache when the key matches.
+
+    Extraction is resumable: every `chunk` images are saved under `<cache>/features/<key>.partial/`, and a
+    re-run after an interruption continues from the last finished chunk.
+    """
+    from lapgen.outputs import atomic_file
+    from lapgen.progress import make_progress
+
+    prep = preprocessing_id(extractor.spec, protocol, image_set.size)
+    key = feature_key(set_digest(image_set), extractor, prep)
+    folder = cache_root() / "features"
+    final = folder / f"{key}.npy"
+    info = extractor.describe()
+    if use_cache and final.exists():
+        feats = np.load(final)
+        if feats.shape == (len(image_set), extractor.spec.dim):
+            return FeatureResult(feats, key, True, prep, info)
+    partial = folder / f"{key}.partial"
+    starts = list(range(0, len(image_set), chunk))
+    parts: list[np.ndarray] = []
+    with make_progress() as progress, ThreadPoolExecutor(max(1, workers)) as pool:
+        task = progress.add_task(f"{extractor.name} features: {label}", total=len(image_set))
+        for start in starts:
+            part_file = partial / f"{start:08d}.npy"
+            if use_cache and part_file.exists():
+                parts.append(np.load(part_file))
+                progress.advance(task, len(parts[-1]))
+                continue
+            rows = []
+            for b in range(start, min(start + chunk, len(image_set)), batch_size):
+                idx = range(b, min(b + batch_size, start + chunk, len(image_set)))
+                batch = np.stack(list(pool.map(
+                    lambda i: preprocess(extractor.spec, protocol, load_rgb(image_set.path(i))), idx)))
+                rows.append(extractor.forward(batch, protocol))
+                progress.advance(task, len(idx))
+            parts.append(np.concatenate(rows).astype(np.float32))
+            if use_cache:
+                with atomic_file(part_file) as fh:
+                    np.save(fh, parts[-1])
+    feats = np.concatenate(parts)
+    if use_cache:
+        with atomic_file(final) as fh:
+            np.save(fh, feats)
+        with atomic_file(folder / f"{key}.json", "w") as fh:
+            json.dump({"images": image_set.describe(), "preprocessing": prep, "batch_size": batch_size,
+                       "version": CACHE_VERSION, **info}, fh, indent=1)
+        if partial.exists():
+            import shutil
+
+            shutil.rmtree(partial, ignore_errors=True)
+    return FeatureResult(feats, key, False, prep, info)
+
+
+def list_extractors() -> list[dict[str, Any]]:
+    """The registry as plain data (for `lapgen eval extractors`)."""
+    return [{"name": s.name, "family": s.family, "dim": s.dim, "input_size": s.input_size,
+             "open_clip_model": s.open_clip_model, "description": s.description} for s in EXTRACTORS.values()]

@@ -1,0 +1,203 @@
+"""Feature extraction: preprocessing vs the reference libraries, torch-fidelity end to end, the cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lapgen.errors import LapgenError
+from lapgen.metrics import frechet_distance, kid
+from lapgen.metrics.features import (
+    FeatureExtractor,
+    clean_resize,
+    clip_fid_crop,
+    cmmd_crop,
+    compute_features,
+    inception_pool3,
+    preprocessing_id,
+)
+from lapgen.metrics.images import open_image_set
+from tests.fixtures.metrics import make_image_set, write_random_inception
+
+
+def _img(w, h, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def test_clean_resize_equals_clean_fid():
+    from cleanfid.resize import build_resizer
+
+    img = _img(64, 48)
+    ref = build_resizer("clean")(img)  # (299, 299, 3) float32, clean-fid's own resizer
+    ours = clean_resize(img)
+    assert ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, ref.transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("size", [(64, 64), (80, 48), (48, 80)])
+def test_clip_crops_equal_torchvision_and_reference(size):
+    from torchvision import transforms
+
+    img = _img(*size, seed=1)
+    tv = transforms.Compose([transforms.Resize(32, interpolation=transforms.InterpolationMode.BICUBIC),
+                             transforms.CenterCrop(32)])
+    np.testing.assert_array_equal(clip_fid_crop(img, 32), np.asarray(tv(Image.fromarray(img))))
+    w, h = size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    ref = Image.fromarray(img).crop((left, top, left + side, top + side)).resize((32, 32), Image.BICUBIC)
+    np.testing.assert_array_equal(cmmd_crop(img, 32), np.asarray(ref))
+    if w == h:
+        np.testing.assert_array_equal(clip_fid_crop(img, 32), cmmd_crop(img, 32))
+
+
+def test_preprocessing_ids_share_clip_pass_only_for_square_sets():
+    from lapgen.metrics.features import get_spec
+
+    spec = get_spec("clip-vit-b-32")
+    assert preprocessing_id(spec, "clip-fid", (128, 128)) == preprocessing_id(spec, "cmmd", (128, 128))
+    assert preprocessing_id(spec, "clip-fid", (160, 128)) != preprocessing_id(spec, "cmmd", (160, 128))
+    inc = get_spec("inception-v3")
+    assert preprocessing_id(inc, "clean", (128, 128)) != preprocessing_id(inc, "torch-fidelity", (128, 128))
+
+
+def _tf_input_size(monkeypatch, size):
+    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+
+    monkeypatch.setattr(tf_inception.FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", size)
+
+
+def _check_inception_body(name, weights, size, monkeypatch):
+    _tf_input_size(monkeypatch, size)
+    ext = FeatureExtractor(name, weights=weights)
+    x = np.stack([_img(64, 64, s).transpose(2, 0, 1) for s in range(2)])
+    with torch.inference_mode():
+        ref = ext.model(torch.from_numpy(x))[0].numpy()  # torch-fidelity's own forward (uint8 in)
+    ours = ext.forward(x, "torch-fidelity")
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+    assert np.abs(ref).mean() > 1e-2  # re-initialised weights: features do not vanish
+
+
+def test_inception_body_equals_torch_fidelity_forward(small_inception, monkeypatch):
+    _check_inception_body(*small_inception, 75, monkeypatch)
+
+
+@pytest.mark.slow
+def test_inception_body_equals_torch_fidelity_forward_full_size(inception_weights, monkeypatch):
+    _check_inception_body("inception-v3", inception_weights, 299, monkeypatch)
+
+
+def _check_fid_kid_vs_torch_fidelity(name, weights, size, image_sets, monkeypatch):
+    import torch_fidelity
+
+    _tf_input_size(monkeypatch, size)
+    ext = FeatureExtractor(name, weights=weights)
+    gen = compute_features(open_image_set(image_sets["gen"]), ext, "torch-fidelity", use_cache=False).features
+    real = compute_features(open_image_set(image_sets["real"]), ext, "torch-fidelity", use_cache=False).features
+    ref = torch_fidelity.calculate_metrics(
+        input1=str(image_sets["gen"]), input2=str(image_sets["real"]), fid=True, kid=True, cuda=False,
+        feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(weights),
+        kid_subset_size=8, kid_subsets=20, cache=False, verbose=False, save_cpu_ram=True)
+    fid = frechet_distance(gen, real)
+    assert fid > 0.1  # clearly different sets give a clearly non-zero FID with these weights
+    assert fid == pytest.approx(ref["frechet_inception_distance"], rel=1e-5)
+    mean, std = kid(gen, real, subsets=20, subset_size=8, dtype=np.float32)
+    assert mean == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-6)
+    assert std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-5)
+    mean64, _ = kid(gen, real, subsets=20, subset_size=8)
+    assert mean64 == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-4)
+
+
+def test_fid_kid_equal_torch_fidelity_calculate_metrics(small_inception, image_sets, monkeypatch):
+    _check_fid_kid_vs_torch_fidelity(*small_inception, 75, image_sets, monkeypatch)
+
+
+@pytest.mark.slow
+def test_fid_kid_equal_torch_fidelity_calculate_metrics_full_size(inception_weights, image_sets, monkeypatch):
+    _check_fid_kid_vs_torch_fidelity("inception-v3", inception_weights, 299, image_sets, monkeypatch)
+
+
+def test_clean_protocol_features_from_clean_fid_resize(small_inception, image_sets):
+    from cleanfid.resize import make_resizer
+
+    ext = FeatureExtractor(*small_inception[:1], weights=small_inception[1])
+    s = open_image_set(image_sets["gen"])
+    ours = compute_features(s, ext, "clean", use_cache=False).features
+    resize = make_resizer("PIL", False, "bicubic", (75, 75))  # clean-fid's "clean" resizer at 75 px
+    batch = np.stack([resize(np.asarray(Image.open(s.path(i)).convert("RGB"))).transpose(2, 0, 1)
+                      for i in range(len(s))])
+    with torch.inference_mode():
+        ref = inception_pool3(ext.model, torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+    tf = compute_features(s, ext, "torch-fidelity", use_cache=False).features
+    assert not np.allclose(ours, tf, rtol=1e-3)  # the two resize protocols give different features
+
+
+def test_cache_hits_and_invalidation(inception_weights, tiny_clip, tmp_path):
+    name, clip_weights = tiny_clip
+    folder = make_image_set(tmp_path / "set", 6, seed=5)
+    ext = FeatureExtractor(name, weights=clip_weights)
+    first = compute_features(open_image_set(folder), ext, "cmmd")
+    again = compute_features(open_image_set(folder), ext, "cmmd")
+    assert not first.cached and again.cached and again.key == first.key
+    np.testing.assert_array_equal(first.features, again.features)
+    # a changed image changes the key
+    make_image_set(tmp_path / "other", 1, seed=99)
+    (tmp_path / "other" / "0000.png").replace(folder / "0003.png")
+    changed = compute_features(open_image_set(folder), ext, "cmmd")
+    assert not changed.cached and changed.key != first.key
+    assert not np.array_equal(changed.features[3], first.features[3])
+    np.testing.assert_array_equal(changed.features[:3], first.features[:3])
+    # other weights (random weights never share the real weights' entries) change the key
+    from tests.fixtures.metrics import write_random_clip
+
+    other = write_random_clip(tmp_path / "other-clip.safetensors", "lapgen-test-tiny-clip", seed=1)
+    ext2 = FeatureExtractor(name, weights=other)
+    assert ext2.weights_sha256 != ext.weights_sha256
+    res2 = compute_features(open_image_set(folder), ext2, "cmmd")
+    assert not res2.cached and res2.key != changed.key
+
+
+def test_extraction_resumes_after_interruption(tiny_clip, tmp_path, monkeypatch):
+    name, clip_weights = tiny_clip
+    folder = make_image_set(tmp_path / "set", 7, seed=6)
+    ext = FeatureExtractor(name, weights=clip_weights)
+    reference = compute_features(open_image_set(folder), ext, "clip-fid", use_cache=False, chunk=3).features
+    calls = {"n": 0}
+    real_forward = ext.forward
+
+    def flaky(batch, protocol):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_forward(batch, protocol)
+
+    monkeypatch.setattr(ext, "forward", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        compute_features(open_image_set(folder), ext, "clip-fid", chunk=3, batch_size=3)
+    calls["n"] = 10  # no more failures; count the batches of the resumed run
+    result = compute_features(open_image_set(folder), ext, "clip-fid", chunk=3, batch_size=3)
+    assert calls["n"] == 12  # chunk 1 came from the partial file, chunks 2 and 3 were computed
+    np.testing.assert_allclose(result.features, reference, rtol=1e-6, atol=1e-6)
+
+
+def test_weights_errors_are_one_line(inception_weights, tiny_clip, tmp_path):
+    with pytest.raises(LapgenError, match="does not exist"):
+        FeatureExtractor("inception-v3", weights=tmp_path / "missing.pth")
+    with pytest.raises(LapgenError, match="unknown feature extractor"):
+        FeatureExtractor("resnet-50", weights=inception_weights)
+    bad = FeatureExtractor("inception-v3", weights=tiny_clip[1])
+    with pytest.raises(LapgenError, match="cannot load inception-v3 weights"):
+        bad.model
+
+
+def test_registry_entry_with_local_file_is_used(inception_weights, monkeypatch):
+    from lapgen import registry
+
+    registry.add_entry("my-inception", str(inception_weights), kind="feature-extractor")
+    ext = FeatureExtractor("inception-v3", weights="my-inception")
+    assert ext.weights_path.resolve() == inception_weights.resolve()
+    random = write_random_inception(inception_weights.with_name("other.pth"), seed=3)
+    assert FeatureExtractor("inception-v3", weights=random).weights_sha256 != ext.weights_sha256
