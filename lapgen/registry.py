@@ -81,7 +81,8 @@ class Entry:
             if any(hub_cached(repo, f) for f in filenames):
                 return True
         if self.hub_id:
-            marker = self.options.get("marker_file", "model_index.json" if self.kind == "pipeline" else "config.json")
+            default_marker = "model_index.json" if self.kind == "pipeline" else "config.json"
+            marker = self.options.get("marker_file", default_marker)
             return hub_cached(self.hub_id, marker, revision=self.revision)
         return False
 
@@ -105,7 +106,7 @@ def builtin_names() -> list[str]:
 
 
 def hub_offline() -> bool:
-    """True when the user asked the Hugging Face hub to stay offline (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    """True when the user asked for offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)."""
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
@@ -126,15 +127,17 @@ def parse_hub_source(source: str) -> tuple[str, str | None]:
     body = source[3:]
     repo, _, rev = body.partition("@")
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", repo):
-        raise LapgenError(f"malformed hub id '{source}'", hint="write it as hf:ORG/NAME, e.g. hf:stable-diffusion-v1-5/stable-diffusion-v1-5")
+        raise LapgenError(f"malformed hub id '{source}'",
+                          hint="write it as hf:ORG/NAME, e.g. hf:stable-diffusion-v1-5/stable-diffusion-v1-5")
     return repo, (rev or None)
 
 
 def _weights_dirs(entry: Entry) -> list[Path]:
     dirs = [lapgen_home() / "weights"]
     if entry.options.get("search_torch_hub"):
-        torch_home = Path(os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "torch"))
-        dirs.append(torch_home.expanduser() / "hub" / "checkpoints")
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        torch_home = Path(os.environ.get("TORCH_HOME", cache / "torch")).expanduser()
+        dirs.append(torch_home / "hub" / "checkpoints")  # where torch.hub downloads land
     return dirs
 
 
@@ -247,7 +250,7 @@ def check_name(name: str, *, allow_builtin: bool = False) -> str:
     """Validate a name for a new entry (call before heavy work, e.g. on `--name`)."""
     if not _NAME_RE.match(name or ""):
         raise LapgenError(f"invalid model name '{name}'",
-                          hint="use letters, digits and . _ + - (no slashes), starting with a letter or digit")
+                          hint="use letters, digits and . _ + - (no slashes), starting with a letter/digit")
     if name in _BUILTINS and not allow_builtin:
         raise LapgenError(f"'{name}' is a built-in model name", hint="choose another --name")
     return name
@@ -261,9 +264,10 @@ def _from_user(name: str, raw: dict[str, Any]) -> Entry:
     base = _BUILTINS.get(name)
     path = Path(raw["path"]) if raw.get("path") else None
     if base is not None:  # a built-in pointed at local weights
+        hub = str(raw.get("source", "")).startswith("hf:")
         return replace(base, path=path or base.path, user=True, card=_safe_card(path) if path else None,
                        description=raw.get("description") or base.description,
-                       source=raw.get("source") if str(raw.get("source", "")).startswith("hf:") else base.source)
+                       source=raw["source"] if hub else base.source)
     card = _safe_card(path) if path else None
     return Entry(name=name, kind=raw.get("kind", "pipeline"), source=str(raw.get("source", path)), path=path,
                  description=raw.get("description") or str((card or {}).get("description") or ""), card=card,
@@ -288,7 +292,8 @@ def _unknown(name: str, kind: str | None) -> LapgenError:
     names = [e.name for e in list_entries(kind)]
     what = f"{KIND_LABELS[kind]} " if kind else ""
     return LapgenError(f"unknown {what}model '{name}'",
-                       hint=f"valid names: {', '.join(names) or '(none yet)'}; or give a local path or hf:ORG/NAME")
+                       hint=f"valid names: {', '.join(names) or '(none yet)'}; "
+                            "or give a local path or hf:ORG/NAME")
 
 
 def _local_entry(source: str, kind: str | None) -> Entry:
@@ -319,7 +324,7 @@ def resolve(source: str | Path | None = None, kind: str | None = None) -> Entry:
         name = default_for(kind)
         if name is None:
             raise LapgenError(f"no default {KIND_LABELS[kind]} yet",
-                              hint=f"train one, or pass a name/path, or set one with `lapgen models use NAME`")
+                              hint="train one, pass a name/path, or set one with `lapgen models use NAME`")
         entry = resolve(name, kind)
     else:
         source = str(source)
@@ -362,7 +367,8 @@ def add_entry(name: str, source: str, kind: str | None = None, description: str 
     if kind is not None:
         check_kind(kind)
         if base is not None and kind != base.kind:
-            raise LapgenError(f"'{name}' is a built-in {KIND_LABELS[base.kind]}", hint=f"drop --kind or use another name")
+            raise LapgenError(f"'{name}' is a built-in {KIND_LABELS[base.kind]}",
+                              hint="drop --kind or use another name")
     raw: dict[str, Any] = {}
     if source.startswith("hf:"):
         parse_hub_source(source)
@@ -405,7 +411,8 @@ def set_default(name: str) -> Entry:
     """`lapgen models use`: make `name` the default of its kind."""
     entry = resolve(name)
     if entry.name not in _BUILTINS and not entry.user:
-        raise LapgenError(f"'{name}' is not a registered name", hint="register it first with `lapgen models add`")
+        raise LapgenError(f"'{name}' is not a registered name",
+                          hint="register it first with `lapgen models add`")
     with _edit_user() as data:
         data["defaults"][entry.kind] = entry.name
     return entry

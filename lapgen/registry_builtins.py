@@ -62,7 +62,8 @@ BUILTINS: dict[str, dict[str, Any]] = {
         "description": "Rendezvous action-triplet recognizer, official CholecT50 checkpoints "
                        "(rendezvous_l8_cholect50_*.pth, by file name)",
         "options": {"loader": "rendezvous", "url": RDV_URL,
-                    "files": [f"rendezvous_l8_cholect50_crossval_k{k}_layernorm_lowres.pth" for k in range(1, 6)]
+                    "files": [f"rendezvous_l8_cholect50_crossval_k{k}_layernorm_lowres.pth"
+                              for k in range(1, 6)]
                     + ["rendezvous_l8_cholect50_challenge_k0_batchnorm_lowres.pth"]},
     },
 }

@@ -70,7 +70,8 @@ def test_every_builtin_loads_or_fails_in_one_line(name, monkeypatch, tmp_path):
     entry = registry.resolve(name)
     loader = {"pipeline": loading.load_sd_pipeline, "controlnet": loading.load_controlnet,
               "segmenter": loading.load_segmenter, "recognizer": loading.load_recognizer,
-              "feature-extractor": loading.load_clip if name.startswith("clip") else loading.load_inception}[entry.kind]
+              "feature-extractor": loading.load_clip if name.startswith("clip") else loading.load_inception,
+              }[entry.kind]
     if name in NEEDS_DOWNLOAD:
         with pytest.raises(LapgenError) as err:
             loader(name, device="cpu")
@@ -189,7 +190,8 @@ def test_load_clip_from_local_safetensors(tmp_path, own_home):
     open_clip.add_model_config(tmp_path / "cfg")
     torch.manual_seed(0)
     reference = open_clip.create_model("lapgen-test-tiny-clip").eval()
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "tiny-clip.safetensors")
+    weights = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    save_file(weights, tmp_path / "tiny-clip.safetensors")
     registry.add_entry("tinyclip", str(tmp_path / "tiny-clip.safetensors"), kind="feature-extractor")
     model, preprocess = loading.load_clip("tinyclip", device="cpu", arch="lapgen-test-tiny-clip")
     from PIL import Image
@@ -245,7 +247,8 @@ def test_recognizer_without_checkpoint_names_the_official_files():
     with pytest.raises(LapgenError) as err:
         loading.load_recognizer()
     msg = err.value.one_line()
-    assert "rendezvous_l8_cholect50" in msg and "s3.unistra.fr" in msg and "lapgen models add rdv-cholect50" in msg
+    assert "rendezvous_l8_cholect50" in msg and "s3.unistra.fr" in msg
+    assert "lapgen models add rdv-cholect50" in msg
 
 
 @pytest.mark.slow
@@ -256,7 +259,8 @@ def test_load_clip_vit_b_32_from_local_openai_layout(tmp_path, own_home):
 
     torch.manual_seed(0)
     reference = open_clip.create_model("ViT-B-32-quickgelu").eval()
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "vit-b-32.safetensors")
+    weights = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    save_file(weights, tmp_path / "vit-b-32.safetensors")
     registry.add_entry("clip-vit-b-32", str(tmp_path / "vit-b-32.safetensors"))
     model, preprocess = loading.load_clip("clip-vit-b-32", device="cpu")
     x = torch.rand(1, 3, 224, 224)

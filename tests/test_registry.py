@@ -19,7 +19,8 @@ from lapgen.cli.main import app
 from lapgen.errors import LapgenError
 
 runner = CliRunner()
-BUILTINS = ["sd15", "tiny-sd", "clip-vit-b-32", "clip-vit-l-14-336", "inception-v3", "yolov8n-seg", "rdv-cholect50"]
+BUILTINS = ["sd15", "tiny-sd", "clip-vit-b-32", "clip-vit-l-14-336", "inception-v3", "yolov8n-seg",
+            "rdv-cholect50"]
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +96,8 @@ def test_list_and_show_do_not_import_torch(tmp_path):
         "r = CliRunner()\n"
         "assert r.invoke(app, ['models', 'list']).exit_code == 0\n"
         "assert r.invoke(app, ['models', 'show', 'sd15']).exit_code == 0\n"
-        "print(','.join(m for m in ('torch', 'diffusers', 'transformers', 'open_clip', 'ultralytics') if m in sys.modules))\n"
+        "heavy = ('torch', 'diffusers', 'transformers', 'open_clip', 'ultralytics')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "LAPGEN_HOME": str(tmp_path)})
@@ -166,7 +168,8 @@ def test_add_show_use_remove_cycle(tmp_path, home):
 
 def test_add_errors(tmp_path):
     assert "pass --kind" in _one_line_error(runner.invoke(app, ["models", "add", "x", str(tmp_path)]))
-    assert "does not exist" in _one_line_error(runner.invoke(app, ["models", "add", "x", str(tmp_path / "nope")]))
+    missing = runner.invoke(app, ["models", "add", "x", str(tmp_path / "nope")])
+    assert "does not exist" in _one_line_error(missing)
     assert "invalid model name" in _one_line_error(runner.invoke(app, ["models", "add", "a/b", "hf:o/n"]))
     assert "cannot be removed" in _one_line_error(runner.invoke(app, ["models", "remove", "sd15"]))
     line = _one_line_error(runner.invoke(app, ["models", "add", "inception-v3", "hf:o/n"]))
@@ -174,7 +177,8 @@ def test_add_errors(tmp_path):
 
 
 def test_hub_entry_and_kind_option():
-    assert runner.invoke(app, ["models", "add", "cn-hub", "hf:org/controlnet", "--kind", "controlnet"]).exit_code == 0
+    result = runner.invoke(app, ["models", "add", "cn-hub", "hf:org/controlnet", "--kind", "controlnet"])
+    assert result.exit_code == 0
     entry = registry.resolve("cn-hub", "controlnet")
     assert entry.hub_id == "org/controlnet" and entry.present() is False
 

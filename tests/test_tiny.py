@@ -50,7 +50,8 @@ def test_tokenizer_properties_and_cache(clip_tokenizer):
 def test_tokenizer_explicit_cache_dir(tmp_path, clip_tokenizer):
     tok = tiny.offline_clip_tokenizer(tmp_path / "tok")
     assert (tmp_path / "tok" / "tokenizer_config.json").exists()
-    assert tok("clipper clip cystic_artery").input_ids == clip_tokenizer("clipper clip cystic_artery").input_ids
+    text = "clipper clip cystic_artery"
+    assert tok(text).input_ids == clip_tokenizer(text).input_ids
 
 
 def _state(module) -> dict[str, torch.Tensor]:

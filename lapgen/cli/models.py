@@ -83,15 +83,17 @@ def show(
     typer.echo(yaml.safe_dump(info, sort_keys=False, allow_unicode=True).rstrip())
     if card:
         typer.echo("card:")
-        typer.echo("  " + yaml.safe_dump(card, sort_keys=False, allow_unicode=True).rstrip().replace("\n", "\n  "))
+        text = yaml.safe_dump(card, sort_keys=False, allow_unicode=True).rstrip()
+        typer.echo("  " + text.replace("\n", "\n  "))
     else:
         typer.echo("card: none (not an artefact written by lapgen)")
 
 
 def add(
-    name: str = typer.Argument(..., help="Name to register (a built-in name points that model at local weights)."),
+    name: str = typer.Argument(..., help="Name to register (a built-in name points it at local weights)."),
     source: str = typer.Argument(..., help="Local file/folder or hf:ORG/NAME."),
-    kind: Optional[str] = typer.Option(None, "--kind", "-k", help=f"One of {', '.join(KINDS)} (guessed for folders)."),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k",
+                                       help=f"One of {', '.join(KINDS)} (guessed for folders)."),
     description: Optional[str] = typer.Option(None, "--description", "-d", help="One-line description."),
     use: bool = typer.Option(False, "--use", help="Also make it the default of its kind."),
 ) -> None:
@@ -105,7 +107,9 @@ def add(
     notice(f"registered {entry.name} ({entry.kind}) -> {entry.weights_location()}")
 
 
-def remove(name: str = typer.Argument(..., help="A user entry added with `models add` or trained by lapgen.")) -> None:
+def remove(
+    name: str = typer.Argument(..., help="A user entry added with `models add` or trained by lapgen."),
+) -> None:
     """Remove a user entry (weights on disk are left alone; a built-in name reverts to its own source)."""
     from lapgen.progress import notice
     from lapgen.registry import remove_entry

@@ -87,7 +87,8 @@ def resolve_dtype(dtype: "str | torch.dtype | None", device: "torch.device | str
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
-def mixed_precision_for(dtype: "str | torch.dtype | None", device: "torch.device | str | None" = "auto") -> str:
+def mixed_precision_for(dtype: "str | torch.dtype | None",
+                        device: "torch.device | str | None" = "auto") -> str:
     """accelerate's `mixed_precision` value (`no`, `fp16`, `bf16`) for a requested dtype on `device`."""
     import torch
 

@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from diffusers import ControlNetModel, StableDiffusionPipeline
 
 __all__ = [
-    "resolve_device", "resolve_dtype", "resolve_entry", "ensure_local", "safe_state_dict", "weights_fingerprint",
+    "resolve_device", "resolve_dtype", "resolve_entry", "ensure_local", "safe_state_dict",
+    "weights_fingerprint",
     "load_sd_pipeline", "load_controlnet", "load_segmenter", "load_recognizer", "load_clip", "load_inception",
 ]
 
@@ -71,7 +72,8 @@ def ensure_local(source: Any, kind: str = "pipeline") -> Path | str:
     if entry.path is not None:
         if not entry.path.exists():
             raise LapgenError(f"model '{entry.name}': weights path no longer exists", path=entry.path,
-                              hint=f"fix it with `lapgen models add {_add_name(entry)} PATH` or remove the entry")
+                              hint=f"fix it with `lapgen models add {_add_name(entry)} PATH` "
+                                   "or remove the entry")
         return entry.path
     if entry.source == "tiny:sd":
         from lapgen.models.tiny import materialize_tiny_sd
@@ -97,7 +99,7 @@ def _quiet_loaders() -> None:
 
 
 def _dtype_kwargs(torch_dtype: "torch.dtype") -> dict[str, Any]:
-    """diffusers >= 0.36 names the argument `dtype` (`torch_dtype` is deprecated); older ones `torch_dtype`."""
+    """Recent diffusers name the argument `dtype` (`torch_dtype` is deprecated); older ones `torch_dtype`."""
     from diffusers.utils import deprecation_utils
 
     return {"dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype": torch_dtype}
@@ -130,7 +132,8 @@ def load_sd_pipeline(source: Any = None, *, device: Any = "auto", dtype: Any = "
     location = ensure_local(entry, "pipeline")
     if isinstance(location, Path) and not (location / "model_index.json").exists():
         raise LapgenError(f"model '{entry.name}' is not a diffusers pipeline folder (no model_index.json)",
-                          path=location, hint="give the folder written by `lapgen finetune` or save_pretrained")
+                          path=location,
+                          hint="give the folder written by `lapgen finetune` or save_pretrained")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     pipe = _from_pretrained(StableDiffusionPipeline, entry, location, **_dtype_kwargs(torch_dtype),
@@ -150,7 +153,8 @@ def load_controlnet(source: Any = None, *, device: Any = "auto", dtype: Any = "f
         if (sub / "config.json").exists():
             location = sub
         else:
-            raise LapgenError(f"model '{entry.name}' is not a ControlNet folder (no config.json)", path=location,
+            raise LapgenError(f"model '{entry.name}' is not a ControlNet folder (no config.json)",
+                              path=location,
                               hint="give the folder written by `lapgen train-controlnet` or save_pretrained")
     dev = resolve_device(device)
     model = _from_pretrained(ControlNetModel, entry, location, **_dtype_kwargs(resolve_dtype(dtype, dev)))
@@ -171,8 +175,8 @@ def load_segmenter(source: Any = None, *, device: Any = "auto") -> Any:
                               hint=f"fix it with `lapgen models add {_add_name(entry)} PATH`")
         target: str | Path = entry.path  # a .pt file or a `lapgen segment train` folder
     elif entry.options.get("yaml"):
-        notice(f"segmenter '{entry.name}': no weights file found; building {entry.options['yaml']} with random "
-               f"weights (point it at weights with `lapgen models add {entry.name} PATH`)")
+        notice(f"segmenter '{entry.name}': no weights file found; building {entry.options['yaml']} "
+               f"with random weights (point it at weights with `lapgen models add {entry.name} PATH`)")
         target = entry.options["yaml"]
     else:
         raise _offline_error(entry)
@@ -215,12 +219,14 @@ def safe_state_dict(path: str | Path) -> dict[str, "torch.Tensor"]:
             is_script = any(n.split("/", 1)[-1].startswith("code/") for n in zf.namelist())
         if is_script:  # OpenAI's CLIP .pt files are TorchScript archives
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
-            return {k: v for k, v in state.items() if k not in ("input_resolution", "context_length", "vocab_size")}
+            extra = ("input_resolution", "context_length", "vocab_size")  # ints, not weights
+            return {k: v for k, v in state.items() if k not in extra}
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise LapgenError(f"cannot read weights ({exc.__class__.__name__})", path=path,
-                          hint="lapgen loads safetensors or plain tensor state dicts (torch.load weights_only)") from exc
+                          hint="lapgen loads safetensors or plain tensor state dicts "
+                               "(torch.load weights_only)") from exc
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -269,11 +275,13 @@ def load_clip(source: Any = "clip-vit-b-32", *, device: Any = "auto", dtype: Any
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise LapgenError(f"CLIP '{entry.name}': weights do not match architecture {arch}",
-                              path=entry.path, hint="check that the file is the model the entry names") from exc
+                              path=entry.path,
+                              hint="check that the file is the model the entry names") from exc
     else:
         _check_hub_available(entry)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=entry.options["pretrained"])
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=entry.options["pretrained"])
         except (OSError, RuntimeError, FileNotFoundError) as exc:
             raise _offline_error(entry) from exc
     return model.to(dev, torch_dtype).eval(), preprocess
