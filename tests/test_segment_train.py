@@ -110,3 +110,24 @@ def test_cli_train_bad_input(tmp_path, copy_yolo_dataset):
     assert broken.exit_code == 2 and "ultralytics rejects the dataset" in broken.stderr
     assert len(broken.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists() and not (tmp_path / "r.partial").exists()
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes(tmp_path, copy_yolo_dataset):
+    from lapgen.models.segmentation import TrainConfig, train
+
+    def stop_after_first_epoch(trainer):
+        if trainer.epoch == 0:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    config = TrainConfig(data=copy_yolo_dataset, out=out, base="yolov8n-seg.yaml", epochs=2, imgsz=64, batch=8,
+                         device="cpu", workers=0, plots=False, callbacks={"on_fit_epoch_end": stop_after_first_epoch})
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    assert not out.exists() and (tmp_path / "run.partial" / "weights" / "last.pt").is_file()
+    config.callbacks = {}
+    summary = train(config)
+    card = yaml.safe_load((out / "lapgen.yaml").read_text())
+    assert card["resumed"] is True and summary["epochs"] == 2
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 2

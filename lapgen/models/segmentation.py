@@ -243,6 +243,7 @@ class TrainConfig:
     register_name: str | None = None  # registry name of the result (becomes the default segmenter)
     overwrite: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # further ultralytics train arguments
+    callbacks: dict[str, Any] = field(default_factory=dict)  # ultralytics event name -> function(trainer)
 
 
 def data_yaml(data: str | Path) -> Path:
@@ -275,7 +276,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Train a YOLO segmenter with ultralytics (staged, resumable) -> summary with validation metrics."""
     import torch
 
-    from lapgen import cards, registry
+    from lapgen import cards, progress, registry
     from lapgen.outputs import file_sha256, finalize_output_dir, prepare_output_dir
 
     if config.register_name is not None:
@@ -297,14 +298,25 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 project=str(stage.parent.absolute()), name=stage.name, exist_ok=True)
     args.update(config.extra)
     deterministic = torch.are_deterministic_algorithms_enabled()
-    try:
-        if last.is_file():  # an interrupted run: ultralytics resumes epochs, optimiser and EMA
-            model = load_yolo(last)
-            model.train(resume=True, device=device, workers=config.workers)
-        else:
-            model.train(**args)
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
+    resuming = last.is_file()  # an interrupted run: ultralytics resumes epochs, optimiser and EMA
+    if resuming:
+        model = load_yolo(last)
+    with progress.make_progress() as bar:
+        task = bar.add_task("training", total=config.epochs)
+
+        def on_epoch_end(trainer: Any) -> None:  # ultralytics callback, once per finished epoch
+            bar.update(task, completed=trainer.epoch + 1)
+
+        model.add_callback("on_fit_epoch_end", on_epoch_end)
+        for event, function in config.callbacks.items():
+            model.add_callback(event, function)
+        try:
+            if resuming:
+                model.train(resume=True, device=device, workers=config.workers)
+            else:
+                model.train(**args)
+        finally:
+            torch.use_deterministic_algorithms(deterministic)
     trainer = model.trainer
     best = stage / "weights" / "best.pt"
     if not best.is_file():
@@ -316,7 +328,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         weights=str(best.relative_to(stage)), weights_sha256=file_sha256(best), task="segment",
         names=[info["names"][k] for k in sorted(info["names"])], imgsz=config.imgsz, base=base_info,
         data={"path": str(yaml_path.parent.absolute()), "summary": data_card.get("summary")},
-        config=config, metrics=metrics, library="ultralytics")
+        config={k: v for k, v in vars(config).items() if k != "callbacks"}, metrics=metrics,
+        library="ultralytics", resumed=resuming)
     cards.write_card(stage, card)
     finalize_output_dir(out)
     summary = {"out": str(out), "weights": str(out / card["weights"]), "metrics": metrics,
