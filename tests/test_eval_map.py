@@ -222,3 +222,26 @@ def test_map_with_official_checkpoint_through_the_builtin_name(rdv_generated_dir
 
     assert result["weights_sha256"] == file_sha256(official)
     assert 0.0 < result["value"] <= 1.0
+
+
+def test_map_skips_unlabelled_images_and_resamples_source_videos(rdv_frames_dir, tiny_recognizer_dir, tmp_path,
+                                                                 one_torch_thread):
+    """A set mixing labelled and unlabelled prompts scores the labelled ones (with a warning); source
+    videos recorded by `lapgen sample` make the bootstrap resample whole videos (the mode stays global)."""
+    from tests.fixtures.recognition import write_generated_set
+
+    gen = write_generated_set(rdv_frames_dir, tmp_path / "mixed")
+    test_recs = [r for r in _records(rdv_frames_dir) if r["split"] == "test"]
+    lines = []
+    for k, (rec, src) in enumerate(zip(_records(gen), test_recs)):
+        rec["video"] = src["video"]
+        if k < 3:
+            del rec["triplets"]
+        lines.append(json.dumps(rec))
+    (gen / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    res = _run("map", gen, "--recognizer", tiny_recognizer_dir, "--boot", "20", "--json")
+    assert res.exit_code == 0, res.output
+    assert "3 of 14 images have no triplet labels" in " ".join(res.stderr.split())
+    result = json.loads(res.stdout)
+    assert result["n_gen"] == 11 and result["n_unlabelled_skipped"] == 3
+    assert result["mode"] == "global" and result["n_videos"] == 2 and result["ci"]["unit"] == "video"

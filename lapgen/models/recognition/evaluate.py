@@ -54,8 +54,9 @@ def _check(cfg: MapEvalConfig) -> None:
         raise LapgenError("--boot must be >= 0 and the confidence level in (0, 1)")
 
 
-def load_labelled_set(cfg: MapEvalConfig) -> tuple[Path, list[dict], dict | None, str | None]:
-    """(root, records, card, split) with validated triplet labels; raises before any model work."""
+def load_labelled_set(cfg: MapEvalConfig) -> tuple[Path, list[dict], dict | None, str | None, int]:
+    """(root, records, card, split, n_skipped) with validated triplet labels; raises before model work.
+    Images without `triplets` are skipped with a warning when others have them (n_skipped)."""
     from lapgen.cards import read_card
     from lapgen.models.recognition.data import label_matrix, read_metadata, select_split
 
@@ -67,8 +68,16 @@ def load_labelled_set(cfg: MapEvalConfig) -> tuple[Path, list[dict], dict | None
     if split is None and is_frames and any("split" in r for r in records):
         split = "test"
     records = select_split(records, split, root / "metadata.jsonl")
-    label_matrix(records, root / "metadata.jsonl")  # labels present and in range
-    return root, records, card, split
+    labelled = [r for r in records if "triplets" in r]
+    n_skipped = len(records) - len(labelled) if labelled else 0
+    if n_skipped:  # e.g. a set mixing CholecT50 and Cholec80 prompts
+        from lapgen.progress import warn
+
+        warn(f"{len(records) - len(labelled)} of {len(records)} images have no triplet labels "
+             "(prompts without CholecT50 labels) and are not scored")
+        records = labelled
+    label_matrix(records, root / "metadata.jsonl")  # labels present (all-missing is an error) and in range
+    return root, records, card, split, n_skipped
 
 
 def _recognizer(cfg: MapEvalConfig):
@@ -103,7 +112,7 @@ def evaluate_map(cfg: MapEvalConfig) -> dict[str, Any]:
     from lapgen.outputs import file_sha256
 
     _check(cfg)
-    root, records, card, split = load_labelled_set(cfg)
+    root, records, card, split, n_skipped = load_labelled_set(cfg)
     entry, model = _recognizer(cfg)
     size = tuple(model.config.image_size)
     dataset = RecognitionDataset(root, records, eval_transform(size))
@@ -153,6 +162,7 @@ def evaluate_map(cfg: MapEvalConfig) -> dict[str, Any]:
         "components_from": cfg.components_from,
         "mode": mode,
         "n_gen": len(records),
+        "n_unlabelled_skipped": n_skipped,
         "n_videos": n_videos,
         "gen": str(root),
         "set_kind": "frames-dataset" if is_frames else "generated",
