@@ -231,18 +231,21 @@ def run_jobs(jobs: list[Job], stage: Path, size: int, workers: int, total: int) 
 
     progress = make_progress()
     progress.columns = (*progress.columns, RateColumn())
-    with progress:
-        task = progress.add_task("prepare frames", total=total)
-        if workers <= 1 or len(jobs) <= 1:
+    if workers <= 1 or len(jobs) <= 1:
+        with progress:
+            task = progress.add_task("prepare frames", total=total)
             for job in jobs:
                 run_job(job, str(stage), size, tick=lambda n: progress.advance(task, n))
-            return
-        ctx = mp.get_context("spawn")
-        queue = ctx.Queue()
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(queue,))
-        try:
-            pending: set[Future] = {pool.submit(run_job, job, str(stage), size) for job in jobs}
+        return
+    # fork starts workers in milliseconds (spawn re-imports lapgen in each); the pool is filled before
+    # the progress bar's refresh thread starts, so no thread exists when the workers fork.
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    queue = ctx.Queue()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,))
+    try:
+        pending: set[Future] = {pool.submit(run_job, job, str(stage), size) for job in jobs}
+        with progress:
+            task = progress.add_task("prepare frames", total=total)
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 while not queue.empty():
@@ -251,8 +254,8 @@ def run_jobs(jobs: list[Job], stage: Path, size: int, workers: int, total: int) 
                     fut.result()  # re-raises a worker's LapgenError
             while not queue.empty():
                 progress.advance(task, queue.get())
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # -------------------------------------------------------------------------------------------------- driver
