@@ -180,16 +180,15 @@ class _SortedAP:
         self.end_of = np.minimum.accumulate(idx[::-1], axis=0)[::-1]  # last index of each tie group
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
-        ws = w[self.order]  # (N, C)
-        tp = np.cumsum(ws * self.ys, axis=0)
-        fp = np.cumsum(ws * (1.0 - self.ys), axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            prec = tp / (tp + fp)
-        prec_end = np.take_along_axis(prec, self.end_of, axis=0)
-        pos = (ws * self.ys).sum(axis=0)
-        contrib = np.where(ws * self.ys > 0, ws * self.ys * prec_end, 0.0).sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(pos > 0, contrib / pos, np.nan)
+        ws = w[self.order]  # (N, C) weights in each column's score order
+        wp = ws * self.ys  # weighted positives
+        tp = np.cumsum(wp, axis=0)
+        seen = np.cumsum(ws, axis=0)  # tp + fp
+        prec = np.divide(tp, seen, out=np.zeros_like(tp), where=seen > 0)
+        prec_end = np.take_along_axis(prec, self.end_of, axis=0)  # precision at the tie group's threshold
+        pos = tp[-1]
+        contrib = (wp * prec_end).sum(axis=0)
+        return np.divide(contrib, pos, out=np.full_like(pos, np.nan), where=pos > 0)
 
 
 def weighted_ap(labels, scores, weights) -> np.ndarray:

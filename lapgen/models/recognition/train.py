@@ -254,7 +254,8 @@ def train_recognizer(cfg: TrainRecognizerConfig) -> dict[str, Any]:
                 score = triplet_map(val_set.labels["ivt"], scores["ivt"], video_ids=val_set.video_ids())["mAP"]
                 row["val_map_ivt"] = None if np.isnan(score) else float(score)
             history.append(row)
-            improved = val_set is None or (score is not None and not np.isnan(score) and score > best)
+            # no validation, or a val split without positives: keep the latest weights
+            improved = score is None or bool(np.isnan(score)) or score > best
             if improved or not (stage / "model.safetensors").exists():
                 save_rendezvous(model, stage)
                 if score is not None and not np.isnan(score):
