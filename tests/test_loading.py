@@ -266,3 +266,18 @@ def test_load_clip_vit_b_32_from_local_openai_layout(tmp_path, own_home):
     x = torch.rand(1, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(model.encode_image(x), reference.encode_image(x))
+
+
+def test_segmenter_sources(tmp_path, capsys):
+    if importlib.util.find_spec("lapgen.models.segmentation") is None:
+        pytest.skip("lapgen.models.segmentation not available")
+    model = loading.load_segmenter("yolov8n-seg.yaml", device="cpu")  # an ultralytics config name
+    assert model.task == "segment"
+    assert "random weights" in capsys.readouterr().err
+    model.save(str(tmp_path / "yolo-seg.pt"))
+    again = loading.load_segmenter(str(tmp_path / "yolo-seg.pt"), device="cpu")
+    a, b = model.model.state_dict(), again.model.state_dict()
+    assert a.keys() == b.keys()
+    # ultralytics stores checkpoints in fp16
+    assert all(torch.equal(a[k].half(), b[k].half()) for k in a if a[k].is_floating_point())
+    assert loading.load_segmenter(registry.resolve("yolov8n-seg"), device="cpu").task == "segment"

@@ -32,9 +32,6 @@ __all__ = [
     "load_sd_pipeline", "load_controlnet", "load_segmenter", "load_recognizer", "load_clip", "load_inception",
 ]
 
-Source = "str | Path | Entry | None"
-
-
 def resolve_entry(source: Any, kind: str) -> Entry:
     """An `Entry` of `kind` from a source or an entry (checked)."""
     if isinstance(source, Entry):
@@ -164,22 +161,26 @@ def load_controlnet(source: Any = None, *, device: Any = "auto", dtype: Any = "f
 def load_segmenter(source: Any = None, *, device: Any = "auto") -> Any:
     """An ultralytics `YOLO` segmenter via `lapgen.models.segmentation.load_yolo`.
 
-    Without a weights file, the built-in `yolov8n-seg` is built from its yaml with random weights (notice).
+    `source`: registry name, `.pt` file, `lapgen segment train` folder, an ultralytics model config
+    (`yolov8n-seg.yaml`, random weights) or None (the default segmenter). Without a weights file the
+    built-in `yolov8n-seg` is built from its yaml with random weights, and a notice says so.
     """
-    from lapgen.models.segmentation import load_yolo
+    from lapgen.models.segmentation import load_yolo, resolve_segmenter
 
-    entry = resolve_entry(source, "segmenter")
-    if entry.path is not None:
-        if not entry.path.exists():
-            raise LapgenError(f"segmenter '{entry.name}': weights do not exist", path=entry.path,
-                              hint=f"fix it with `lapgen models add {_add_name(entry)} PATH`")
-        target: str | Path = entry.path  # a .pt file or a `lapgen segment train` folder
-    elif entry.options.get("yaml"):
-        notice(f"segmenter '{entry.name}': no weights file found; building {entry.options['yaml']} "
-               f"with random weights (point it at weights with `lapgen models add {entry.name} PATH`)")
-        target = entry.options["yaml"]
-    else:
-        raise _offline_error(entry)
+    if isinstance(source, Entry):
+        entry = resolve_entry(source, "segmenter")
+        target = entry.path or entry.options.get("yaml")
+        info = {"name": entry.name, "random_init": entry.path is None}
+        if target is None:
+            raise _offline_error(entry)
+    else:  # the segmentation module's resolution also knows ultralytics' bundled model configs
+        target, info = resolve_segmenter(None if source is None else str(source))
+    if isinstance(target, Path) and not target.exists():
+        raise LapgenError(f"segmenter '{info.get('name')}': weights do not exist", path=target,
+                          hint=f"fix it with `lapgen models add {info.get('name')} PATH`")
+    if info.get("random_init"):
+        notice(f"segmenter '{info.get('name')}': no weights file; building {target} with random weights "
+               f"(point it at weights with `lapgen models add NAME PATH`)")
     model = load_yolo(target)
     return model.to(resolve_device(device))
 
