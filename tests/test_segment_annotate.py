@@ -1,4 +1,4 @@
-"""`lapgen segment annotate` / `predict`: masks at dataset resolution, binary, empty-frame dropping, resume."""
+"""`lapgen segment annotate` / `predict`: masks at dataset resolution, binary, empty frames, resume."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from lapgen.cli.main import app
 from lapgen.data.frames import read_records
 from lapgen.errors import LapgenError
 from lapgen.models.annotate import MaskConfig, annotate, mask_name, predict_folder
-from tests.fixtures.segmentation import write_frames_fixture
+from tests.fixtures.segmentation import record_network, write_frames_fixture
 
 runner = CliRunner()
 
@@ -29,8 +29,9 @@ def _ultralytics_union(run: Path, image: Path, conf: float) -> np.ndarray:
     """ultralytics' own union mask of one image file, read by ultralytics itself."""
     from lapgen.models.segmentation import load_yolo
 
-    res = load_yolo(run).predict(str(image), conf=conf, imgsz=64, retina_masks=True, verbose=False,
-                                 device="cpu")[0]
+    res = load_yolo(run).predict(
+        str(image), conf=conf, imgsz=64, retina_masks=True, verbose=False, device="cpu"
+    )[0]
     h, w = res.orig_shape
     return np.zeros((h, w), bool) if res.masks is None else (res.masks.data > 0.5).any(0).numpy()
 
@@ -47,11 +48,18 @@ def test_annotate_real_segmenter_masks_match_ultralytics(confident_segmenter, wi
     run = confident_segmenter
     records = read_records(wide_frames)
     conf = 0.5
-    expect_kept = [r["file_name"] for r in records if _ultralytics_union(run, wide_frames / r["file_name"], conf).any()]
+    expect_kept = [
+        r["file_name"] for r in records if _ultralytics_union(run, wide_frames / r["file_name"], conf).any()
+    ]
     assert expect_kept, "the confident fixture segmenter must find tools"
     out = tmp_path / "cn"
-    summary = annotate(MaskConfig(source=wide_frames, out=out, segmenter=str(run), conf=conf, imgsz=64, batch=4,
-                                  device="cpu"))
+    with record_network() as attempts:
+        summary = annotate(
+            MaskConfig(
+                source=wide_frames, out=out, segmenter=str(run), conf=conf, imgsz=64, batch=4, device="cpu"
+            )
+        )
+    assert attempts == []
     assert summary["kept"] == len(expect_kept) and summary["dropped_empty"] == len(records) - len(expect_kept)
     kept = read_records(out)  # the frames-dataset reader accepts the output (files exist, keys valid)
     assert [r["file_name"] for r in kept] == expect_kept
@@ -61,8 +69,10 @@ def test_annotate_real_segmenter_masks_match_ultralytics(confident_segmenter, wi
         mask = _binary(out / rec["conditioning_image_file_name"])
         assert mask.shape == (96, 160) and mask.any()  # dataset resolution, un-letterboxed
         np.testing.assert_array_equal(mask, _ultralytics_union(run, wide_frames / rec["file_name"], conf))
-        np.testing.assert_array_equal(np.asarray(Image.open(out / rec["file_name"])),
-                                      np.asarray(Image.open(wide_frames / rec["file_name"])))
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(out / rec["file_name"])),
+            np.asarray(Image.open(wide_frames / rec["file_name"])),
+        )
         src = next(r for r in records if r["file_name"] == rec["file_name"])
         assert {k: v for k, v in rec.items() if k != "conditioning_image_file_name"} == src
     card = (out / "lapgen.yaml").read_text()
@@ -73,10 +83,29 @@ def test_predict_real_segmenter(confident_segmenter, wide_frames, tmp_path):
     images = tmp_path / "gen"
     (images / "sub").mkdir(parents=True)
     for i, rec in enumerate(read_records(wide_frames)[:3]):
-        Image.open(wide_frames / rec["file_name"]).save(images / ("sub" if i else "") / f"g{i}.jpg", quality=95)
+        Image.open(wide_frames / rec["file_name"]).save(
+            images / ("sub" if i else "") / f"g{i}.jpg", quality=95
+        )
     out = tmp_path / "masks"
-    result = runner.invoke(app, ["segment", "predict", str(images), "--segmenter", str(confident_segmenter),
-                                 "--out", str(out), "--conf", "0.5", "--imgsz", "64", "--device", "cpu", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "segment",
+            "predict",
+            str(images),
+            "--segmenter",
+            str(confident_segmenter),
+            "--out",
+            str(out),
+            "--conf",
+            "0.5",
+            "--imgsz",
+            "64",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["images"] == 3
@@ -85,7 +114,9 @@ def test_predict_real_segmenter(confident_segmenter, wide_frames, tmp_path):
     for row in rows:
         mask = _binary(out / row["file_name"])
         assert mask.shape == (96, 160) and row["tool_fraction"] == pytest.approx(mask.mean())
-        np.testing.assert_array_equal(mask, _ultralytics_union(confident_segmenter, images / row["image"], 0.5))
+        np.testing.assert_array_equal(
+            mask, _ultralytics_union(confident_segmenter, images / row["image"], 0.5)
+        )
     assert summary["instances"] > 0
     assert "kind: mask-set" in (out / "lapgen.yaml").read_text()
 
@@ -128,12 +159,22 @@ def test_empty_frames_dropped_or_kept(stamped_frames, tmp_path):
     assert [r["frame"] for r in read_records(tmp_path / "a")] == [1, 4, 6]
     assert len(list((tmp_path / "a" / "masks").rglob("*.png"))) == 3
     assert len(list((tmp_path / "a" / "images").rglob("*.png"))) == 3
-    s = annotate(MaskConfig(source=stamped_frames, out=tmp_path / "b", keep_empty=True, batch=3),
-                 (Scripted({1, 4, 6}), info))
+    s = annotate(
+        MaskConfig(source=stamped_frames, out=tmp_path / "b", keep_empty=True, batch=3),
+        (Scripted({1, 4, 6}), info),
+    )
     assert (s["kept"], s["dropped_empty"], s["empty"]) == (8, 0, 5)
     recs = read_records(tmp_path / "b")
     assert [int(_binary(tmp_path / "b" / r["conditioning_image_file_name"]).any()) for r in recs] == [
-        0, 1, 0, 0, 1, 0, 1, 0]
+        0,
+        1,
+        0,
+        0,
+        1,
+        0,
+        1,
+        0,
+    ]
     with pytest.raises(LapgenError, match="no tool in any of the 8 frames"):
         annotate(MaskConfig(source=stamped_frames, out=tmp_path / "c"), (Scripted(set()), info))
 
@@ -166,16 +207,60 @@ def test_bad_input(tmp_path, tiny_segmenter_run, stamped_frames):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     cases = [
-        (["segment", "predict", str(tmp_path / "empty"), "--out", str(tmp_path / "o1"),
-          "--segmenter", str(tiny_segmenter_run.path)], "no images"),
-        (["segment", "predict", str(stamped_frames), "--out", str(tmp_path / "o2"), "--segmenter", "tiny-sd"],
-         "not a tool segmenter"),
-        (["segment", "annotate", "--data", str(stamped_frames), "--out", str(tmp_path / "o3"),
-          "--segmenter", "no-such-model"], "unknown tool segmenter model"),
-        (["segment", "annotate", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o4")],
-         "no metadata.jsonl"),
-        (["segment", "annotate", "--data", str(stamped_frames), "--out", str(tmp_path / "o5"), "--conf", "2"],
-         "--conf"),
+        (
+            [
+                "segment",
+                "predict",
+                str(tmp_path / "empty"),
+                "--out",
+                str(tmp_path / "o1"),
+                "--segmenter",
+                str(tiny_segmenter_run.path),
+            ],
+            "no images",
+        ),
+        (
+            [
+                "segment",
+                "predict",
+                str(stamped_frames),
+                "--out",
+                str(tmp_path / "o2"),
+                "--segmenter",
+                "tiny-sd",
+            ],
+            "not a tool segmenter",
+        ),
+        (
+            [
+                "segment",
+                "annotate",
+                "--data",
+                str(stamped_frames),
+                "--out",
+                str(tmp_path / "o3"),
+                "--segmenter",
+                "no-such-model",
+            ],
+            "unknown tool segmenter model",
+        ),
+        (
+            ["segment", "annotate", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o4")],
+            "no metadata.jsonl",
+        ),
+        (
+            [
+                "segment",
+                "annotate",
+                "--data",
+                str(stamped_frames),
+                "--out",
+                str(tmp_path / "o5"),
+                "--conf",
+                "2",
+            ],
+            "--conf",
+        ),
     ]
     for args, needle in cases:
         result = runner.invoke(app, args)
@@ -186,8 +271,22 @@ def test_bad_input(tmp_path, tiny_segmenter_run, stamped_frames):
 
 def test_cli_annotate_keep_empty(tiny_segmenter_run, stamped_frames, tmp_path):
     out = tmp_path / "cn"
-    args = ["segment", "annotate", "--data", str(stamped_frames), "--segmenter", str(tiny_segmenter_run.path),
-            "--out", str(out), "--keep-empty", "--conf", "0.99", "--device", "cpu", "--json"]
+    args = [
+        "segment",
+        "annotate",
+        "--data",
+        str(stamped_frames),
+        "--segmenter",
+        str(tiny_segmenter_run.path),
+        "--out",
+        str(out),
+        "--keep-empty",
+        "--conf",
+        "0.99",
+        "--device",
+        "cpu",
+        "--json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

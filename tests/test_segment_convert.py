@@ -30,6 +30,7 @@ def _colour_tools(frame: cholecseg8k.SegFrame) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- readers
 
+
 def test_find_frames_layout(cholecseg8k_dir):
     frames = cholecseg8k.find_frames(cholecseg8k_dir)
     assert len(frames) == 12
@@ -103,6 +104,7 @@ def test_artnet_reader(artnet_dir):
 
 # -------------------------------------------------------------------------------------------- polygons
 
+
 def test_polygon_rules_holes_fragments_regions():
     mask = np.zeros((60, 80), bool)
     mask[5:35, 5:45] = True
@@ -137,6 +139,7 @@ def test_polygons_agree_with_ultralytics_rasteriser():
 
 
 # ------------------------------------------------------------------------------------------------ convert
+
 
 def test_round_trip_iou_on_synthetic_data(yolo_dataset_dir, cholecseg8k_dir, artnet_dir):
     by_key = {f.key: f for f in cholecseg8k.find_frames(cholecseg8k_dir)}
@@ -173,22 +176,36 @@ def test_split_is_by_video(yolo_dataset_dir):
 
 
 def test_split_videos_rules():
-    assert split_videos(["video01", "video02"], val_videos=["2"], val_fraction=0.2, seed=0,
-                        has_other_val=False) == (["video01"], ["video02"])
-    train, val = split_videos([f"video{i:02d}" for i in range(1, 11)], val_videos=[], val_fraction=0.2, seed=3,
-                              has_other_val=False)
+    assert split_videos(
+        ["video01", "video02"], val_videos=["2"], val_fraction=0.2, seed=0, has_other_val=False
+    ) == (["video01"], ["video02"])
+    train, val = split_videos(
+        [f"video{i:02d}" for i in range(1, 11)], val_videos=[], val_fraction=0.2, seed=3, has_other_val=False
+    )
     assert len(val) == 2 and not set(train) & set(val)
-    assert split_videos(["video01"], val_videos=[], val_fraction=0.2, seed=0, has_other_val=True) == (["video01"], [])
+    assert split_videos(["video01"], val_videos=[], val_fraction=0.2, seed=0, has_other_val=True) == (
+        ["video01"],
+        [],
+    )
     with pytest.raises(LapgenError, match="one video"):
         split_videos(["video01"], val_videos=[], val_fraction=0.2, seed=0, has_other_val=False)
     with pytest.raises(LapgenError, match="not in the CholecSeg8k folder"):
-        split_videos(["video01", "video02"], val_videos=["video09"], val_fraction=0.2, seed=0, has_other_val=False)
+        split_videos(
+            ["video01", "video02"], val_videos=["video09"], val_fraction=0.2, seed=0, has_other_val=False
+        )
 
 
 def test_per_tool_classes(tmp_path, cholecseg8k_dir, artnet_dir):
     out = tmp_path / "pertool"
-    summary = convert(ConvertConfig(out=out, cholecseg8k=cholecseg8k_dir, artnet=artnet_dir, classes="per-tool",
-                                    val_videos=["video12"]))
+    summary = convert(
+        ConvertConfig(
+            out=out,
+            cholecseg8k=cholecseg8k_dir,
+            artnet=artnet_dir,
+            classes="per-tool",
+            val_videos=["video12"],
+        )
+    )
     assert summary["names"] == ["grasper", "hook"] and summary["artnet"]["positives_skipped_untyped"] == 5
     assert not list((out / "images").rglob("artnet_*_pos_*"))
     frame = cholecseg8k.find_frames(cholecseg8k_dir)[0]
@@ -197,8 +214,15 @@ def test_per_tool_classes(tmp_path, cholecseg8k_dir, artnet_dir):
     for cls, name in ((0, "grasper"), (1, "hook")):
         back = polygons_to_mask([p for c, p in labels if c == cls], size)
         assert mask_iou(back, tools[name]) >= 0.95
-    extra = convert(ConvertConfig(out=tmp_path / "extra", cholecseg8k=cholecseg8k_dir, artnet=artnet_dir,
-                                  classes="per-tool", artnet_per_tool="extra-class"))
+    extra = convert(
+        ConvertConfig(
+            out=tmp_path / "extra",
+            cholecseg8k=cholecseg8k_dir,
+            artnet=artnet_dir,
+            classes="per-tool",
+            artnet_per_tool="extra-class",
+        )
+    )
     assert extra["names"] == ["grasper", "hook", "tool"]
     line = (tmp_path / "extra/labels/train/artnet_train_pos_Train_Pos_001.txt").read_text().split()
     assert line[0] == "2"
@@ -212,8 +236,12 @@ def test_edge_cases_end_to_end(tmp_path, edge_cholecseg8k_dir):
     frame = cholecseg8k.find_frames(edge_cholecseg8k_dir)[0]  # k=0 carries a 5x5 hole in the grasper
     size, tools = cholecseg8k.read_frame_masks(frame)
     split = "val" if (out / "labels/val" / f"{frame.key}.txt").exists() else "train"
-    back = polygons_to_mask([p for _, p in read_label_file(out / f"labels/{split}/{frame.key}.txt", size)], size)
-    holes = (~tools["grasper"]) & polygons_to_mask(mask_to_polygons(tools["grasper"], min_hole_area=10**6), size)
+    back = polygons_to_mask(
+        [p for _, p in read_label_file(out / f"labels/{split}/{frame.key}.txt", size)], size
+    )
+    holes = (~tools["grasper"]) & polygons_to_mask(
+        mask_to_polygons(tools["grasper"], min_hole_area=10**6), size
+    )
     assert holes.sum() >= 25 and not (back & holes).any()
 
 
@@ -232,10 +260,12 @@ def test_ultralytics_accepts_the_dataset(copy_yolo_dataset):
         nf, nm, ne, nc, total = cache["results"]
         assert (nf, nm, nc, total) == (n_images, 0, 0, n_images) and ne >= 2  # found, missing, corrupt
         assert sum(len(lb["segments"]) for lb in ds.labels) == sum(
-            len(p.read_text().splitlines()) for p in (copy_yolo_dataset / "labels" / split).glob("*.txt"))
+            len(p.read_text().splitlines()) for p in (copy_yolo_dataset / "labels" / split).glob("*.txt")
+        )
 
 
 # ------------------------------------------------------------------------------------------ bad input, CLI
+
 
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
@@ -246,7 +276,9 @@ def test_missing_watershed_mask_is_one_line_error(tmp_path, cholecseg8k_dir):
     root = _copy(cholecseg8k_dir, tmp_path / "seg")
     victim = next(root.rglob("frame_81_endo_watershed_mask.png"))
     victim.unlink()
-    result = runner.invoke(app, ["segment", "convert", "--cholecseg8k", str(root), "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["segment", "convert", "--cholecseg8k", str(root), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2
     assert result.stderr.strip().count("\n") == 0 and "frame_81_endo.png" in result.stderr
     assert "watershed mask missing" in result.stderr
@@ -257,7 +289,9 @@ def test_wrong_size_mask_is_one_line_error(tmp_path, cholecseg8k_dir):
     root = _copy(cholecseg8k_dir, tmp_path / "seg")
     victim = next(root.rglob("frame_82_endo_watershed_mask.png"))
     Image.open(victim).resize((80, 48), Image.NEAREST).save(victim)
-    result = runner.invoke(app, ["segment", "convert", "--cholecseg8k", str(root), "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["segment", "convert", "--cholecseg8k", str(root), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "80x48 but its frame is 160x96" in result.stderr
     assert not (tmp_path / "o").exists()
 
@@ -274,8 +308,19 @@ def test_artnet_positive_without_mask(tmp_path, artnet_dir):
 
 def test_cli_convert_json_and_overwrite(tmp_path, cholecseg8k_dir, artnet_dir):
     out = tmp_path / "cli"
-    args = ["segment", "convert", "--cholecseg8k", str(cholecseg8k_dir), "--artnet", str(artnet_dir),
-            "--out", str(out), "--val-videos", "video48", "--json"]
+    args = [
+        "segment",
+        "convert",
+        "--cholecseg8k",
+        str(cholecseg8k_dir),
+        "--artnet",
+        str(artnet_dir),
+        "--out",
+        str(out),
+        "--val-videos",
+        "video48",
+        "--json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -286,6 +331,17 @@ def test_cli_convert_json_and_overwrite(tmp_path, cholecseg8k_dir, artnet_dir):
     assert runner.invoke(app, args + ["--overwrite"]).exit_code == 0
     none = runner.invoke(app, ["segment", "convert", "--out", str(tmp_path / "x")])
     assert none.exit_code == 2 and "no source given" in none.stderr
-    bad = runner.invoke(app, ["segment", "convert", "--cholecseg8k", str(cholecseg8k_dir), "--out",
-                              str(tmp_path / "y"), "--classes", "organs"])
+    bad = runner.invoke(
+        app,
+        [
+            "segment",
+            "convert",
+            "--cholecseg8k",
+            str(cholecseg8k_dir),
+            "--out",
+            str(tmp_path / "y"),
+            "--classes",
+            "organs",
+        ],
+    )
     assert bad.exit_code == 2 and "unknown class scheme" in bad.stderr

@@ -81,9 +81,30 @@ def test_resolve_segmenter_names(tiny_segmenter_run):
 def test_cli_train_registers_offline(tmp_path, monkeypatch, copy_yolo_dataset):
     monkeypatch.setenv("LAPGEN_HOME", str(tmp_path / "home"))  # keep the session's default segmenter
     out = tmp_path / "run"
-    args = ["segment", "train", "--data", str(copy_yolo_dataset), "--base", "yolov8n-seg", "--epochs", "2",
-            "--imgsz", "64", "--batch", "8", "--workers", "0", "--device", "cpu", "--out", str(out),
-            "--name", "my-seg", "--no-plots", "--json"]
+    args = [
+        "segment",
+        "train",
+        "--data",
+        str(copy_yolo_dataset),
+        "--base",
+        "yolov8n-seg",
+        "--epochs",
+        "2",
+        "--imgsz",
+        "64",
+        "--batch",
+        "8",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--name",
+        "my-seg",
+        "--no-plots",
+        "--json",
+    ]
     with record_network() as attempts:
         result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -100,7 +121,18 @@ def test_cli_train_registers_offline(tmp_path, monkeypatch, copy_yolo_dataset):
 
 
 def test_cli_train_bad_input(tmp_path, copy_yolo_dataset):
-    base = ["segment", "train", "--epochs", "1", "--imgsz", "64", "--device", "cpu", "--out", str(tmp_path / "r")]
+    base = [
+        "segment",
+        "train",
+        "--epochs",
+        "1",
+        "--imgsz",
+        "64",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     missing = runner.invoke(app, base + ["--data", str(tmp_path)])
     assert missing.exit_code == 2 and "no data.yaml found" in missing.stderr
     not_seg = runner.invoke(app, base + ["--data", str(copy_yolo_dataset), "--base", "tiny-sd"])
@@ -121,8 +153,18 @@ def test_interrupted_training_resumes(tmp_path, copy_yolo_dataset):
             raise KeyboardInterrupt
 
     out = tmp_path / "run"
-    config = TrainConfig(data=copy_yolo_dataset, out=out, base="yolov8n-seg.yaml", epochs=2, imgsz=64, batch=8,
-                         device="cpu", workers=0, plots=False, callbacks={"on_fit_epoch_end": stop_after_first_epoch})
+    config = TrainConfig(
+        data=copy_yolo_dataset,
+        out=out,
+        base="yolov8n-seg.yaml",
+        epochs=2,
+        imgsz=64,
+        batch=8,
+        device="cpu",
+        workers=0,
+        plots=False,
+        callbacks={"on_fit_epoch_end": stop_after_first_epoch},
+    )
     with pytest.raises(KeyboardInterrupt):
         train(config)
     assert not out.exists() and (tmp_path / "run.partial" / "weights" / "last.pt").is_file()

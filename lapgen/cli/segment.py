@@ -11,8 +11,11 @@ from typing import Optional
 
 import typer
 
-segment_app = typer.Typer(help="Tool segmentation: convert CholecSeg8k/ART-Net, train YOLOv8-seg, "
-                               "annotate frames with tool masks, predict masks.", no_args_is_help=True)
+segment_app = typer.Typer(
+    help="Tool segmentation: convert CholecSeg8k/ART-Net, train YOLOv8-seg, "
+    "annotate frames with tool masks, predict masks.",
+    no_args_is_help=True,
+)
 
 
 def _print(summary: dict, as_json: bool, lines: list[str]) -> None:
@@ -28,20 +31,32 @@ def _print(summary: dict, as_json: bool, lines: list[str]) -> None:
 @segment_app.command("convert")
 def convert_cmd(
     out: Path = typer.Option(..., "--out", help="Output YOLO dataset folder (data.yaml, images/, labels/)."),
-    cholecseg8k: Optional[Path] = typer.Option(None, "--cholecseg8k", help="CholecSeg8k folder (videoNN/...)."),
+    cholecseg8k: Optional[Path] = typer.Option(
+        None, "--cholecseg8k", help="CholecSeg8k folder (videoNN/...)."
+    ),
     artnet: Optional[Path] = typer.Option(None, "--artnet", help="ART-Net folder (Train/, Test/)."),
-    classes: str = typer.Option("tool", "--classes", help="Class scheme: tool (one class) or per-tool "
-                                "(grasper, hook)."),
-    artnet_per_tool: str = typer.Option("skip", "--artnet-per-tool", help="With --classes per-tool, ART-Net "
-                                        "tools have no type: skip its positives, or extra-class (class 'tool')."),
-    val_videos: Optional[str] = typer.Option(None, "--val-videos", help="Comma-separated CholecSeg8k videos "
-                                             "for validation (e.g. video12,video48)."),
-    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Else this fraction of CholecSeg8k videos "
-                                       "(seeded) validates."),
+    classes: str = typer.Option(
+        "tool", "--classes", help="Class scheme: tool (one class) or per-tool (grasper, hook)."
+    ),
+    artnet_per_tool: str = typer.Option(
+        "skip",
+        "--artnet-per-tool",
+        help="With --classes per-tool, ART-Net "
+        "tools have no type: skip its positives, or extra-class (class 'tool').",
+    ),
+    val_videos: Optional[str] = typer.Option(
+        None, "--val-videos", help="Comma-separated CholecSeg8k videos for validation (e.g. video12,video48)."
+    ),
+    val_fraction: float = typer.Option(
+        0.2, "--val-fraction", help="Else this fraction of CholecSeg8k videos (seeded) validates."
+    ),
     min_area: int = typer.Option(16, "--min-area", help="Drop tool regions smaller than this (pixels)."),
     min_hole_area: int = typer.Option(16, "--min-hole-area", help="Fill holes smaller than this (pixels)."),
-    ignore_unknown_codes: bool = typer.Option(False, "--ignore-unknown-codes", help="Treat watershed values "
-                                              "outside the class table as background instead of failing."),
+    ignore_unknown_codes: bool = typer.Option(
+        False,
+        "--ignore-unknown-codes",
+        help="Treat watershed values outside the class table as background instead of failing.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the video split."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
@@ -50,27 +65,45 @@ def convert_cmd(
     from lapgen.data.yolo_convert import ConvertConfig, convert
 
     config = ConvertConfig(
-        out=out, cholecseg8k=cholecseg8k, artnet=artnet, classes=classes, artnet_per_tool=artnet_per_tool,
-        val_videos=[v for v in (val_videos or "").split(",") if v.strip()], val_fraction=val_fraction,
-        seed=seed, min_area=min_area, min_hole_area=min_hole_area, strict_codes=not ignore_unknown_codes,
-        overwrite=overwrite)
+        out=out,
+        cholecseg8k=cholecseg8k,
+        artnet=artnet,
+        classes=classes,
+        artnet_per_tool=artnet_per_tool,
+        val_videos=[v for v in (val_videos or "").split(",") if v.strip()],
+        val_fraction=val_fraction,
+        seed=seed,
+        min_area=min_area,
+        min_hole_area=min_hole_area,
+        strict_codes=not ignore_unknown_codes,
+        overwrite=overwrite,
+    )
     s = convert(config)
     tr, va = s["splits"]["train"], s["splits"]["val"]
-    _print(s, as_json, [
-        f"wrote {out}: train {tr['images']} images ({tr['instances']} tool polygons, {tr['empty']} without tool), "
-        f"val {va['images']} images ({va['instances']} polygons, {va['empty']} without tool)",
-        f"classes: {', '.join(s['names'])}; round-trip IoU min {s['round_trip_iou']['min']}",
-    ])
+    _print(
+        s,
+        as_json,
+        [
+            f"wrote {out}: train {tr['images']} images ({tr['instances']} tool polygons, "
+            f"{tr['empty']} without tool), "
+            f"val {va['images']} images ({va['instances']} polygons, {va['empty']} without tool)",
+            f"classes: {', '.join(s['names'])}; round-trip IoU min {s['round_trip_iou']['min']}",
+        ],
+    )
 
 
 @segment_app.command("train")
 def train_cmd(
     data: Path = typer.Option(..., "--data", help="YOLO dataset from `lapgen segment convert`."),
     out: Path = typer.Option(..., "--out", help="Run folder (weights/best.pt, results.csv, lapgen.yaml)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Register the result under this name (it becomes "
-                                       "the default segmenter)."),
-    base: str = typer.Option("yolov8n-seg", "--base", help="Start from: segmenter name, .pt file, or model "
-                             "config .yaml (random weights)."),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Register the result under this name (it becomes the default segmenter)."
+    ),
+    base: str = typer.Option(
+        "yolov8n-seg",
+        "--base",
+        help="Start from: segmenter name, .pt file, or model config .yaml (random weights).",
+    ),
     epochs: int = typer.Option(50, "--epochs"),
     imgsz: int = typer.Option(640, "--imgsz", help="Training image size (pixels)."),
     batch: int = typer.Option(16, "--batch"),
@@ -86,13 +119,34 @@ def train_cmd(
     """Train a YOLO segmenter (ultralytics, offline) and register it."""
     from lapgen.models.segmentation import TrainConfig, train
 
-    s = train(TrainConfig(data=data, out=out, base=base, epochs=epochs, imgsz=imgsz, batch=batch, device=device,
-                          workers=workers, seed=seed, patience=patience, amp=amp, plots=plots,
-                          register_name=name, overwrite=overwrite))
+    s = train(
+        TrainConfig(
+            data=data,
+            out=out,
+            base=base,
+            epochs=epochs,
+            imgsz=imgsz,
+            batch=batch,
+            device=device,
+            workers=workers,
+            seed=seed,
+            patience=patience,
+            amp=amp,
+            plots=plots,
+            register_name=name,
+            overwrite=overwrite,
+        )
+    )
     m = s["metrics"]
-    _print(s, as_json, [f"trained {out} ({s['epochs']} epochs): mask mAP50 {m.get('metrics/mAP50(M)', 'n/a')}, "
-                        f"mAP50-95 {m.get('metrics/mAP50-95(M)', 'n/a')}"
-                        + (f"; registered as '{s['registered']}'" if "registered" in s else "")])
+    _print(
+        s,
+        as_json,
+        [
+            f"trained {out} ({s['epochs']} epochs): mask mAP50 {m.get('metrics/mAP50(M)', 'n/a')}, "
+            f"mAP50-95 {m.get('metrics/mAP50-95(M)', 'n/a')}"
+            + (f"; registered as '{s['registered']}'" if "registered" in s else "")
+        ],
+    )
 
 
 def _mask_options(**kwargs):
@@ -105,12 +159,14 @@ def _mask_options(**kwargs):
 def annotate_cmd(
     data: Path = typer.Option(..., "--data", help="Frames dataset (from `lapgen prepare`)."),
     out: Path = typer.Option(..., "--out", help="Output ControlNet dataset folder."),
-    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="Segmenter name or path (default: the "
-                                            "registry's default segmenter)."),
+    segmenter: Optional[str] = typer.Option(
+        None, "--segmenter", help="Segmenter name or path (default: the registry's default segmenter)."
+    ),
     conf: float = typer.Option(0.25, "--conf", help="Confidence threshold of tool instances."),
     iou: float = typer.Option(0.7, "--iou", help="NMS IoU threshold."),
-    imgsz: Optional[int] = typer.Option(None, "--imgsz", help="Inference size (default: the segmenter's "
-                                        "training size)."),
+    imgsz: Optional[int] = typer.Option(
+        None, "--imgsz", help="Inference size (default: the segmenter's training size)."
+    ),
     batch: int = typer.Option(16, "--batch"),
     keep_empty: bool = typer.Option(False, "--keep-empty", help="Keep frames without any tool (empty mask)."),
     split: Optional[str] = typer.Option(None, "--split", help="Only this split (train, val, test)."),
@@ -121,10 +177,29 @@ def annotate_cmd(
     """Add binary tool masks to a frames dataset (the ControlNet training set); drops tool-less frames."""
     from lapgen.models.annotate import annotate
 
-    s = annotate(_mask_options(source=data, out=out, segmenter=segmenter, conf=conf, iou=iou, imgsz=imgsz,
-                               batch=batch, device=device, keep_empty=keep_empty, split=split, overwrite=overwrite))
-    _print(s, as_json, [f"wrote {out}: {s['kept']} of {s['frames']} frames with masks; "
-                        f"{s['empty']} without a tool ({s['dropped_empty']} dropped)"])
+    s = annotate(
+        _mask_options(
+            source=data,
+            out=out,
+            segmenter=segmenter,
+            conf=conf,
+            iou=iou,
+            imgsz=imgsz,
+            batch=batch,
+            device=device,
+            keep_empty=keep_empty,
+            split=split,
+            overwrite=overwrite,
+        )
+    )
+    _print(
+        s,
+        as_json,
+        [
+            f"wrote {out}: {s['kept']} of {s['frames']} frames with masks; "
+            f"{s['empty']} without a tool ({s['dropped_empty']} dropped)"
+        ],
+    )
 
 
 @segment_app.command("predict")
@@ -143,8 +218,19 @@ def predict_cmd(
     """Write a binary tool mask (0/255 PNG, image resolution) for every image of a folder."""
     from lapgen.models.annotate import predict_folder
 
-    s = predict_folder(_mask_options(source=images, out=out, segmenter=segmenter, conf=conf, iou=iou,
-                                     imgsz=imgsz, batch=batch, device=device, overwrite=overwrite))
+    s = predict_folder(
+        _mask_options(
+            source=images,
+            out=out,
+            segmenter=segmenter,
+            conf=conf,
+            iou=iou,
+            imgsz=imgsz,
+            batch=batch,
+            device=device,
+            overwrite=overwrite,
+        )
+    )
     _print(s, as_json, [f"wrote {out}: {s['images']} masks ({s['empty']} without a tool)"])
 
 

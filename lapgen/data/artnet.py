@@ -69,8 +69,9 @@ def find_samples(root: str | Path) -> list[ArtNetSample]:
     """All ART-Net samples under `root`, sorted by (split, positive first, name)."""
     root = Path(root)
     if not root.is_dir():
-        raise LapgenError("ART-Net folder not found", path=root,
-                          hint="pass the folder holding Train/ and Test/")
+        raise LapgenError(
+            "ART-Net folder not found", path=root, hint="pass the folder holding Train/ and Test/"
+        )
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     masks: dict[tuple[str, str], Path] = {}
     images: list[tuple[str, str, Path]] = []
@@ -86,16 +87,22 @@ def find_samples(root: str | Path) -> list[ArtNetSample]:
             images.append((split, role, path))
     if not images:
         found = sorted({str(p.parent.relative_to(root)) for p in files})[:6]
-        raise LapgenError(f"no ART-Net images found in *Positive*/*Negative* folders (saw folders: {found})",
-                          path=root, hint="pass the folder holding Train/Train_Positive, Train/Train_Negative, ...")
+        raise LapgenError(
+            f"no ART-Net images found in *Positive*/*Negative* folders (saw folders: {found})",
+            path=root,
+            hint="pass the folder holding Train/Train_Positive, Train/Train_Negative, ...",
+        )
     samples = []
     for split, role, path in images:
         mask = None
         if role == "pos":
             mask = masks.get((split, path.stem))
             if mask is None:
-                raise LapgenError(f"no tool mask {path.stem}_Tool_Mask.png for this positive image", path=path,
-                                  hint="restore the *_Tool_Mask folder of this split")
+                raise LapgenError(
+                    f"no tool mask {path.stem}_Tool_Mask.png for this positive image",
+                    path=path,
+                    hint="restore the *_Tool_Mask folder of this split",
+                )
         samples.append(ArtNetSample(split, role == "pos", path, mask))
     samples.sort(key=lambda s: (s.split != "train", not s.positive, s.image.name))
     return samples

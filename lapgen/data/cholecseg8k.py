@@ -67,8 +67,9 @@ def find_frames(root: str | Path) -> list[SegFrame]:
     """All frames under `root`, sorted by (video, frame). Fails on a frame without its watershed mask."""
     root = Path(root)
     if not root.is_dir():
-        raise LapgenError("CholecSeg8k folder not found", path=root,
-                          hint="pass the folder holding video01/, video09/, ...")
+        raise LapgenError(
+            "CholecSeg8k folder not found", path=root, hint="pass the folder holding video01/, video09/, ..."
+        )
     frames: list[SegFrame] = []
     for image in sorted(root.rglob("frame_*_endo.png")):
         match = _FRAME_RE.match(image.name)
@@ -77,17 +78,26 @@ def find_frames(root: str | Path) -> list[SegFrame]:
         clip_dir = image.parent
         video_match = _VIDEO_RE.match(clip_dir.parent.name) or _CLIP_RE.match(clip_dir.name)
         if video_match is None:
-            raise LapgenError("cannot tell which video this frame belongs to", path=image,
-                              hint="keep the release layout videoNN/videoNN_FFFFF/frame_N_endo.png")
+            raise LapgenError(
+                "cannot tell which video this frame belongs to",
+                path=image,
+                hint="keep the release layout videoNN/videoNN_FFFFF/frame_N_endo.png",
+            )
         video = f"video{int(video_match.group(1)):02d}"
         watershed = image.with_name(f"frame_{match.group(1)}_endo_watershed_mask.png")
         if not watershed.exists():
-            raise LapgenError("watershed mask missing for this frame", path=image,
-                              hint=f"expected {watershed.name} beside it; restore it or remove the frame")
+            raise LapgenError(
+                "watershed mask missing for this frame",
+                path=image,
+                hint=f"expected {watershed.name} beside it; restore it or remove the frame",
+            )
         frames.append(SegFrame(video, clip_dir.name, int(match.group(1)), image, watershed))
     if not frames:
-        raise LapgenError("no CholecSeg8k frames (frame_*_endo.png) found", path=root,
-                          hint="pass the folder holding video01/, video09/, ...")
+        raise LapgenError(
+            "no CholecSeg8k frames (frame_*_endo.png) found",
+            path=root,
+            hint="pass the folder holding video01/, video09/, ...",
+        )
     frames.sort(key=lambda f: (f.video, f.frame, f.clip))
     return frames
 
@@ -108,12 +118,18 @@ def read_watershed(path: str | Path, *, expected_size: tuple[int, int] | None = 
             else:
                 arr = np.asarray(img.convert("RGBA"))
                 if img.mode in ("RGBA", "LA") and arr[..., 3].min() != arr[..., 3].max():
-                    raise LapgenError("watershed mask has a non-constant alpha channel", path=path,
-                                      hint="read the *_watershed_mask.png files, not colour masks")
+                    raise LapgenError(
+                        "watershed mask has a non-constant alpha channel",
+                        path=path,
+                        hint="read the *_watershed_mask.png files, not colour masks",
+                    )
                 rgb = arr[..., :3]
                 if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
-                    raise LapgenError("watershed mask channels differ (is this a colour mask?)", path=path,
-                                      hint="CholecSeg8k watershed masks carry one grey code per pixel")
+                    raise LapgenError(
+                        "watershed mask channels differ (is this a colour mask?)",
+                        path=path,
+                        hint="CholecSeg8k watershed masks carry one grey code per pixel",
+                    )
                 codes = rgb[..., 0]
     except FileNotFoundError as exc:
         raise LapgenError("watershed mask not found", path=path) from exc
@@ -122,9 +138,11 @@ def read_watershed(path: str | Path, *, expected_size: tuple[int, int] | None = 
     except OSError as exc:
         raise LapgenError(f"cannot read watershed mask ({exc})", path=path) from exc
     if expected_size is not None and size != tuple(expected_size):
-        raise LapgenError(f"watershed mask is {size[0]}x{size[1]} but its frame is "
-                          f"{expected_size[0]}x{expected_size[1]}", path=path,
-                          hint="masks must match their frame; re-extract this clip")
+        raise LapgenError(
+            f"watershed mask is {size[0]}x{size[1]} but its frame is {expected_size[0]}x{expected_size[1]}",
+            path=path,
+            hint="masks must match their frame; re-extract this clip",
+        )
     return np.ascontiguousarray(codes, dtype=np.uint8)
 
 
@@ -134,8 +152,9 @@ def unknown_codes(codes: np.ndarray) -> list[int]:
     return [int(v) for v in values if int(v) not in WATERSHED_CLASSES and int(v) not in IGNORED_CODES]
 
 
-def tool_masks(codes: np.ndarray, *, path: str | Path | None = None,
-               strict: bool = True) -> dict[str, np.ndarray]:
+def tool_masks(
+    codes: np.ndarray, *, path: str | Path | None = None, strict: bool = True
+) -> dict[str, np.ndarray]:
     """`(H, W)` watershed codes -> `{"grasper": (H, W) bool, "hook": (H, W) bool}` by exact code.
 
     Border (255) and unannotated (0) pixels are background. With `strict`, any value outside the class
@@ -144,8 +163,11 @@ def tool_masks(codes: np.ndarray, *, path: str | Path | None = None,
     if strict:
         bad = unknown_codes(codes)
         if bad:
-            raise LapgenError(f"watershed mask holds values that are no CholecSeg8k class: {bad[:8]}",
-                              path=path, hint="check the file, or pass --ignore-unknown-codes")
+            raise LapgenError(
+                f"watershed mask holds values that are no CholecSeg8k class: {bad[:8]}",
+                path=path,
+                hint="check the file, or pass --ignore-unknown-codes",
+            )
     return {name: codes == code for name, code in TOOL_CODES.items()}
 
 
@@ -158,7 +180,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise LapgenError(f"cannot read image ({exc})", path=path) from exc
 
 
-def read_frame_masks(frame: SegFrame, *, strict: bool = True) -> tuple[tuple[int, int], dict[str, np.ndarray]]:
+def read_frame_masks(
+    frame: SegFrame, *, strict: bool = True
+) -> tuple[tuple[int, int], dict[str, np.ndarray]]:
     """Check one frame and return `((width, height), tool masks)`."""
     size = image_size(frame.image)
     codes = read_watershed(frame.watershed, expected_size=size)

@@ -76,8 +76,9 @@ def _normalise_video(name: str) -> str:
     return f"video{int(digits):02d}"
 
 
-def split_videos(videos: list[str], *, val_videos: list[str], val_fraction: float, seed: int,
-                 has_other_val: bool) -> tuple[list[str], list[str]]:
+def split_videos(
+    videos: list[str], *, val_videos: list[str], val_fraction: float, seed: int, has_other_val: bool
+) -> tuple[list[str], list[str]]:
     """Video-level train/val split of CholecSeg8k videos -> (train videos, val videos)."""
     if val_videos:
         wanted = sorted({_normalise_video(v) for v in val_videos})
@@ -91,9 +92,11 @@ def split_videos(videos: list[str], *, val_videos: list[str], val_fraction: floa
         val = []
     else:
         if len(videos) < 2:
-            raise LapgenError(f"CholecSeg8k holds one video ({videos[0]}), so no video-disjoint "
-                              "validation split is possible", hint="add --artnet (its Test split validates) "
-                              "or more videos")
+            raise LapgenError(
+                f"CholecSeg8k holds one video ({videos[0]}), so no video-disjoint "
+                "validation split is possible",
+                hint="add --artnet (its Test split validates) or more videos",
+            )
         n_val = min(len(videos) - 1, max(1, round(val_fraction * len(videos))))
         val = sorted(random.Random(seed).sample(sorted(videos), n_val))
     train = [v for v in videos if v not in val]
@@ -108,8 +111,10 @@ def _plan(config: ConvertConfig) -> tuple[list[tuple[str, str, object]], dict]:
         raise LapgenError("no source given", hint="pass --cholecseg8k PATH and/or --artnet PATH")
     class_names(config.classes, config.artnet_per_tool)
     if config.artnet_per_tool not in ARTNET_PER_TOOL_RULES:
-        raise LapgenError(f"unknown --artnet-per-tool rule {config.artnet_per_tool!r}",
-                          hint=f"use one of {', '.join(ARTNET_PER_TOOL_RULES)}")
+        raise LapgenError(
+            f"unknown --artnet-per-tool rule {config.artnet_per_tool!r}",
+            hint=f"use one of {', '.join(ARTNET_PER_TOOL_RULES)}",
+        )
     items: list[tuple[str, str, object]] = []
     info: dict = {}
     samples = artnet.find_samples(config.artnet) if config.artnet is not None else []
@@ -120,9 +125,13 @@ def _plan(config: ConvertConfig) -> tuple[list[tuple[str, str, object]], dict]:
             size = cholecseg8k.image_size(frame.image)
             if cholecseg8k.image_size(frame.watershed) != size:
                 cholecseg8k.read_watershed(frame.watershed, expected_size=size)  # raises the one-line error
-        train_v, val_v = split_videos(cholecseg8k.videos(frames), val_videos=config.val_videos,
-                                      val_fraction=config.val_fraction, seed=config.seed,
-                                      has_other_val=has_artnet_val)
+        train_v, val_v = split_videos(
+            cholecseg8k.videos(frames),
+            val_videos=config.val_videos,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            has_other_val=has_artnet_val,
+        )
         info["cholecseg8k"] = {"train_videos": train_v, "val_videos": val_v, "frames": len(frames)}
         items += [("val" if f.video in val_v else "train", f.key, f) for f in frames]
     if samples:
@@ -134,8 +143,10 @@ def _plan(config: ConvertConfig) -> tuple[list[tuple[str, str, object]], dict]:
             items.append(("val" if s.split == "test" else "train", s.key, s))
         info["artnet"] = {"samples": len(samples), "positives_skipped_untyped": skipped}
     if not any(split == "val" for split, _, _ in items):
-        raise LapgenError("the validation split would be empty",
-                          hint="name --val-videos, raise --val-fraction, or add --artnet with a Test split")
+        raise LapgenError(
+            "the validation split would be empty",
+            hint="name --val-videos, raise --val-fraction, or add --artnet with a Test split",
+        )
     return items, info
 
 
@@ -180,20 +191,42 @@ def convert(config: ConvertConfig) -> dict:
         shutil.copyfile(src, image_dst)
         with atomic_file(label_dst, "w") as fh:  # label last: its presence marks the item complete
             fh.write("".join(line + "\n" for line in lines))
-    data = {"path": str(out.absolute()), "train": "images/train", "val": "images/val",
-            "names": dict(enumerate(names))}
+    data = {
+        "path": str(out.absolute()),
+        "train": "images/train",
+        "val": "images/val",
+        "names": dict(enumerate(names)),
+    }
     (stage / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     summary = {
-        "out": str(out), "classes": config.classes, "names": names, "splits": counts, **info,
+        "out": str(out),
+        "classes": config.classes,
+        "names": names,
+        "splits": counts,
+        **info,
         "fragments_dropped": dropped,
-        "round_trip_iou": {"mean": float(np.mean(ious)) if ious else None,
-                           "min": float(np.min(ious)) if ious else None, "masks": len(ious)},
+        "round_trip_iou": {
+            "mean": float(np.mean(ious)) if ious else None,
+            "min": float(np.min(ious)) if ious else None,
+            "masks": len(ious),
+        },
     }
-    cards.write_card(stage, cards.make_card(
-        "yolo-seg-dataset", config=config, summary=summary,
-        rules={"tool_codes": cholecseg8k.TOOL_CODES, "ignored_codes": sorted(cholecseg8k.IGNORED_CODES),
-               "region": "8-connected region -> one polygon", "min_area_px": config.min_area,
-               "min_hole_area_px": config.min_hole_area, "holes": "keyhole cut"}))
+    cards.write_card(
+        stage,
+        cards.make_card(
+            "yolo-seg-dataset",
+            config=config,
+            summary=summary,
+            rules={
+                "tool_codes": cholecseg8k.TOOL_CODES,
+                "ignored_codes": sorted(cholecseg8k.IGNORED_CODES),
+                "region": "8-connected region -> one polygon",
+                "min_area_px": config.min_area,
+                "min_hole_area_px": config.min_hole_area,
+                "holes": "keyhole cut",
+            },
+        ),
+    )
     finalize_output_dir(out)
     return summary
 

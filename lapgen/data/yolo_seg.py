@@ -34,8 +34,9 @@ def _bridge_hole(outline: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return np.concatenate([outline[: i + 1], hole[j:], hole[: j + 1], outline[i:]])
 
 
-def mask_to_polygons(mask: np.ndarray, *, min_area: int = DEFAULT_MIN_AREA,
-                     min_hole_area: int = DEFAULT_MIN_HOLE_AREA) -> list[np.ndarray]:
+def mask_to_polygons(
+    mask: np.ndarray, *, min_area: int = DEFAULT_MIN_AREA, min_hole_area: int = DEFAULT_MIN_HOLE_AREA
+) -> list[np.ndarray]:
     """`(H, W)` bool mask -> list of `(N, 2)` int32 pixel-coordinate (x, y) polygons, one per region."""
     import cv2
 
@@ -69,7 +70,7 @@ def mask_to_polygons(mask: np.ndarray, *, min_area: int = DEFAULT_MIN_AREA,
 
 
 def polygons_to_mask(polygons: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """Rasterise pixel-coordinate polygons like ultralytics does -> `(H, W)` bool; `size` = (width, height)."""
+    """Rasterise pixel polygons like ultralytics does -> `(H, W)` bool; `size` = (width, height)."""
     import cv2
 
     out = np.zeros((size[1], size[0]), np.uint8)

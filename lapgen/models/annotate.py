@@ -80,19 +80,27 @@ def _check(config: MaskConfig) -> None:
 def load_predictor(config: MaskConfig) -> tuple[Predictor, dict[str, Any]]:
     """Resolve and load the segmenter (one-line errors before any output) -> (predictor, card info)."""
     from lapgen.models.segmentation import (
-        load_yolo, model_imgsz, predict_union_masks, resolve_segmenter, ultralytics_device,
+        load_yolo,
+        model_imgsz,
+        predict_union_masks,
+        resolve_segmenter,
+        ultralytics_device,
     )
 
     target, info = resolve_segmenter(config.segmenter)
     device = ultralytics_device(config.device)
     model = load_yolo(target)
     if info.get("random_init"):
-        progress.warn(f"segmenter {info['name']} has random weights (no weights file found); its masks are noise")
+        progress.warn(
+            f"segmenter {info['name']} has random weights (no weights file found); its masks are noise"
+        )
     imgsz = config.imgsz or model_imgsz(model)
     info.update(imgsz=imgsz, conf=config.conf, iou=config.iou, device=device, names=dict(model.names))
 
     def predict(images: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
-        return predict_union_masks(model, images, conf=config.conf, iou=config.iou, imgsz=imgsz, device=device)
+        return predict_union_masks(
+            model, images, conf=config.conf, iou=config.iou, imgsz=imgsz, device=device
+        )
 
     return predict, info
 
@@ -110,8 +118,14 @@ def _read_progress(stage: Path) -> dict[str, dict]:
     return done
 
 
-def _run(items: list[tuple[str, Path, str]], stage: Path, predict: Predictor, batch: int,
-         write: Callable[[str, Path, str, np.ndarray, int], dict], description: str) -> dict[str, dict]:
+def _run(
+    items: list[tuple[str, Path, str]],
+    stage: Path,
+    predict: Predictor,
+    batch: int,
+    write: Callable[[str, Path, str, np.ndarray, int], dict],
+    description: str,
+) -> dict[str, dict]:
     """Predict `items` = [(key, image path, mask rel path)] in batches; resumable via progress.jsonl."""
     from lapgen.data.frames import load_image
 
@@ -140,7 +154,9 @@ def annotate(config: MaskConfig, predictor: tuple[Predictor, dict[str, Any]] | N
     records = read_records(source, config.split)
     predict, info = predictor or load_predictor(config)
     stage = prepare_output_dir(config.out, overwrite=config.overwrite)
-    items = [(str(i), source / rec["file_name"], mask_name(rec["file_name"])) for i, rec in enumerate(records)]
+    items = [
+        (str(i), source / rec["file_name"], mask_name(rec["file_name"])) for i, rec in enumerate(records)
+    ]
 
     def write(key: str, path: Path, rel: str, mask: np.ndarray, count: int) -> dict:
         keep = bool(mask.any()) or config.keep_empty
@@ -158,19 +174,41 @@ def annotate(config: MaskConfig, predictor: tuple[Predictor, dict[str, Any]] | N
             kept += 1
             lines.append(record_line({**rec, "conditioning_image_file_name": items[i][2]}) + "\n")
     if not lines:
-        raise LapgenError(f"the segmenter found no tool in any of the {len(records)} frames", path=source,
-                          hint="lower --conf, check the segmenter, or pass --keep-empty")
+        raise LapgenError(
+            f"the segmenter found no tool in any of the {len(records)} frames",
+            path=source,
+            hint="lower --conf, check the segmenter, or pass --keep-empty",
+        )
     (stage / "metadata.jsonl").write_text("".join(lines), encoding="utf-8")
     empty = sum(1 for i in range(len(records)) if done[str(i)]["tool_pixels"] == 0)
-    summary = {"out": str(config.out), "frames": len(records), "kept": kept, "dropped_empty": len(records) - kept,
-               "empty": empty, "instances": instances}
+    summary = {
+        "out": str(config.out),
+        "frames": len(records),
+        "kept": kept,
+        "dropped_empty": len(records) - kept,
+        "empty": empty,
+        "instances": instances,
+    }
     parent = cards.read_card(source, required=False) or {}
-    cards.write_card(stage, cards.make_card(
-        "frames-dataset", conditioning={"kind": "tool-mask", "format": "binary 0/255 PNG, union of instances",
-                                        "segmenter": info},
-        parent={"path": str(source.absolute()), "kind": parent.get("kind"), "created": parent.get("created")},
-        inherited={k: parent[k] for k in ("prompt_format", "resolution", "sources") if k in parent},
-        config=config, summary=summary))
+    cards.write_card(
+        stage,
+        cards.make_card(
+            "frames-dataset",
+            conditioning={
+                "kind": "tool-mask",
+                "format": "binary 0/255 PNG, union of instances",
+                "segmenter": info,
+            },
+            parent={
+                "path": str(source.absolute()),
+                "kind": parent.get("kind"),
+                "created": parent.get("created"),
+            },
+            inherited={k: parent[k] for k in ("prompt_format", "resolution", "sources") if k in parent},
+            config=config,
+            summary=summary,
+        ),
+    )
     (stage / PROGRESS).unlink()
     finalize_output_dir(config.out)
     return summary
@@ -186,15 +224,23 @@ def list_images(folder: Path) -> list[str]:
 
         names = [rec["file_name"] for rec in read_records(folder)]
     else:
-        names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
+        names = sorted(
+            p.relative_to(folder).as_posix()
+            for p in folder.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+        )
     if not names:
-        raise LapgenError("no images (png, jpg, ...) found in this folder", path=folder,
-                          hint="point at a folder of images or a dataset with metadata.jsonl")
+        raise LapgenError(
+            "no images (png, jpg, ...) found in this folder",
+            path=folder,
+            hint="point at a folder of images or a dataset with metadata.jsonl",
+        )
     return names
 
 
-def predict_folder(config: MaskConfig, predictor: tuple[Predictor, dict[str, Any]] | None = None) -> dict[str, Any]:
+def predict_folder(
+    config: MaskConfig, predictor: tuple[Predictor, dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Masks for every image of a folder (see module doc) -> summary."""
     _check(config)
     source = Path(config.source)
@@ -210,11 +256,22 @@ def predict_folder(config: MaskConfig, predictor: tuple[Predictor, dict[str, Any
     done = _run(items, stage, predict, config.batch, write, "segmenting")
     rows = [{k: v for k, v in done[name].items() if k != "key"} for name in names]
     (stage / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    summary = {"out": str(config.out), "images": len(names),
-               "empty": sum(1 for r in rows if r["instances"] == 0),
-               "instances": sum(r["instances"] for r in rows)}
-    cards.write_card(stage, cards.make_card("mask-set", source={"path": str(source.absolute())},
-                                            segmenter=info, config=config, summary=summary))
+    summary = {
+        "out": str(config.out),
+        "images": len(names),
+        "empty": sum(1 for r in rows if r["instances"] == 0),
+        "instances": sum(r["instances"] for r in rows),
+    }
+    cards.write_card(
+        stage,
+        cards.make_card(
+            "mask-set",
+            source={"path": str(source.absolute())},
+            segmenter=info,
+            config=config,
+            summary=summary,
+        ),
+    )
     (stage / PROGRESS).unlink()
     finalize_output_dir(config.out)
     return summary

@@ -70,8 +70,9 @@ def seed_fonts(config_dir: Path) -> list[Path]:
     return written
 
 
-_AMP_BLOCKLIST = re.compile(r"(nvidia|geforce|quadro|tesla).*?(1660|1650|1630|t400|t550|t600|t1000|t1200|t2000|k40m)",
-                            re.IGNORECASE)  # GPUs ultralytics' check_amp disables AMP on
+_AMP_BLOCKLIST = re.compile(
+    r"(nvidia|geforce|quadro|tesla).*?(1660|1650|1630|t400|t550|t600|t1000|t1200|t2000|k40m)", re.IGNORECASE
+)  # GPUs ultralytics' check_amp disables AMP on
 
 
 def _offline_check_amp(model: Any) -> bool:
@@ -89,6 +90,7 @@ def _offline_check_amp(model: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ loading
+
 
 def _builtin_config(name: str) -> bool:
     """Whether `name` is a model config ultralytics ships (e.g. yolov8n-seg.yaml)."""
@@ -121,8 +123,11 @@ def load_yolo(path_or_yaml: str | Path, *, task: str = "segment") -> "YOLO":
     if source.is_dir():
         weights = weights_in(source)
         if weights is None:
-            raise LapgenError("no YOLO weights (weights/best.pt) in this folder", path=source,
-                              hint="point at a `lapgen segment train` output or a .pt file")
+            raise LapgenError(
+                "no YOLO weights (weights/best.pt) in this folder",
+                path=source,
+                hint="point at a `lapgen segment train` output or a .pt file",
+            )
         source = weights
     if source.is_file():
         if source.suffix.lower() not in (".pt", ".yaml", ".yml"):
@@ -131,16 +136,22 @@ def load_yolo(path_or_yaml: str | Path, *, task: str = "segment") -> "YOLO":
     elif source.suffix.lower() in (".yaml", ".yml") and _builtin_config(source.name):
         target = source.name
     else:
-        raise LapgenError("segmenter weights not found", path=source,
-                          hint="download the .pt file yourself and pass its path (lapgen never downloads "
-                               "weights), or register it with `lapgen models add NAME PATH`")
+        raise LapgenError(
+            "segmenter weights not found",
+            path=source,
+            hint="download the .pt file yourself and pass its path (lapgen never downloads "
+            "weights), or register it with `lapgen models add NAME PATH`",
+        )
     try:
         model = YOLO(target)  # task inferred from the checkpoint / config, then checked
     except (RuntimeError, ValueError, KeyError, AttributeError) as exc:
         raise LapgenError(f"cannot load YOLO model ({exc.__class__.__name__}: {exc})", path=target) from exc
     if model.task != task:
-        raise LapgenError(f"YOLO model is a '{model.task}' model, not a '{task}' model", path=target,
-                          hint="use a YOLO segmentation model (*-seg)")
+        raise LapgenError(
+            f"YOLO model is a '{model.task}' model, not a '{task}' model",
+            path=target,
+            hint="use a YOLO segmentation model (*-seg)",
+        )
     return model
 
 
@@ -163,8 +174,10 @@ def resolve_segmenter(source: str | Path | None) -> tuple[str, dict[str, Any]]:
     if config:
         info.update(config=config, random_init=True)
         return config, info
-    raise LapgenError(f"segmenter '{entry.name}' has no local weights", hint="point it at a .pt file with "
-                      f"`lapgen models add {entry.name} PATH`")
+    raise LapgenError(
+        f"segmenter '{entry.name}' has no local weights",
+        hint=f"point it at a .pt file with `lapgen models add {entry.name} PATH`",
+    )
 
 
 def ultralytics_device(device: str) -> str:
@@ -178,7 +191,9 @@ def ultralytics_device(device: str) -> str:
         return "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise LapgenError(f"--device {device} asked for but CUDA is not available", hint="use --device cpu")
+            raise LapgenError(
+                f"--device {device} asked for but CUDA is not available", hint="use --device cpu"
+            )
         return device.split(":", 1)[1] if ":" in device else "0"
     raise LapgenError(f"unknown device {device!r}", hint="use auto, cpu, cuda or cuda:N")
 
@@ -195,8 +210,16 @@ def model_imgsz(model: "YOLO", default: int = 640) -> int:
 
 # ------------------------------------------------------------------------------------------------ predict
 
-def predict_union_masks(model: "YOLO", images: list[np.ndarray], *, conf: float = 0.25, imgsz: int = 640,
-                        device: str = "cpu", iou: float = 0.7) -> list[tuple[np.ndarray, int]]:
+
+def predict_union_masks(
+    model: "YOLO",
+    images: list[np.ndarray],
+    *,
+    conf: float = 0.25,
+    imgsz: int = 640,
+    device: str = "cpu",
+    iou: float = 0.7,
+) -> list[tuple[np.ndarray, int]]:
     """RGB uint8 images `(H, W, 3)` -> per image `(union tool mask (H, W) bool, instance count)`.
 
     One ultralytics batch; `retina_masks=True` gives masks at each image's own size (un-letterboxed).
@@ -205,8 +228,18 @@ def predict_union_masks(model: "YOLO", images: list[np.ndarray], *, conf: float 
         return []
     half = device != "cpu"
     bgr = [np.ascontiguousarray(img[..., ::-1]) for img in images]  # ultralytics reads arrays as BGR
-    results = model.predict(bgr, conf=conf, iou=iou, imgsz=imgsz, device=device, half=half,
-                            retina_masks=True, verbose=False, save=False, stream=False)
+    results = model.predict(
+        bgr,
+        conf=conf,
+        iou=iou,
+        imgsz=imgsz,
+        device=device,
+        half=half,
+        retina_masks=True,
+        verbose=False,
+        save=False,
+        stream=False,
+    )
     out = []
     for img, res in zip(images, results):
         h, w = img.shape[:2]
@@ -223,6 +256,7 @@ def predict_union_masks(model: "YOLO", images: list[np.ndarray], *, conf: float 
 
 
 # ------------------------------------------------------------------------------------------------ train
+
 
 @dataclass
 class TrainConfig:
@@ -251,7 +285,9 @@ def data_yaml(data: str | Path) -> Path:
     data = Path(data)
     path = data / "data.yaml" if data.is_dir() else data
     if not path.is_file():
-        raise LapgenError("no data.yaml found", path=data, hint="pass a `lapgen segment convert` output folder")
+        raise LapgenError(
+            "no data.yaml found", path=data, hint="pass a `lapgen segment convert` output folder"
+        )
     return path
 
 
@@ -264,8 +300,11 @@ def check_dataset(data: str | Path) -> dict[str, Any]:
     try:
         return check_det_dataset(str(path), autodownload=False)
     except (FileNotFoundError, SyntaxError, KeyError, ValueError) as exc:
-        raise LapgenError(f"ultralytics rejects the dataset: {' '.join(str(exc).split())[:300]}", path=path,
-                          hint="re-create it with `lapgen segment convert`") from exc
+        raise LapgenError(
+            f"ultralytics rejects the dataset: {' '.join(str(exc).split())[:300]}",
+            path=path,
+            hint="re-create it with `lapgen segment convert`",
+        ) from exc
 
 
 def _float_metrics(metrics: dict[str, Any] | None) -> dict[str, float]:
@@ -291,11 +330,24 @@ def train(config: TrainConfig) -> dict[str, Any]:
     out = Path(config.out)
     stage = prepare_output_dir(out, overwrite=config.overwrite)
     last = stage / "weights" / "last.pt"
-    args = dict(data=str(yaml_path.absolute()), epochs=config.epochs, imgsz=config.imgsz, batch=config.batch,
-                device=device, workers=config.workers, seed=config.seed, deterministic=True,
-                patience=config.patience, pretrained=not base_info["random_init"],
-                amp=bool(config.amp and device != "cpu"), plots=config.plots, verbose=False,
-                project=str(stage.parent.absolute()), name=stage.name, exist_ok=True)
+    args = dict(
+        data=str(yaml_path.absolute()),
+        epochs=config.epochs,
+        imgsz=config.imgsz,
+        batch=config.batch,
+        device=device,
+        workers=config.workers,
+        seed=config.seed,
+        deterministic=True,
+        patience=config.patience,
+        pretrained=not base_info["random_init"],
+        amp=bool(config.amp and device != "cpu"),
+        plots=config.plots,
+        verbose=False,
+        project=str(stage.parent.absolute()),
+        name=stage.name,
+        exist_ok=True,
+    )
     args.update(config.extra)
     deterministic = torch.are_deterministic_algorithms_enabled()
     resuming = last.is_file()  # an interrupted run: ultralytics resumes epochs, optimiser and EMA
@@ -324,16 +376,29 @@ def train(config: TrainConfig) -> dict[str, Any]:
     metrics = _float_metrics(getattr(trainer, "metrics", None))
     data_card = cards.read_card(yaml_path.parent, required=False) or {}
     card = cards.make_card(
-        "segmenter", description=f"YOLO tool segmenter ({base_info['name']}) trained on {yaml_path.parent.name}",
-        weights=str(best.relative_to(stage)), weights_sha256=file_sha256(best), task="segment",
-        names=[info["names"][k] for k in sorted(info["names"])], imgsz=config.imgsz, base=base_info,
+        "segmenter",
+        description=f"YOLO tool segmenter ({base_info['name']}) trained on {yaml_path.parent.name}",
+        weights=str(best.relative_to(stage)),
+        weights_sha256=file_sha256(best),
+        task="segment",
+        names=[info["names"][k] for k in sorted(info["names"])],
+        imgsz=config.imgsz,
+        base=base_info,
         data={"path": str(yaml_path.parent.absolute()), "summary": data_card.get("summary")},
-        config={k: v for k, v in vars(config).items() if k != "callbacks"}, metrics=metrics,
-        library="ultralytics", resumed=resuming)
+        config={k: v for k, v in vars(config).items() if k != "callbacks"},
+        metrics=metrics,
+        library="ultralytics",
+        resumed=resuming,
+    )
     cards.write_card(stage, card)
     finalize_output_dir(out)
-    summary = {"out": str(out), "weights": str(out / card["weights"]), "metrics": metrics,
-               "names": card["names"], "epochs": config.epochs}
+    summary = {
+        "out": str(out),
+        "weights": str(out / card["weights"]),
+        "metrics": metrics,
+        "names": card["names"],
+        "epochs": config.epochs,
+    }
     if config.register_name is not None:
         registry.register_artifact(config.register_name, "segmenter", out, card)
         summary["registered"] = config.register_name
