@@ -322,3 +322,27 @@ def write_artnet(root: str | Path, *, train: tuple[int, int] = (4, 4), test: tup
             index += 1
             _save_png(rgb, root / split / f"{split}_Negative" / f"{split}_Neg_{k:03d}.png")
     return root
+
+
+# --------------------------------------------------------------------------------------------- CholecT45
+
+def write_cholect45(root: str | Path, *, videos: tuple[int, ...] = (1, 2), num_frames: int = 6,
+                    size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0) -> Path:
+    """Write a synthetic CholecT45 release (text format of data-formats.md 1.6); returns `root`.
+
+    Same frames and triplets as `write_cholect50` for the same arguments (empty-list frames get no
+    triplet); no phase labels. The last video has a single frame, so its label files have one row.
+    """
+    from lapgen.data import cholect45
+
+    root = Path(root)
+    cholect45.write_dicts(root)
+    for n_video, video in enumerate(videos):
+        n = 1 if n_video == len(videos) - 1 and len(videos) > 1 else num_frames
+        ann = cholect50_annotations(video, num_frames, seed)
+        frames = []
+        for k in range(n):
+            rgb, _mask = cholect50_frame(video, k, num_frames=num_frames, size=size, seed=seed)
+            frames.append((k, rgb, sorted({int(v[0]) for v in ann[k] if int(v[0]) >= 0})))
+        cholect45.write_video(root, vocab.t50_video_name(video), frames)
+    return root
