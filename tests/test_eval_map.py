@@ -245,3 +245,35 @@ def test_map_skips_unlabelled_images_and_resamples_source_videos(rdv_frames_dir,
     result = json.loads(res.stdout)
     assert result["n_gen"] == 11 and result["n_unlabelled_skipped"] == 3
     assert result["mode"] == "global" and result["n_videos"] == 2 and result["ci"]["unit"] == "video"
+
+
+def test_map_result_feeds_the_table1_report(rdv_frames_dir, rdv_generated_dir, tiny_recognizer_dir, tmp_path,
+                                            one_torch_thread):
+    report = pytest.importorskip("lapgen.metrics.report")
+    gen_json, real_json = tmp_path / "gen.json", tmp_path / "real.json"
+    assert _run("map", rdv_generated_dir, "--recognizer", tiny_recognizer_dir, "--boot", "0", "--out", gen_json,
+                "--model", "t50-unet-clip", "--setup", "CholecT50+80 (UNet+CLIP)", "--epoch", "10").exit_code == 0
+    assert _run("map", rdv_frames_dir, "--recognizer", tiny_recognizer_dir, "--boot", "0", "--mode", "global",
+                "--out", real_json).exit_code == 0
+    built = report.build_report([gen_json, real_json])
+    rows = {r["paper_setup"]: r for r in built["rows"]}
+    gen_value = json.loads(gen_json.read_text())["value"]
+    assert rows["CholecT50+80 (UNet+CLIP)"]["ours"]["map"] == gen_value
+    assert rows["CholecT50+80 (UNet+CLIP)"]["paper"]["map"] == 0.2055
+    assert rows["real CholecT50 frames (RDV)"]["ours"]["map"] == json.loads(real_json.read_text())["value"]
+    assert rows["real CholecT50 frames (RDV)"]["paper"]["map"] == 0.2990
+    detail = next(d for d in built["details"] if d["metric"] == "map" and d["epoch"] == 10)
+    assert detail["key"] == "map[global,ivt]" and detail["protocol"] == "global"
+
+
+def test_commands_join_the_lapgen_eval_group():
+    import importlib.util
+
+    if importlib.util.find_spec("lapgen.cli.eval") is None:
+        pytest.skip("the eval command group is not installed")
+    from lapgen.cli.main import app
+
+    for command in ("map", "train-recognizer"):
+        res = runner.invoke(app, ["eval", command, "--help"])
+        assert res.exit_code == 0, res.output
+        assert "Rendezvous" in res.stdout

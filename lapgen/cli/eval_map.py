@@ -32,6 +32,11 @@ def map_command(
     batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     workers: int = typer.Option(0, "--workers", help="Image-loading worker processes."),
+    model: Optional[str] = typer.Option(None, "--model", help="Report label: model name (default: from the "
+                                        "set's card; frames datasets: the folder name)."),
+    setup: Optional[str] = typer.Option(None, "--setup", help="Report label: Table-1 setup (frames datasets: "
+                                        "real)."),
+    epoch: Optional[int] = typer.Option(None, "--epoch", help="Report label: training epoch of the model."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON result on stdout."),
@@ -47,7 +52,7 @@ def map_command(
         check_writable_parent(out)
     cfg = MapEvalConfig(images=str(images), recognizer=recognizer, split=split, mode=mode, ignore_null=ignore_null,
                         components_from=components_from, n_boot=boot, seed=seed, batch_size=batch_size,
-                        device=device, workers=workers)
+                        device=device, workers=workers, labels={"model": model, "setup": setup, "epoch": epoch})
     result = evaluate_map(cfg)
     text = json.dumps(result, indent=1)
     if out is not None:

@@ -43,6 +43,7 @@ class MapEvalConfig:
     batch_size: int = 32
     device: str = "auto"
     workers: int = 0
+    labels: dict | None = None  # report labels `model`, `setup`, `epoch` overriding the set's card
 
 
 def _check(cfg: MapEvalConfig) -> None:
@@ -161,7 +162,10 @@ def evaluate_map(cfg: MapEvalConfig) -> dict[str, Any]:
         "ignore_null": cfg.ignore_null,
         "components_from": cfg.components_from,
         "mode": mode,
+        "protocol": mode,
         "n_gen": len(records),
+        "n_real": None,
+        "real": None,
         "n_unlabelled_skipped": n_skipped,
         "n_videos": n_videos,
         "gen": str(root),
@@ -169,7 +173,8 @@ def evaluate_map(cfg: MapEvalConfig) -> dict[str, Any]:
         "split": split,
         "recognizer": {"name": entry.name, "path": str(entry.path) if entry.path else None,
                        "image_size": list(size), "use_ln": model.config.use_ln},
-        "extractor": "rendezvous-resnet18",
+        "extractor": entry.name,
+        "architecture": "rendezvous-resnet18",
         "weights_sha256": file_sha256(weights) if weights else None,
         "preprocessing": preprocess_id(size),
         "precision": "fp32",
@@ -177,10 +182,13 @@ def evaluate_map(cfg: MapEvalConfig) -> dict[str, Any]:
         "libraries": library_versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
-    if card and not is_frames:
+    if is_frames:  # the report's "real CholecT50 frames (RDV)" row
+        result.update(model=root.name, setup="real")
+    elif card:
         from lapgen.metrics.evaluate import card_labels
 
         result.update(card_labels(card))
+    result.update({k: v for k, v in (cfg.labels or {}).items() if v is not None})
     return result
 
 
