@@ -129,7 +129,7 @@ def test_map_bad_inputs(rdv_frames_dir, tiny_recognizer_dir, tmp_path):
     first = json.loads(lines[0])
     first["triplets"] = [7, 100]
     (bad / "metadata.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
-    _one_line_error(_run("map", bad, "--recognizer", tiny_recognizer_dir), "out of range")
+    _one_line_error(_run("map", bad, "--recognizer", tiny_recognizer_dir), "ids in 0..99, got [7, 100]")
     labelled = write_generated_set(rdv_frames_dir, tmp_path / "ok")
     _one_line_error(_run("map", labelled, "--recognizer", "yolov8n-seg"), "not a")  # a segmenter
     _one_line_error(_run("map", labelled, "--recognizer", tmp_path / "nothing"), "does not exist")

@@ -1,6 +1,6 @@
 """Labelled image sets for Rendezvous: preprocessing, label vectors and a torch Dataset.
 
-Sets are folders with a `metadata.jsonl` (HELPERS contract): a prepared frames dataset (`lapgen prepare`,
+Sets are folders with a `metadata.jsonl` (lapgen's frames-dataset layout): a prepared frames dataset (`lapgen prepare`,
 card kind `frames-dataset`) or a generated set (`lapgen sample`). Each line names an image (`file_name`)
 and, for CholecT50 content, sorted id lists `triplets` (0-99) and optionally `instruments` (0-5),
 `verbs` (0-9), `targets` (0-14); component lists missing from a line are derived from its triplets.
@@ -13,7 +13,6 @@ effective 'contrast' entry), rotation up to 90 degrees with expansion, then Resi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -72,28 +71,11 @@ def train_transform(image_size: tuple[int, int], augment: bool = True) -> Callab
 
 
 def read_metadata(folder: str | Path) -> list[dict]:
-    """The records of `folder/metadata.jsonl` (plain JSON lines; one-line errors for bad files)."""
-    folder = Path(folder)
-    meta = folder / "metadata.jsonl"
-    if not folder.is_dir():
-        raise LapgenError("image set folder not found", path=folder, hint="pass a generated set or frames dataset folder")
-    if not meta.is_file():
-        raise LapgenError("no metadata.jsonl in the image set", path=folder,
-                          hint="point at a folder written by `lapgen sample` or `lapgen prepare`")
-    records = []
-    for n, line in enumerate(meta.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LapgenError(f"line {n} is not valid JSON ({exc.msg})", path=meta) from exc
-        if not isinstance(rec, dict) or not isinstance(rec.get("file_name"), str):
-            raise LapgenError(f"line {n} has no file_name", path=meta)
-        records.append(rec)
-    if not records:
-        raise LapgenError("metadata.jsonl lists no images", path=meta)
-    return records
+    """The validated records of `folder/metadata.jsonl` (frames-dataset contract, `lapgen.data.frames`):
+    one-line errors for a missing folder/file, bad JSON, missing images and ids out of range."""
+    from lapgen.data.frames import read_records
+
+    return read_records(folder)
 
 
 def _ids(rec: dict, key: str, limit: int, where: str) -> list[int]:

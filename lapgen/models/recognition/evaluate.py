@@ -126,8 +126,10 @@ def evaluate_map(cfg: MapEvalConfig) -> dict[str, Any]:
     if mode == "video" and videos is None:
         raise LapgenError("video-wise mAP needs a `video` on every record", path=root / "metadata.jsonl",
                           hint="use --mode global")
+    from lapgen.progress import track
+
     components: dict[str, Any] = {}
-    for comp in ORDER:
+    for comp in (track(ORDER, f"mAP + bootstrap (B={cfg.n_boot})") if cfg.n_boot else ORDER):
         if comp in ("i", "v", "t") and cfg.components_from == "heads":
             y, s = labels[comp], scores[comp]
         else:
