@@ -163,3 +163,18 @@ def test_training_steps_reduce_loss(rdv_frames_dir, one_torch_thread):
     steps = [train_step(model, batch, loss_fn, opt)["loss"] for _ in range(4)]
     assert steps[-1] < steps[0]
     assert eval_loss() < before
+
+
+def test_train_transform_keeps_the_input_size():
+    """Flips, autocontrast and rotation with expansion, then the final Resize back to (H, W)."""
+    from PIL import Image
+
+    from lapgen.models.recognition import train_transform
+
+    torch.manual_seed(0)
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 70, 3), dtype=np.uint8))
+    tf = train_transform((48, 64))
+    outs = [tf(img) for _ in range(6)]
+    assert all(o.shape == (3, 48, 64) for o in outs)
+    assert any(not torch.equal(outs[0], o) for o in outs[1:])  # random
+    assert torch.equal(train_transform((48, 64), augment=False)(img), eval_transform((48, 64))(img))
