@@ -35,7 +35,9 @@ class FidelityConfig:
     real: Path  # the reference set
     metrics: tuple[str, ...] = FIDELITY_METRICS
     protocol: str = "clean"  # Inception resize protocol: clean | torch-fidelity
+    inception: str = "inception-v3"  # FID/KID extractor (registry name)
     inception_weights: str | None = None  # path or registry name; None: registry / library default
+    clip_fid_model: str = CLIP_FID_EXTRACTOR  # CLIP-FID extractor; the paper: clip-vit-b-32
     clip_fid_weights: str | None = None
     cmmd_clip: str = "clip-vit-b-32"  # CMMD backbone; clip-vit-l-14-336 reproduces the paper's public code
     cmmd_weights: str | None = None
@@ -135,10 +137,10 @@ def evaluate_fidelity(cfg: FidelityConfig) -> list[dict[str, Any]]:
     # extractor name -> protocol -> metrics using it
     plan: dict[tuple[str, str | None], list[tuple[str, str]]] = {}
     if "fid" in cfg.metrics or "kid" in cfg.metrics:
-        plan.setdefault(("inception-v3", cfg.inception_weights), []).extend(
+        plan.setdefault((cfg.inception, cfg.inception_weights), []).extend(
             (m, cfg.protocol) for m in ("fid", "kid") if m in cfg.metrics)
     if "clip_fid" in cfg.metrics:
-        plan.setdefault((CLIP_FID_EXTRACTOR, cfg.clip_fid_weights), []).append(("clip_fid", "clip-fid"))
+        plan.setdefault((cfg.clip_fid_model, cfg.clip_fid_weights), []).append(("clip_fid", "clip-fid"))
     if "cmmd" in cfg.metrics:
         plan.setdefault((cfg.cmmd_clip, cfg.cmmd_weights), []).append(("cmmd", "cmmd"))
     extractors = {key: FeatureExtractor(key[0], weights=key[1], device=device) for key in plan}  # weights checked
@@ -198,8 +200,8 @@ def _one_result(cfg: FidelityConfig, metric: str, protocol: str, ext: Any, gen: 
         spread = split_values(a, b, (lambda x, y: fn(x, y)[0]) if metric == "kid" else fn, cfg.splits,
                               seed=cfg.split_seed)
     extractor = ext.name
-    variant = {"fid": f"inception-{protocol}", "kid": f"inception-{protocol}",
-               "clip_fid": "clean-fid-compatible", "cmmd": f"clip={extractor}"}[metric]
+    variant = {"fid": f"{extractor}-{protocol}", "kid": f"{extractor}-{protocol}",
+               "clip_fid": f"clean-fid-compatible,{extractor}", "cmmd": f"clip={extractor}"}[metric]
     result = {
         "schema": SCHEMA,
         "metric": metric,

@@ -243,7 +243,12 @@ def _default_weights(spec: ExtractorSpec) -> Path:
         import open_clip
 
         cfg = open_clip.get_pretrained_cfg(spec.open_clip_model, "openai")
-        return Path(open_clip.download_pretrained(cfg))
+        if not cfg:
+            raise LapgenError(f"no default weights are known for extractor {spec.name}", hint=hint)
+        found = open_clip.download_pretrained(cfg)
+        if not found or not Path(found).is_file():
+            raise OSError("open_clip returned no weights file")
+        return Path(found)
     except LapgenError:
         raise
     except Exception as exc:  # network, offline hub, permissions: all fixed the same way

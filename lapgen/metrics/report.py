@@ -1,0 +1,311 @@
+"""The Table-1 style report: lapgen's numbers beside Iliash et al. 2024's, with protocol notes and a plot.
+
+Input: eval JSON files (or folders holding them) in lapgen's eval schema `lapgen.eval/1`. Every result is a
+JSON object with at least
+
+    metric          "fid" | "kid" | "clip_fid" | "cmmd" | "f1" | "map"
+    value           float (the headline number; KID raw, not x1000; CMMD x1000)
+    protocol        e.g. "clean", "torch-fidelity", "clip-fid", "cmmd", "pixel-f1@...", or a mAP mode
+    extractor       e.g. "inception-v3", "clip-vit-b-32", a segmenter or recognizer name
+    weights_sha256  hex SHA-256 of the extractor weights (null when unknown)
+    n_gen, n_real   image counts (n_real null for f1 / map)
+    gen, real       the evaluated folders
+and optionally `key`, `variant`, `std`, `spread` ({method, values, mean, sd, n}), `ci`
+({low, high, ...} or {micro_ci: [lo, hi], ...}), `params`, `preprocessing`, `libraries`, and the labels
+`model`, `setup`, `epoch` (from GEN's card or `--model/--setup/--epoch`). A file may hold one result, a list
+of results, or {"results": [...]}. A result of `lapgen eval map` may also give its value as a top-level
+`map` key (a float, or a dict with `ivt`/`value`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from lapgen.errors import LapgenError
+
+COLUMNS = ("cmmd", "clip_fid", "fid", "kid", "map", "f1")
+TITLES = {"cmmd": "CMMD", "clip_fid": "CLIP-FID", "fid": "FID", "kid": "KID", "map": "action mAP",
+          "f1": "tool-mask F1"}
+PAPER_N = 10_000  # generated and real images per fidelity metric in the paper
+
+# Table 1 of Iliash et al. 2024 (128x128): setup -> epoch -> column -> value (metrics-protocol.md section 10).
+PAPER_TABLE1: dict[str, dict[int | None, dict[str, float]]] = {
+    "CholecT50 (UNet)": {
+        1: {"cmmd": 0.206, "clip_fid": 4.991, "fid": 50.637, "kid": 0.04359, "map": 0.0421},
+        5: {"cmmd": 0.103, "clip_fid": 3.42, "fid": 36.962, "kid": 0.02660, "map": 0.0971},
+        10: {"cmmd": 0.113, "clip_fid": 3.522, "fid": 38.548, "kid": 0.02953, "map": 0.1325}},
+    "CholecT50+80 (UNet)": {
+        1: {"cmmd": 0.174, "clip_fid": 4.32, "fid": 49.428, "kid": 0.04311, "map": 0.0526},
+        5: {"cmmd": 0.113, "clip_fid": 3.531, "fid": 40.011, "kid": 0.03024, "map": 0.0939},
+        10: {"cmmd": 0.102, "clip_fid": 3.298, "fid": 33.426, "kid": 0.02203, "map": 0.1457}},
+    "CholecT50+80 (UNet+CLIP)": {
+        1: {"cmmd": 0.14, "clip_fid": 3.804, "fid": 44.045, "kid": 0.03616, "map": 0.0503},
+        5: {"cmmd": 0.103, "clip_fid": 3.337, "fid": 38.331, "kid": 0.02858, "map": 0.1035},
+        10: {"cmmd": 0.119, "clip_fid": 3.37, "fid": 34.197, "kid": 0.02457, "map": 0.2055}},
+    "ControlNet": {100: {"cmmd": 0.124, "clip_fid": 2.474, "fid": 38.097, "kid": 0.02924, "map": 0.2516,
+                         "f1": 0.71}},
+    "real CholecT50 frames (RDV)": {None: {"map": 0.2990}},
+}
+# --setup values that name a paper row (normalised: lower case, only letters, digits and '+').
+SETUP_ALIASES = {
+    "cholect50unet": "CholecT50 (UNet)", "t50unet": "CholecT50 (UNet)", "t50": "CholecT50 (UNet)",
+    "cholect50+80unet": "CholecT50+80 (UNet)", "t50+80unet": "CholecT50+80 (UNet)", "t50+80": "CholecT50+80 (UNet)",
+    "cholect50+80unet+clip": "CholecT50+80 (UNet+CLIP)", "t50+80unet+clip": "CholecT50+80 (UNet+CLIP)",
+    "controlnet": "ControlNet", "realcholect50framesrdv": "real CholecT50 frames (RDV)", "real": "real CholecT50 frames (RDV)",
+}
+# Official weight files (SHA-256 prefixes): torch-fidelity's Inception release, OpenAI's CLIP TorchScript files.
+OFFICIAL_WEIGHTS = {"inception-v3": "6726825d", "clip-vit-b-32": "40d365715913c9da",
+                    "clip-vit-l-14-336": "3035c92b350959924f"}
+
+PROTOCOL_NOTES = """\
+- **FID / KID**: Inception-v3 pool3 (torch-fidelity's port of the TF 2015-12-05 graph). The paper used
+  clean-fid 0.1.35 `mode="clean"` (PIL bicubic on float data to 299x299); only `protocol=clean` results
+  are comparable. `torch-fidelity` (TF1 bilinear) numbers differ, sometimes by more than two models do.
+  FID is biased upward at small N (roughly c/N): compare only at equal N; the paper used 10,000 vs 10,000.
+- **KID**: torch-fidelity's estimator (polynomial kernel, unbiased MMD, 100 subsets of m = min(N, 1000),
+  seeded). The paper's clean-fid KID is unseeded and reports the mean only.
+- **CLIP-FID**: Fréchet distance on OpenAI CLIP ViT-B/32 embeddings with clean-fid's preprocessing (the
+  paper ran it in fp16 on GPU; lapgen runs fp32).
+- **CMMD**: RBF-MMD (sigma 10, x1000, biased estimator) on L2-normalised CLIP embeddings. The paper's public
+  code used ViT-L/14 @ 336 px (its text says ViT-B/32): only `clip-vit-l-14-336` results are comparable.
+- **action mAP**: Rendezvous retrained at 128 px (weights unpublished), ivtmetrics, all generated images as one
+  pseudo-video (a global mAP). Comparable only with an equivalent recognizer.
+- **tool-mask F1**: the paper's 0.71 is ultralytics `val` instance-level F1 (`f1_instance_yolo_val`), not
+  the pixel F1; its segmenter weights are unpublished.
+- Spread: `seeds` = sd over independent generation seeds at full N; `disjoint-splits` = sd over k splits at
+  N/k; KID's subset std is not a confidence interval; F1 intervals are image-level bootstrap percentiles.
+"""
+
+
+def normalise_setup(text: str | None) -> str | None:
+    if text is None:
+        return None
+    key = re.sub(r"[^a-z0-9+]", "", str(text).lower())
+    if key in SETUP_ALIASES:
+        return SETUP_ALIASES[key]
+    for name in PAPER_TABLE1:
+        if re.sub(r"[^a-z0-9+]", "", name.lower()) == key:
+            return name
+    return None
+
+
+def _as_results(data: Any, source: Path) -> list[dict[str, Any]]:
+    if isinstance(data, list):
+        return [r for item in data for r in _as_results(item, source)]
+    if not isinstance(data, dict):
+        return []
+    if isinstance(data.get("results"), list):
+        return _as_results(data["results"], source)
+    if "metric" not in data and "map" in data:  # an eval-map result giving its value as `map`
+        value = data["map"]
+        if isinstance(value, dict):
+            value = value.get("ivt", value.get("value"))
+        data = {**data, "metric": "map", "value": value}
+    if data.get("metric") in COLUMNS and "value" in data:
+        return [{**data, "_source": str(source)}]
+    return []
+
+
+def load_results(inputs: list[Path]) -> list[dict[str, Any]]:
+    """Every result in the given JSON files and folders (a folder: its *.json and eval/*.json)."""
+    files: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            files += sorted(item.glob("*.json")) + sorted(item.glob("eval/*.json"))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise LapgenError("report input does not exist", path=item, hint="pass eval JSON files or folders")
+    results: list[dict[str, Any]] = []
+    for f in files:
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError) as exc:
+            raise LapgenError(f"not a readable JSON file ({exc.__class__.__name__})", path=f,
+                              hint="pass the files written by `lapgen eval ... --out`") from exc
+        results += _as_results(data, f)
+    if not results:
+        raise LapgenError("no eval results found in the inputs", hint="write them with `lapgen eval ... --out X.json`")
+    return results
+
+
+def comparability(r: dict[str, Any]) -> tuple[bool, list[str]]:
+    """(comparable with the paper's column, reasons it is not)."""
+    why: list[str] = []
+    metric = r["metric"]
+    sha = r.get("weights_sha256") or ""
+    if metric in ("fid", "kid", "clip_fid", "cmmd"):
+        if r.get("n_gen") != PAPER_N or r.get("n_real") != PAPER_N:
+            why.append(f"N {r.get('n_gen')}/{r.get('n_real')} != {PAPER_N}/{PAPER_N}")
+        expected = {"fid": "inception-v3", "kid": "inception-v3", "clip_fid": "clip-vit-b-32",
+                    "cmmd": "clip-vit-l-14-336"}[metric]
+        if r.get("extractor") != expected:
+            why.append(f"extractor {r.get('extractor')} (paper: {expected})")
+        elif not sha.startswith(OFFICIAL_WEIGHTS[expected]):
+            why.append("weights are not the official release file")
+        if metric in ("fid", "kid") and r.get("protocol") != "clean":
+            why.append(f"protocol {r.get('protocol')} (paper: clean)")
+        if metric == "kid" and (r.get("params") or {}).get("subset_size") not in (None, 1000):
+            why.append(f"KID subset size {(r.get('params') or {}).get('subset_size')} (paper: 1000)")
+    elif metric == "map":
+        why.append("needs Rendezvous retrained at 128 px like the paper's (unpublished weights)")
+        if r.get("variant") not in ("global", None):
+            why.append(f"mode {r.get('variant')} (paper: one pseudo-video = global)")
+    elif metric == "f1":
+        why.append("pixel F1; the paper's 0.71 is f1_instance_yolo_val with its own unpublished segmenter")
+    return not why, why
+
+
+def _spread_text(r: dict[str, Any]) -> str:
+    spread, ci = r.get("spread"), r.get("ci")
+    if spread:
+        return f"± {spread['sd']:.3g} sd ({spread['method']}, n={spread['n']})"
+    if isinstance(ci, dict):
+        low, high = ci.get("low"), ci.get("high")
+        if low is None and "micro_ci" in ci:
+            low, high = ci["micro_ci"]
+        if low is not None and high is not None:
+            return f"[{low:.4g}, {high:.4g}] ({ci.get('method', ci.get('unit', 'bootstrap'))})"
+    if r.get("std") is not None:
+        return f"± {r['std']:.3g} (KID subset std, not a CI)"
+    return ""
+
+
+def build_report(inputs: list[Path]) -> dict[str, Any]:
+    """Rows per (model, setup, epoch) with lapgen's and the paper's values, plus per-result details."""
+    results = load_results(inputs)
+    rows: dict[tuple[str, str, Any], dict[str, Any]] = {}
+    details = []
+    for r in results:
+        model = str(r.get("model") or Path(r.get("gen") or "?").name)
+        setup = r.get("setup")
+        paper_setup = normalise_setup(setup) or normalise_setup(model)
+        epoch = r.get("epoch")
+        paper = PAPER_TABLE1.get(paper_setup, {}).get(epoch if epoch is None else int(epoch)) if paper_setup else None
+        key = (model, str(setup or paper_setup or ""), epoch)
+        row = rows.setdefault(key, {"model": model, "setup": setup, "paper_setup": paper_setup, "epoch": epoch,
+                                    "ours": {}, "paper": dict(paper or {}), "comparable": {}})
+        ok, why = comparability(r)
+        value = r["value"]
+        if r["metric"] == "f1" and r.get("instance"):
+            value_instance = r["instance"]["value"]
+            row["ours"]["f1_instance"] = value_instance
+        row["ours"][r["metric"]] = value
+        row["comparable"][r["metric"]] = ok
+        details.append({"model": model, "setup": setup, "epoch": epoch, "metric": r["metric"],
+                        "key": r.get("key", r["metric"]), "variant": r.get("variant"), "value": value,
+                        "paper": (paper or {}).get(r["metric"]), "spread": _spread_text(r),
+                        "n_gen": r.get("n_gen"), "n_real": r.get("n_real"), "protocol": r.get("protocol"),
+                        "extractor": r.get("extractor"), "weights_sha256": r.get("weights_sha256"),
+                        "comparable": ok, "why_not": why, "source": r.get("_source")})
+    ordered = sorted(rows.values(), key=lambda x: (str(x["paper_setup"] or x["model"]), str(x["setup"]),
+                                                   -1 if x["epoch"] is None else float(x["epoch"])))
+    return {"schema": "lapgen.report/1",
+            "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+            "columns": list(COLUMNS), "rows": ordered, "details": details, "paper": "Iliash et al. 2024, Table 1",
+            "paper_table1": {k: {str(e): v for e, v in d.items()} for k, d in PAPER_TABLE1.items()}}
+
+
+def _cell(value: Any, paper: Any) -> str:
+    ours = "-" if value is None else (f"{value:.5g}" if isinstance(value, float) else str(value))
+    return ours if paper is None else f"{ours} ({paper:g})"
+
+
+def render_markdown(report: dict[str, Any], plot_name: str | None) -> str:
+    cols = [c for c in COLUMNS if any(c in r["ours"] for r in report["rows"])]
+    lines = ["# lapgen evaluation report", "",
+             f"Created {report['created']}. Cells: lapgen value (paper's Table 1 value, Iliash et al. 2024). "
+             "A paper value is comparable only where the details table says yes.", "",
+             "| model | setup | epoch | " + " | ".join(TITLES[c] for c in cols) + " |",
+             "|---|---|---|" + "---|" * len(cols)]
+    for r in report["rows"]:
+        cells = [_cell(r["ours"].get(c), r["paper"].get(c)) for c in cols]
+        setup = r["setup"] or r["paper_setup"] or "-"
+        lines.append(f"| {r['model']} | {setup} | {'-' if r['epoch'] is None else r['epoch']} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "## Details", "",
+              "| model | epoch | key | value | spread | paper | N gen/real | protocol | extractor | weights | "
+              "comparable |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for d in report["details"]:
+        comp = "yes" if d["comparable"] else "no: " + "; ".join(d["why_not"])
+        value = "-" if d["value"] is None else f"{d['value']:.6g}"
+        lines.append(f"| {d['model']} | {'-' if d['epoch'] is None else d['epoch']} | `{d['key']}` | {value} | "
+                     f"{d['spread'] or '-'} | {'-' if d['paper'] is None else d['paper']} | "
+                     f"{d['n_gen']}/{'-' if d['n_real'] is None else d['n_real']} | {d['protocol']} | "
+                     f"{d['extractor']} | {(d['weights_sha256'] or '-')[:12]} | {comp} |")
+    if plot_name:
+        lines += ["", "## Metrics over epochs", "", f"![metrics over epochs]({plot_name})"]
+    lines += ["", "## Protocol notes", "", PROTOCOL_NOTES]
+    return "\n".join(lines)
+
+
+def plot_epochs(report: dict[str, Any], path: Path) -> bool:
+    """One panel per metric: value over epochs per model/setup (dashed: the paper). False if no epochs."""
+    series: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for r in report["rows"]:
+        if r["epoch"] is None:
+            continue
+        label = f"{r['model']} [{r['setup'] or r['paper_setup'] or '-'}]"
+        for c, v in r["ours"].items():
+            if c in COLUMNS and v is not None:
+                series.setdefault(c, {}).setdefault(label, []).append((float(r["epoch"]), float(v)))
+    if not series:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in COLUMNS if c in series]
+    fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.2), squeeze=False)
+    for ax, c in zip(axes[0], cols):
+        for label, pts in sorted(series[c].items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        for setup, by_epoch in PAPER_TABLE1.items():
+            pts = sorted((e, v[c]) for e, v in by_epoch.items() if e is not None and c in v)
+            if len(pts) > 1:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="--", alpha=0.5, label=f"paper: {setup}")
+        ax.set_title(TITLES[c])
+        ax.set_xlabel("epoch")
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_report(report: dict[str, Any], out: Path, *, overwrite: bool = False) -> list[Path]:
+    """Write `out` (markdown), `out` with .json and .png beside it, and a card; never a partial set."""
+    import tempfile
+
+    from lapgen.cards import make_card, write_card
+    from lapgen.outputs import atomic_file, check_writable_parent
+
+    out = Path(out)
+    json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
+    if out.suffix.lower() == ".json":
+        raise LapgenError("--out must be the markdown report path (e.g. report.md)", path=out)
+    for p in (out, json_path, png_path):
+        if p.exists() and not overwrite:
+            raise LapgenError("output already exists", path=p, hint="pass --overwrite or choose another --out")
+    check_writable_parent(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".lapgen-report-") as tmp:
+        has_plot = plot_epochs(report, Path(tmp) / "plot.png")
+        with atomic_file(json_path, "w") as fh:
+            fh.write(json.dumps(report, indent=1) + "\n")
+        written = [out, json_path]
+        if has_plot:
+            Path(tmp, "plot.png").replace(png_path)
+            written.append(png_path)
+        with atomic_file(out, "w") as fh:
+            fh.write(render_markdown(report, png_path.name if has_plot else None))
+    write_card(out, make_card("eval-report", inputs=sorted({d["source"] for d in report["details"]}),
+                              outputs=[str(p) for p in written]))
+    return written
