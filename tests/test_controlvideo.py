@@ -10,6 +10,8 @@ from tests.fixtures.video import make_moving_masks
 
 PROMPT = "grasper retract liver in carlot-triangle-dissection"
 
+pytestmark = pytest.mark.usefixtures("video_one_thread")
+
 
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)

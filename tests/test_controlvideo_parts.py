@@ -10,6 +10,8 @@ from tests.fixtures.video import make_moving_masks
 
 PROMPT = "grasper retract liver"
 
+pytestmark = pytest.mark.usefixtures("video_one_thread")
+
 
 # ---- attention and norms -------------------------------------------------------------------------
 

@@ -220,6 +220,8 @@ class ControlVideoPipeline(DiffusionPipeline):
         sequential_cfg: bool = False,
         attention_memory_bytes: int = DEFAULT_ATTENTION_MEMORY,
         decode_chunk_size: int = 16,
+        start_step: int = 0,
+        smoother_calls: int | None = None,
     ):
         """Generate one video: `prompt` (str, or one per frame) and one control image per frame.
 
@@ -237,6 +239,9 @@ class ControlVideoPipeline(DiffusionPipeline):
             clip_kv: "keys" (clips attend to both key frames, the paper) or "original" (the code's quirk).
             sequential_cfg: run the two guidance halves as separate calls (halves peak memory).
             attention_memory_bytes: budget for materialised attention scores (exact query chunking).
+            start_step, smoother_calls: resume a run: `latents` (F rows) are the latents after loop index
+                start_step - 1, and smoother_calls the number of smoother passes already made (default:
+                the trigger indices below start_step).
         """
         if frames is None:
             raise ValueError("frames (the control sequence) is required")
@@ -268,8 +273,15 @@ class ControlVideoPipeline(DiffusionPipeline):
         # 3. timesteps and noise
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        latents = self.prepare_latents(num_frames, self.unet.config.in_channels, height, width, pos.dtype, device,
-                                       generator, latents, same_frame_noise)
+        if not 0 <= start_step < len(timesteps):
+            raise ValueError(f"start_step must be in 0..{len(timesteps) - 1}")
+        if start_step:
+            if latents is None or latents.shape[0] != num_frames:
+                raise ValueError("resuming (start_step > 0) needs the latents of all frames")
+            latents = latents.to(device=device, dtype=pos.dtype)
+        else:
+            latents = self.prepare_latents(num_frames, self.unet.config.in_channels, height, width, pos.dtype,
+                                           device, generator, latents, same_frame_noise)
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
 
         # 4. smoother and long-video plan
@@ -286,6 +298,8 @@ class ControlVideoPipeline(DiffusionPipeline):
                 raise LapgenError("the smoother recomputes a deterministic DDIM step; use eta=0")
             smoother = InterleavedSmoother(self.vae, get_interpolator(interpolator), smoother_endpoints,
                                            chunk_size=decode_chunk_size)
+            smoother.calls = smoother_calls if smoother_calls is not None else \
+                sum(1 for s in smooth_at if s < start_step)
         window = window_size or default_window(num_frames)
         long_mode = use_long_mode(long_video, num_frames, window, max_full_frames)
         plan = split_key_frames(num_frames, window) if long_mode else None
@@ -293,11 +307,16 @@ class ControlVideoPipeline(DiffusionPipeline):
         ctx = FrameContext(num_frames=num_frames, pool_norm=pool_norm_over_frames,
                            memory_bytes=attention_memory_bytes)
         smoothed = []
+        self._smoother_calls = smoother.calls if smoother is not None else 0
 
         # 5. denoising loop
         with frame_coupling(self.unet, self.controlnet, ctx, couple_controlnet=couple_controlnet), \
                 self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
+                if i < start_step:
+                    progress_bar.update()
+                    continue
+
                 def predict(idx, kv, _t=t, _lat=latents):
                     return self._guided_noise(ctx, _lat, _t, idx, kv, cond, pos, neg, guidance_scale,
                                               controlnet_conditioning_scale, sequential_cfg)
@@ -313,6 +332,7 @@ class ControlVideoPipeline(DiffusionPipeline):
                 else:
                     latents = step.prev_sample
 
+                self._smoother_calls = smoother.calls if smoother is not None else 0
                 if callback_on_step_end is not None:
                     local = {"latents": latents, "prompt_embeds": pos, "negative_prompt_embeds": neg}
                     outputs = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs})

@@ -1,0 +1,143 @@
+"""`lapgen masks`: author, extract and preview the mask sequences that drive `lapgen video`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+masks_app = typer.Typer(help="Author, extract and preview tool-mask sequences (the input of `lapgen video`).",
+                        no_args_is_help=True)
+
+
+def _size(text: Optional[str]) -> Optional[tuple[int, int]]:
+    from lapgen.errors import LapgenError
+
+    if not text:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise LapgenError(f"bad --size {text!r}", hint="write WIDTHxHEIGHT, e.g. 128x128") from None
+    return w, h
+
+
+@masks_app.command("animate", help="Move tool masks along smooth keyframed trajectories. One --path (and "
+                   "optionally --rotate/--scale) per --mask, in order.")
+def animate_cmd(
+    mask: List[Path] = typer.Option(..., "--mask", help="Tool mask image (white tool on black); repeatable."),
+    path: List[str] = typer.Option(..., "--path", help='Centroid keyframes "x0,y0;x1,y1;..." in px; one per mask.'),
+    rotate: List[str] = typer.Option([], "--rotate", help='Degrees "a0:a1" (counter-clockwise); one per mask.'),
+    scale: List[str] = typer.Option([], "--scale", help='Scale "s0:s1"; one per mask.'),
+    frames: int = typer.Option(..., "--frames", help="Number of frames."),
+    size: Optional[str] = typer.Option(None, "--size", help="Canvas WIDTHxHEIGHT (default: the first mask's)."),
+    out: Path = typer.Option(..., "--out", help="Output folder of NNNNNN.png masks."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    from lapgen.errors import LapgenError
+    from lapgen.models.mask_sequences import ToolPath, animate_masks
+    from lapgen.progress import notice
+
+    if len(path) != len(mask):
+        raise LapgenError(f"{len(mask)} --mask but {len(path)} --path", hint="give one --path per --mask")
+    for name, values in (("--rotate", rotate), ("--scale", scale)):
+        if values and len(values) != len(mask):
+            raise LapgenError(f"{len(values)} {name} for {len(mask)} --mask", hint=f"give one {name} per --mask")
+    tools = [ToolPath(str(m), p, rotate[i] if rotate else None, scale[i] if scale else None)
+             for i, (m, p) in enumerate(zip(mask, path))]
+    result = animate_masks(tools, frames, out, size=_size(size), overwrite=overwrite)
+    if as_json:
+        typer.echo(json.dumps({"out": str(result), "frames": frames}))
+    else:
+        notice(f"wrote {frames} masks to {result}")
+
+
+@masks_app.command("from-video", help="Segment a real clip into a mask sequence (union of the segmenter's "
+                   "instances; a frame without detections reuses the previous mask).")
+def from_video_cmd(
+    video: Path = typer.Argument(..., help="Input video (e.g. a Cholec80 clip)."),
+    out: Path = typer.Option(..., "--out", help="Output folder of NNNNNN.png masks."),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="Segmenter (default: registry default)."),
+    size: Optional[int] = typer.Option(128, "--size", help="Resize frames to SIZE x SIZE first (0 = keep)."),
+    conf: float = typer.Option(0.25, "--conf", help="Detection confidence threshold."),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    from lapgen.data.video import probe
+    from lapgen.models.mask_sequences import make_segment_fn, masks_from_video
+    from lapgen.outputs import prepare_output_dir
+    from lapgen.progress import make_progress, notice
+
+    info = probe(video)  # one-line error for a missing/corrupt video before loading the segmenter
+    if out.exists() and not overwrite:
+        prepare_output_dir(out, overwrite=False)  # raises the standard one-line error
+    segment, seg_info = make_segment_fn(segmenter, device=device, conf=conf)
+    with make_progress() as progress:
+        task = progress.add_task("segmenting", total=info.frames or None)
+        result = masks_from_video(video, out, segment, size=size or None, segmenter_info=seg_info,
+                                  overwrite=overwrite, advance=lambda k: progress.advance(task, k))
+    if as_json:
+        typer.echo(json.dumps({"out": str(out), **result}))
+    else:
+        notice(f"wrote {result['frames']} masks to {out} ({result['reused_masks']} reused the previous mask)")
+
+
+@masks_app.command("clips", help="Find CholecT50 runs where the prompt stays the same for --seconds, and write "
+                   "each as 25 fps Cholec80 frames + mask sequence + prompt (a real reference set).")
+def clips_cmd(
+    cholec80: Path = typer.Option(..., "--cholec80", help="Cholec80 release root."),
+    cholect50: Path = typer.Option(..., "--cholect50", help="CholecT50 release root."),
+    out: Path = typer.Option(..., "--out", help="Output folder (clip_NNN/ per clip)."),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="Segmenter (default: registry default)."),
+    seconds: int = typer.Option(10, "--seconds", help="Clip length in seconds (paper: 10 = 250 frames)."),
+    n: int = typer.Option(50, "--n", help="Number of clips drawn (paper: 50)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the clip draw."),
+    size: int = typer.Option(128, "--size", help="Frame size in px (paper: 128)."),
+    prompt_format: str = typer.Option("paper", "--prompt-format", help="Prompt format (paper|paper-calot)."),
+    conf: float = typer.Option(0.25, "--conf", help="Detection confidence threshold."),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    from lapgen.data.masks import plan_clips
+    from lapgen.data.prompts import check_format
+    from lapgen.models.mask_sequences import extract_clips, make_segment_fn
+    from lapgen.outputs import prepare_output_dir
+    from lapgen.progress import make_progress, notice
+
+    check_format(prompt_format)
+    plan_clips(cholect50, cholec80, seconds=seconds, n=n, seed=seed, prompt_format=prompt_format)  # validate
+    if out.exists() and not overwrite:
+        prepare_output_dir(out, overwrite=False)
+    segment, seg_info = make_segment_fn(segmenter, device=device, conf=conf)
+    with make_progress() as progress:
+        task = progress.add_task("clips", total=None)
+        result = extract_clips(cholec80, cholect50, out, segment, seconds=seconds, n=n, seed=seed, size=size,
+                               prompt_format=prompt_format, segmenter_info=seg_info, overwrite=overwrite,
+                               on_plan=lambda k: progress.update(task, total=k),
+                               advance=lambda k: progress.advance(task, k))
+    if as_json:
+        typer.echo(json.dumps({"out": str(out), **result}))
+    else:
+        notice(f"wrote {result['clips']} clips of {seconds} s to {out} ({result['windows_found']} windows found)")
+
+
+@masks_app.command("preview", help="A GIF of a mask folder (frames | masks for a clip folder).")
+def preview_cmd(
+    folder: Path = typer.Argument(..., help="Mask folder, or a clip folder with masks/ and frames/."),
+    out: Path = typer.Option(..., "--out", help="Output .gif."),
+    fps: float = typer.Option(8.0, "--fps", help="GIF frame rate."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+) -> None:
+    from lapgen.models.mask_sequences import preview_masks
+    from lapgen.progress import notice
+
+    notice(f"wrote {preview_masks(folder, out, fps=fps, overwrite=overwrite)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(masks_app, name="masks")

@@ -1,0 +1,171 @@
+"""The `lapgen masks` commands as library functions: author, extract and preview mask sequences.
+
+- `animate_masks`: tool masks moved along keyframed trajectories (the interactive route of the paper's title).
+- `masks_from_video`: a real clip -> union tool masks per frame with a YOLOv8-seg segmenter (paper route;
+  a frame without detections reuses the previous mask).
+- `extract_clips`: CholecT50 runs of an unchanged prompt -> 25 fps Cholec80 clips with prompt, masks and real
+  frames (the paper's `extract_clips.ipynb`, seeded; data-formats.md section 6).
+- `preview_masks`: a GIF of a mask folder (side by side with the frames of a clip folder).
+
+Every function writes into a staging folder and renames it into place, with a card `lapgen.yaml`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from lapgen.data.masks import (
+    SegmentFn,
+    animate_mask,
+    parse_points,
+    parse_range,
+    read_mask,
+    read_mask_sequence,
+    resize_frame,
+    segment_with_reuse,
+    write_mask_sequence,
+)
+from lapgen.errors import LapgenError
+from lapgen.outputs import finalize_output_dir, prepare_output_dir
+
+
+def make_segment_fn(segmenter: str | None, *, device: str = "auto", conf: float = 0.25) -> tuple[SegmentFn, dict]:
+    """A batch segment function `(RGB frames) -> [(union mask, instances)]` from a registry segmenter."""
+    from lapgen.models.loading import load_segmenter
+    from lapgen.models.segmentation import model_imgsz, predict_union_masks, resolve_segmenter, ultralytics_device
+
+    _, info = resolve_segmenter(segmenter)
+    model = load_segmenter(segmenter, device=device)
+    dev = ultralytics_device(device)
+    imgsz = model_imgsz(model)
+
+    def segment(frames: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
+        return predict_union_masks(model, frames, conf=conf, imgsz=imgsz, device=dev)
+
+    return segment, info
+
+
+@dataclass
+class ToolPath:
+    mask: str  # the tool's mask image (white tool on black)
+    path: str  # "x0,y0;x1,y1;..." pixels
+    rotate: str | None = None  # "a0:a1" degrees
+    scale: str | None = None  # "s0:s1"
+
+
+def animate_masks(tools: Sequence[ToolPath], frames: int, out: str | Path, *, size: tuple[int, int] | None = None,
+                  overwrite: bool = False) -> Path:
+    """Union of each tool's animated mask per frame -> `out/NNNNNN.png` (+ card). Returns `out`."""
+    from lapgen.cards import make_card, write_card
+
+    if not tools:
+        raise LapgenError("give at least one --mask with its --path")
+    if frames < 1:
+        raise LapgenError("--frames must be at least 1")
+    parsed = []
+    for tool in tools:  # validate everything before writing
+        mask = read_mask(tool.mask)
+        parsed.append((mask, parse_points(tool.path), parse_range(tool.rotate, 0.0), parse_range(tool.scale, 1.0)))
+    canvas = size or (parsed[0][0].shape[1], parsed[0][0].shape[0])
+    union = np.zeros((frames, canvas[1], canvas[0]), bool)
+    for mask, points, rotate, scale in parsed:
+        union |= animate_mask(mask, points, frames, rotate, scale, canvas)
+    stage = prepare_output_dir(out, overwrite=overwrite, resume=False)
+    write_mask_sequence(stage, union)
+    write_card(stage, make_card("mask-sequence", method="animate", frames=frames, size=list(canvas),
+                                tools=[asdict(t) for t in tools]))
+    return finalize_output_dir(out)
+
+
+def masks_from_video(video: str | Path, out: str | Path, segment: SegmentFn, *, size: int | None = None,
+                     batch: int = 16, segmenter_info: dict | None = None, overwrite: bool = False,
+                     advance: Callable[[int], None] | None = None) -> dict:
+    """Segment every frame of `video` -> `out/NNNNNN.png` union masks. Resumes an interrupted run."""
+    from lapgen.cards import make_card, write_card
+    from lapgen.data.video import iter_frames, probe
+
+    info = probe(video)
+    stage = prepare_output_dir(out, overwrite=overwrite, resume=True)
+    done = sorted(stage.glob("[0-9]*.png"))
+    previous = read_mask(done[-1]) if done else None
+    reused = 0
+    buf: list[np.ndarray] = []
+    written = len(done)
+
+    def flush():
+        nonlocal previous, reused, written, buf
+        masks, r = segment_with_reuse(segment, buf, previous)
+        write_mask_sequence(stage, masks, start=written)
+        previous, reused, written = masks[-1], reused + r, written + len(masks)
+        if advance:
+            advance(len(masks))
+        buf = []
+
+    for idx, rgb in enumerate(iter_frames(video)):
+        if idx < len(done):
+            continue
+        buf.append(resize_frame(rgb, size) if size else rgb)
+        if len(buf) == batch:
+            flush()
+    if buf:
+        flush()
+    if written == 0:
+        raise LapgenError("the video has no frames", path=video)
+    result = {"frames": written, "fps": info.fps, "reused_masks": reused, "size": size or list(info.size)}
+    write_card(stage, make_card("mask-sequence", method="from-video", video=str(video), segmenter=segmenter_info,
+                                **result))
+    finalize_output_dir(out)
+    return result
+
+
+def extract_clips(cholec80: str | Path, cholect50: str | Path, out: str | Path, segment: SegmentFn, *,
+                  seconds: int = 10, n: int = 50, seed: int = 0, size: int = 128, prompt_format: str = "paper",
+                  segmenter_info: dict | None = None, overwrite: bool = False,
+                  on_plan: Callable[[int], None] | None = None, advance: Callable[[int], None] | None = None) -> dict:
+    """Real reference clips: `out/clip_NNN/{prompt.txt, masks/, frames/, clip.json}` + `clips.jsonl`."""
+    from lapgen.cards import make_card, write_card
+    from lapgen.data.masks import plan_clips, write_clips
+
+    clips, found = plan_clips(cholect50, cholec80, seconds=seconds, n=n, seed=seed, prompt_format=prompt_format)
+    if not clips:
+        raise LapgenError(f"no run of {seconds} s with an unchanged prompt found", path=cholect50,
+                          hint="lower --seconds")
+    if on_plan:
+        on_plan(len(clips))
+    stage = prepare_output_dir(out, overwrite=overwrite, resume=True)
+    records = write_clips(clips, cholec80, stage, segment, size=size, advance=advance)
+    (stage / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = {"clips": len(records), "windows_found": found, "seconds": seconds, "fps": 25, "size": size,
+              "seed": seed}
+    write_card(stage, make_card("video-clips", cholec80=str(cholec80), cholect50=str(cholect50),
+                                segmenter=segmenter_info, prompt_format=prompt_format, **result))
+    finalize_output_dir(out)
+    return result
+
+
+def preview_masks(folder: str | Path, out: str | Path, *, fps: float = 8, overwrite: bool = False) -> Path:
+    """GIF of a mask folder; for a clip folder (`masks/` + `frames/`) frames | masks side by side."""
+    from lapgen.data.video import write_gif
+
+    folder, out = Path(folder), Path(out)
+    if out.exists() and not overwrite:
+        raise LapgenError("output already exists", path=out, hint="pass --overwrite or choose another --out")
+    if out.suffix.lower() != ".gif":
+        raise LapgenError("--out must end in .gif", path=out)
+    mask_dir = folder / "masks" if (folder / "masks").is_dir() else folder
+    seq = read_mask_sequence(mask_dir)
+    tiles = np.repeat((seq.masks[..., None] * 255).astype(np.uint8), 3, axis=-1)  # (F, H, W, 3)
+    frame_dir = folder / "frames"
+    if frame_dir.is_dir():
+        from PIL import Image
+
+        names = seq.files
+        h, w = tiles.shape[1:3]
+        real = np.stack([np.asarray(Image.open(frame_dir / n).convert("RGB").resize((w, h))) for n in names])
+        tiles = np.concatenate([real, tiles], axis=2)
+    return write_gif(tiles, out, fps=fps)
