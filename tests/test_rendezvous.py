@@ -178,3 +178,37 @@ def test_train_transform_keeps_the_input_size():
     assert all(o.shape == (3, 48, 64) for o in outs)
     assert any(not torch.equal(outs[0], o) for o in outs[1:])  # random
     assert torch.equal(train_transform((48, 64), augment=False)(img), eval_transform((48, 64))(img))
+
+
+@pytest.mark.slow
+def test_full_size_training_step_at_256x448(one_torch_thread):
+    """The released configuration (LayerNorm, 256x448) trains: one step, finite losses, gradients everywhere."""
+    torch.manual_seed(0)
+    model = Rendezvous(RendezvousConfig(use_ln=True))
+    opt, _ = make_optimizer(model, TrainRecognizerConfig(data="", out="", name="x"))
+    labels = (torch.zeros(2, 6), torch.zeros(2, 10), torch.zeros(2, 15), torch.zeros(2, 100))
+    for y in labels:
+        y[:, 0] = 1
+    out = train_step(model, (torch.randn(2, 3, 256, 448), labels), RendezvousLoss(), opt)
+    assert all(np.isfinite(v) for v in out.values())
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert no_grad == ["encoder.basemodel.basemodel.fc.weight", "encoder.basemodel.basemodel.fc.bias"]  # unused
+
+
+@pytest.mark.gpu
+def test_mixed_precision_step_and_scores_on_cuda(rdv_frames_dir):
+    from lapgen.models.recognition.data import read_metadata, select_split
+    from lapgen.models.recognition.train import predict_scores
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    recs = select_split(read_metadata(rdv_frames_dir), "train", rdv_frames_dir)
+    ds = RecognitionDataset(rdv_frames_dir, recs, eval_transform((64, 64)))
+    model = Rendezvous(RendezvousConfig(image_size=(64, 64))).cuda()
+    opt, _ = make_optimizer(model, TrainRecognizerConfig(data="", out="", name="x"))
+    scaler = torch.amp.GradScaler("cuda")
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    out = train_step(model, batch, RendezvousLoss().cuda(), opt, scaler=scaler, autocast_dtype=torch.float16)
+    assert np.isfinite(out["loss"])
+    scores = predict_scores(model, ds, batch_size=4, autocast_dtype=torch.float16)
+    assert scores["ivt"].shape == (len(ds), 100) and np.isfinite(scores["ivt"]).all()
