@@ -126,11 +126,12 @@ def sample_images(config: SampleConfig) -> SampleResult:
     stage = prepare_output_dir(out, overwrite=config.overwrite, resume=True)
     use_cuda = resolve_device(config.device).type == "cuda"
     state = PartialState(cpu=not use_cuda)
-    pipe = load_sd_pipeline(entry=entry, device=state.device, dtype=config.dtype)
+    device = "cpu" if state.device.type == "cpu" else str(state.device)  # MULTI_CPU reports cpu:RANK
+    pipe = load_sd_pipeline(entry=entry, device=device, dtype=config.dtype)
     if cn_entry is not None:
         from diffusers import StableDiffusionControlNetPipeline
 
-        controlnet = load_controlnet(cn_entry, device=state.device, dtype=config.dtype)
+        controlnet = load_controlnet(cn_entry, device=device, dtype=config.dtype)
         pipe = StableDiffusionControlNetPipeline(**{k: v for k, v in pipe.components.items()},
                                                  controlnet=controlnet, requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
