@@ -1,0 +1,218 @@
+"""Mask sequences: reading, trajectories, `lapgen masks animate|from-video|clips|preview`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lapgen.cli.main import app
+from lapgen.errors import LapgenError
+
+runner = CliRunner()
+
+
+def _tool(tmp_path, name="tool.png", size=(96, 64)):
+    m = np.zeros((size[1], size[0]), np.uint8)
+    m[20:30, 10:40] = 255  # a 30x10 bar, centroid (24.5, 24.5)
+    Image.fromarray(m).save(tmp_path / name)
+    return tmp_path / name
+
+
+# ---- reading -------------------------------------------------------------------------------------
+
+def test_read_sequence_natural_order_threshold_and_resize(tmp_path):
+    from lapgen.data.masks import read_mask_sequence
+
+    for i in (10, 2, 1):
+        m = np.zeros((20, 30), np.uint8)
+        m[:, i] = 200 if i == 2 else 255  # frame 2 is not strictly binary
+        Image.fromarray(m).save(tmp_path / f"f{i}.png")
+    seq = read_mask_sequence(tmp_path)
+    assert seq.files == ["f1.png", "f2.png", "f10.png"]
+    assert seq.thresholded == 1 and seq.resized_from is None
+    assert [int(np.nonzero(m[0])[0][0]) for m in seq.masks] == [1, 2, 10]
+    small = read_mask_sequence(tmp_path, size=(15, 10), frames=2)
+    assert small.masks.shape == (2, 10, 15) and small.resized_from == (30, 20)
+    assert small.masks.dtype == bool
+    with pytest.raises(LapgenError, match="only 3"):
+        read_mask_sequence(tmp_path, frames=4)
+    with pytest.raises(LapgenError, match="no images"):
+        read_mask_sequence(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else None)
+
+
+# ---- authoring -----------------------------------------------------------------------------------
+
+def test_trajectory_hits_keyframes_and_is_smooth():
+    from lapgen.data.masks import parse_points, smooth_trajectory
+
+    pts = parse_points("10,10; 50,20;90,60")
+    path = smooth_trajectory(pts, 21)
+    assert path.shape == (21, 2)
+    np.testing.assert_allclose(path[0], (10, 10))
+    np.testing.assert_allclose(path[10], (50, 20))  # middle key at the middle frame
+    np.testing.assert_allclose(path[-1], (90, 60))
+    steps = np.linalg.norm(np.diff(path, axis=0), axis=1)
+    assert steps.max() < 3 * steps.mean()  # no jumps
+    with pytest.raises(LapgenError, match="bad trajectory point"):
+        parse_points("1,2;3")
+
+
+def test_animate_cli_endpoints_frames_binary_and_rotation(tmp_path):
+    from lapgen.cards import read_card
+    from lapgen.data.masks import mask_centroid, read_mask_sequence
+
+    tool = _tool(tmp_path)
+    out = tmp_path / "anim"
+    res = runner.invoke(app, ["masks", "animate", "--mask", str(tool), "--path", "20,30;60,40;80,20",
+                              "--rotate", "0:90", "--scale", "1:1.5", "--frames", "9", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    files = sorted(out.glob("*.png"))
+    assert len(files) == 9 and json.loads(res.stdout)["frames"] == 9
+    raw = np.asarray(Image.open(files[0]))
+    assert set(np.unique(raw)) <= {0, 255} and raw.shape == (64, 96)
+    seq = read_mask_sequence(out)
+    np.testing.assert_allclose(mask_centroid(seq.masks[0]), (20, 30), atol=0.6)
+    np.testing.assert_allclose(mask_centroid(seq.masks[-1]), (80, 20), atol=1.0)  # nearest-neighbour raster
+    ys, xs = np.nonzero(seq.masks[0])
+    assert np.ptp(xs) > np.ptp(ys)  # horizontal bar at the start
+    ys, xs = np.nonzero(seq.masks[-1])
+    assert np.ptp(ys) > np.ptp(xs)  # rotated by 90 degrees at the end
+    assert seq.masks[-1].sum() > 1.8 * seq.masks[0].sum()  # scaled 1.5x in both directions
+    assert read_card(out)["method"] == "animate"
+
+
+def test_animate_two_tools_union_and_errors(tmp_path):
+    tool = _tool(tmp_path)
+    out = tmp_path / "two"
+    res = runner.invoke(app, ["masks", "animate", "--mask", str(tool), "--path", "20,20", "--mask", str(tool),
+                              "--path", "70,45", "--frames", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    m = np.asarray(Image.open(out / "000000.png")) > 127
+    assert m[20, 20] and m[45, 70] and m.sum() == 2 * 300
+    bad = runner.invoke(app, ["masks", "animate", "--mask", str(tool), "--path", "1,1", "--path", "2,2",
+                              "--frames", "2", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "one --path per --mask" in bad.output
+    again = runner.invoke(app, ["masks", "animate", "--mask", str(tool), "--path", "1,1", "--frames", "2",
+                                "--out", str(out)])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+# ---- extraction ----------------------------------------------------------------------------------
+
+def test_segment_with_reuse_keeps_previous_mask():
+    from lapgen.data.masks import segment_with_reuse
+
+    frames = [np.full((4, 4, 3), v, np.uint8) for v in (0, 1, 0, 2)]
+    hit = np.eye(4, dtype=bool)
+
+    def segment(batch):  # detects something only in frames whose value is 1
+        return [(hit if f[0, 0, 0] == 1 else np.zeros((4, 4), bool), int(f[0, 0, 0] == 1)) for f in batch]
+
+    masks, reused = segment_with_reuse(segment, frames, None)
+    assert reused == 3
+    assert not masks[0].any()  # nothing before: empty
+    assert masks[1] is hit and masks[2] is hit and masks[3] is hit
+
+
+def test_clip_windows_cut_runs():
+    from lapgen.data.masks import clip_windows
+
+    prompts = {s: "a" for s in range(25)} | {25: "b", 26: "b"} | {30 + s: "c" for s in range(10)}
+    assert clip_windows(prompts, 10) == [(0, 9, "a"), (10, 19, "a"), (30, 39, "c")]
+    gap = {0: "a", 1: "a", 3: "a", 4: "a"}  # a missing second breaks the run
+    assert clip_windows(gap, 2) == [(0, 1, "a"), (3, 4, "a")]
+
+
+@pytest.fixture(scope="module")
+def clip_data(tmp_path_factory):
+    """CholecT50 VID01 with known prompt runs (8 s) and its Cholec80 video01 (200 frames, 64x48)."""
+    from lapgen.data import synthetic
+
+    base = tmp_path_factory.mktemp("clipdata")
+    t50 = synthetic.write_cholect50(base / "CholecT50", videos=(1,), num_frames=8)
+    labels = json.loads((t50 / "labels" / "VID01.json").read_text())
+    vec = lambda t, i, v, tg: [t, i, 1.0, -1, -1, -1, -1, v, tg, 1.0, -1, -1, -1, -1, 2]  # noqa: E731
+    # seconds 0-4: triplet 17 (grasper retract gallbladder); 5-7: triplet 60 (hook dissect gallbladder)
+    labels["annotations"] = {str(s): [vec(17, 0, 3, 0)] if s < 5 else [vec(60, 2, 2, 0)] for s in range(8)}
+    (t50 / "labels" / "VID01.json").write_text(json.dumps(labels))
+    c80 = synthetic.write_cholec80(base / "cholec80", videos=(1,), num_frames=200, size=(64, 48))
+    return t50, c80
+
+
+def test_clips_finds_the_runs_and_writes_clips(tmp_path, clip_data, monkeypatch):
+    from lapgen.data.masks import plan_clips
+    from lapgen.data.video import read_video
+    from lapgen.models import mask_sequences
+
+    t50, c80 = clip_data
+    clips, found = plan_clips(t50, c80, seconds=2, n=50, seed=0)
+    assert found == 3
+    assert [(c.t_start, c.t_end) for c in clips] == [(0, 1), (2, 3), (5, 6)]
+    assert clips[0].prompt == "grasper retract gallbladder in clipping-and-cutting"  # phase 2
+    assert clips[2].prompt.startswith("hook dissect gallbladder")
+    assert list(clips[2].c_range()) == list(range(125, 175))
+
+    def fake_segment_fn(segmenter, device="auto", conf=0.25):  # threshold bright pixels: a deterministic "segmenter"
+        def segment(frames):
+            return [((f.mean(-1) > 200), int((f.mean(-1) > 200).any())) for f in frames]
+        return segment, {"name": "threshold"}
+
+    monkeypatch.setattr(mask_sequences, "make_segment_fn", fake_segment_fn)
+    out = tmp_path / "clips"
+    res = runner.invoke(app, ["masks", "clips", "--cholec80", str(c80), "--cholect50", str(t50), "--out", str(out),
+                              "--seconds", "2", "--n", "2", "--seed", "3", "--size", "32", "--json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert result["clips"] == 2 and result["windows_found"] == 3
+    records = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
+    for rec in records:
+        folder = out / rec["clip"]
+        assert rec["frames"] == 50 and rec["c_end"] - rec["c_start"] == 49
+        assert len(list((folder / "masks").glob("*.png"))) == 50
+        frames = sorted((folder / "frames").glob("*.png"))
+        assert len(frames) == 50 and Image.open(frames[0]).size == (32, 32)
+        assert (folder / "prompt.txt").read_text().strip() == rec["prompt"]
+        # the frames are the right Cholec80 frames: compare with a direct decode
+        video = read_video(c80 / "videos" / "video01.mp4")
+        want = np.asarray(Image.fromarray(video[rec["c_start"]]).resize((32, 32), Image.BILINEAR, reducing_gap=None))
+        assert np.array_equal(np.asarray(Image.open(frames[0])), want)
+
+
+def test_from_video_and_preview(tmp_path, monkeypatch):
+    from lapgen.data.video import write_mp4
+    from lapgen.models import mask_sequences
+
+    frames = np.zeros((6, 32, 32, 3), np.uint8)
+    for i in range(6):
+        if i != 3:  # frame 3: nothing to find
+            frames[i, 8:16, 4 + 3 * i: 12 + 3 * i] = 255
+    write_mp4(frames, tmp_path / "clip.mp4", fps=25)
+
+    def fake_segment_fn(segmenter, device="auto", conf=0.25):
+        def segment(batch):
+            return [((f.mean(-1) > 128), int((f.mean(-1) > 128).any())) for f in batch]
+        return segment, {"name": "threshold"}
+
+    monkeypatch.setattr(mask_sequences, "make_segment_fn", fake_segment_fn)
+    out = tmp_path / "masks"
+    res = runner.invoke(app, ["masks", "from-video", str(tmp_path / "clip.mp4"), "--out", str(out), "--size", "0",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["reused_masks"] == 1
+    masks = [np.asarray(Image.open(p)) > 127 for p in sorted(out.glob("*.png"))]
+    assert len(masks) == 6 and np.array_equal(masks[3], masks[2]) and masks[2].any()
+    gif = tmp_path / "p.gif"
+    res = runner.invoke(app, ["masks", "preview", str(out), "--out", str(gif)])
+    assert res.exit_code == 0, res.output
+    img = Image.open(gif)
+    total = 0
+    for k in range(img.n_frames):  # Pillow merges identical consecutive frames (2 and 3), adding durations
+        img.seek(k)
+        total += img.info["duration"]
+    assert abs(total - 6 * 125) <= 6 * 10  # 6 frames at 8 fps; GIF stores 10 ms units
+    missing = runner.invoke(app, ["masks", "from-video", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o")])
+    assert missing.exit_code == 2 and "not found" in missing.output
