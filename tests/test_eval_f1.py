@@ -1,0 +1,134 @@
+"""`lapgen eval f1`: tool-mask F1 of generated images against their conditioning masks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import f1_score
+from typer.testing import CliRunner
+
+from lapgen.cli.main import app
+from lapgen.metrics.spatial import conditioning_mask, mask2yolo_polygon
+from tests.fixtures.metrics import make_image_set
+
+runner = CliRunner()
+
+
+def _rect_mask(h, w, box):
+    m = np.zeros((h, w), bool)
+    if box:
+        y0, x0, y1, x1 = box
+        m[y0:y1, x0:x1] = True
+    return m
+
+
+BOXES = [(5, 5, 30, 40), (10, 20, 50, 60), None, (0, 0, 64, 20), (30, 30, 40, 45), None]
+
+
+@pytest.fixture(scope="module")
+def controlnet_gen(tmp_path_factory) -> Path:
+    """A ControlNet-style generated set: images/NNNN.png, masks/NNNN.png (0/255 L), metadata.jsonl, card."""
+    root = make_image_set(tmp_path_factory.mktemp("cn") / "gen", len(BOXES), seed=7, metadata=True)
+    rows = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines()]
+    (root / "masks").mkdir()
+    for row, box in zip(rows, BOXES):
+        name = Path(row["file_name"]).name
+        Image.fromarray(np.where(_rect_mask(64, 64, box), 255, 0).astype(np.uint8), mode="L").save(root / "masks" / name)
+        row["conditioning_image_file_name"] = f"masks/{name}"
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "lapgen.yaml").write_text("kind: generated-set\nmodel: cn-run\nsetup: controlnet\nepoch: 100\n")
+    return root
+
+
+def _predicted(i: int) -> np.ndarray:
+    """The stub segmenter's prediction for image i at 2x resolution: the box shifted by 4 px, or noise."""
+    box = BOXES[i]
+    if box is None:
+        return _rect_mask(128, 128, (0, 0, 8, 8) if i == 2 else None)
+    y0, x0, y1, x1 = (2 * v + 8 for v in box)
+    return _rect_mask(128, 128, (y0, x0, y1, x1))
+
+
+def test_f1_pairs_masks_and_matches_sklearn(controlnet_gen, monkeypatch):
+    from lapgen.models import segmentation as seg
+
+    seen = []
+    monkeypatch.setattr(seg, "load_yolo", lambda target: "stub-model")
+    monkeypatch.setattr(seg, "model_imgsz", lambda model: 64)
+
+    def predict(model, images, *, conf, imgsz, device):
+        out = []
+        for img in images:
+            i = len(seen)
+            seen.append(img.shape)
+            out.append((_predicted(i), 1))
+        return out
+
+    monkeypatch.setattr(seg, "predict_union_masks", predict)
+    result = runner.invoke(app, ["eval", "f1", str(controlnet_gen), "--segmenter", "yolov8n-seg", "--json",
+                                 "--batch-size", "4", "--boot", "300"])
+    assert result.exit_code == 0, result.output
+    res = json.loads(result.stdout)
+    # independent: nearest-downsample the 2x predictions and let scikit-learn score the pixels
+    preds = [_predicted(i)[::2, ::2] for i in range(len(BOXES))]
+    targets = [_rect_mask(64, 64, b) for b in BOXES]
+    micro = f1_score(np.concatenate([t.ravel() for t in targets]), np.concatenate([p.ravel() for p in preds]))
+    per = [f1_score(t.ravel(), p.ravel(), zero_division=np.nan) for p, t in zip(preds, targets)]
+    assert res["value"] == pytest.approx(micro, rel=1e-12)
+    assert res["macro"] == pytest.approx(np.nanmean(per), rel=1e-12)
+    assert res["n_both_empty"] == 1 and res["n_scored"] == 5 and res["n_gen"] == 6
+    assert res["ci"]["n_boot"] == 300 and res["ci"]["micro_ci"][0] <= res["value"] <= res["ci"]["micro_ci"][1]
+    assert (res["model"], res["setup"], res["epoch"]) == ("cn-run", "controlnet", 100)  # from GEN's card
+    assert res["metric"] == "f1" and res["key"].startswith("f1_pixel_micro")
+    assert seen == [(64, 64, 3)] * 6
+
+
+def test_f1_with_a_real_segmenter_and_instance_f1(controlnet_gen, confident_segmenter):
+    from lapgen.metrics import mask_f1
+    from lapgen.metrics.images import load_rgb
+    from lapgen.models.segmentation import load_yolo, predict_union_masks
+
+    result = runner.invoke(app, ["eval", "f1", str(controlnet_gen), "--segmenter", str(confident_segmenter),
+                                 "--device", "cpu", "--imgsz", "64", "--instance", "--json", "--boot", "50"])
+    assert result.exit_code == 0, result.output
+    res = json.loads(result.stdout)
+    model = load_yolo(confident_segmenter)
+    images = [load_rgb(controlnet_gen / "images" / f"{i:04d}.png") for i in range(len(BOXES))]
+    preds = [m for m, _ in predict_union_masks(model, images, conf=0.25, imgsz=64, device="cpu")]
+    ref = mask_f1(preds, [_rect_mask(64, 64, b) for b in BOXES])
+    assert res["value"] == pytest.approx(ref["micro"]) and res["tp"] == ref["tp"] and res["fp"] == ref["fp"]
+    inst = res["instance"]
+    assert inst["key"] == "f1_instance_yolo_val" and 0.0 <= inst["value"] <= 1.0 and inst["single_cls"]
+    assert len(res["weights_sha256"]) == 64
+
+
+def test_mask2yolo_keeps_the_largest_contour():
+    mask = _rect_mask(64, 64, (4, 4, 20, 20)) | _rect_mask(64, 64, (30, 10, 60, 50))
+    poly = mask2yolo_polygon(mask)
+    assert poly.min(0) == pytest.approx([10 / 64, 30 / 64], abs=0.02)
+    assert poly.max(0) == pytest.approx([50 / 64, 60 / 64], abs=0.02)
+    assert mask2yolo_polygon(np.zeros((8, 8), bool)) is None
+
+
+def test_f1_bad_inputs(controlnet_gen, tmp_path):
+    plain = make_image_set(tmp_path / "plain", 3, seed=1)
+    for argv, needle in (
+        (["eval", "f1", str(plain)], "has no metadata.jsonl"),
+        (["eval", "f1", str(tmp_path / "none")], "does not exist"),
+        (["eval", "f1", str(controlnet_gen), "--conf", "2"], "--conf must be in [0, 1]"),
+    ):
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], lines
+    nomask = make_image_set(tmp_path / "nomask", 2, seed=2, metadata=True)
+    result = runner.invoke(app, ["eval", "f1", str(nomask)])
+    assert result.exit_code == 2 and "no conditioning_image_file_name" in result.stderr
+    colour = tmp_path / "colour.png"
+    Image.fromarray(np.dstack([np.full((4, 4), v, np.uint8) for v in (170, 255, 0)])).save(colour)
+    with pytest.raises(Exception, match="colour image"):
+        conditioning_mask(colour)
