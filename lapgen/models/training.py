@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,13 +24,14 @@ import torch.nn.functional as F
 
 from lapgen.cards import make_card, write_card
 from lapgen.errors import LapgenError
+from lapgen.models.checkpointing import (  # noqa: F401  (re-exported: the core's public names)
+    LOSS_LOG, LOSS_PLOT, STATE_FILE, find_resume_checkpoint, list_checkpoints, load_extra_state,
+    plot_losses, register_model_hooks, save_checkpoint,
+)
 from lapgen.models.latent_cache import EpochSampler, attach_training_cache, make_collate
-from lapgen.outputs import finalize_output_dir, prepare_output_dir, staging_path
-from lapgen.progress import make_progress, notice, warn
+from lapgen.outputs import finalize_output_dir, prepare_output_dir
+from lapgen.progress import make_progress, notice
 
-LOSS_LOG = "loss.jsonl"
-LOSS_PLOT = "loss.png"
-STATE_FILE = "lapgen_state_{rank}.pt"
 
 
 @dataclass
@@ -204,66 +204,6 @@ def resolve_mixed_precision(requested: str, use_cuda: bool) -> str:
     return requested
 
 
-def list_checkpoints(folder: Path) -> list[Path]:
-    """`checkpoint-N` folders of a run, sorted by N."""
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("checkpoint-")
-             and p.name.split("-", 1)[1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
-
-
-def find_resume_checkpoint(resume: str | None, out: Path) -> Path | None:
-    """`latest` -> newest checkpoint of an interrupted (or finished) run at `out`, or None; else a path."""
-    if resume is None:
-        return None
-    if resume == "latest":
-        for folder in (staging_path(out), out):
-            found = list_checkpoints(folder)
-            if found:
-                return found[-1]
-        notice("no checkpoint to resume from; starting a new run")
-        return None
-    path = Path(resume)
-    if not (path.is_dir() and path.name.startswith("checkpoint-") and path.name.split("-", 1)[1].isdigit()):
-        raise LapgenError("not a checkpoint folder (checkpoint-N written by lapgen training)", path=path,
-                          hint="pass --resume latest or a RUN/checkpoint-N folder")
-    return path
-
-
-def _prune_checkpoints(folder: Path, limit: int | None) -> None:
-    """Keep at most `limit - 1` checkpoints before a new one is written (diffusers convention)."""
-    if limit is None:
-        return
-    existing = list_checkpoints(folder)
-    for old in existing[: max(0, len(existing) - limit + 1)]:
-        shutil.rmtree(old)
-
-
-def plot_losses(log: Path, png: Path) -> None:
-    """Loss per optimiser step (and a moving average) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    if rows:
-        steps, losses = [r["step"] for r in rows], [r["loss"] for r in rows]
-        ax.plot(steps, losses, lw=0.8, alpha=0.5, label="loss")
-        k = max(1, len(losses) // 20)
-        smooth = [sum(losses[max(0, i - k + 1): i + 1]) / len(losses[max(0, i - k + 1): i + 1])
-                  for i in range(len(losses))]
-        ax.plot(steps, smooth, lw=1.5, label=f"mean of {k}")
-        ax.legend()
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("denoising loss")
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
-
-
 def run_training(config: TrainConfig, stage: DiffusionStage, *,
                  on_step_end: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train `stage` per `config`; writes RUN (`config.out`) atomically and registers it.
@@ -319,68 +259,15 @@ def run_training(config: TrainConfig, stage: DiffusionStage, *,
 
 
 def _register(name: str | None, kind: str, path: Path, card: dict) -> str | None:
+    """Register the finished run under the user's `--name` (it becomes the default of its kind)."""
     if not name:
         return None
-    try:
-        from lapgen.registry import register_artifact
-    except ImportError:
-        warn("the checkpoint registry is not available; the run was not registered")
-        return None
+    from lapgen.registry import register_artifact
+
     register_artifact(name, kind, path, card)
     return name
 
 
-
-
-def _save_extra_state(folder: Path, accelerator, generator: torch.Generator, ema, run_dir: Path) -> None:
-    """Beside accelerate's state: this rank's noise generator, the EMA weights and the loss log."""
-    state = {"noise_rng": generator.get_state()}
-    if ema is not None and accelerator.is_main_process:
-        state["ema"] = ema.state_dict()
-    torch.save(state, folder / STATE_FILE.format(rank=accelerator.process_index))
-    if accelerator.is_main_process and (run_dir / LOSS_LOG).exists():
-        shutil.copy2(run_dir / LOSS_LOG, folder / LOSS_LOG)
-
-
-def _load_extra_state(folder: Path, accelerator, generator: torch.Generator, ema, run_dir: Path) -> None:
-    path = folder / STATE_FILE.format(rank=accelerator.process_index)
-    if not path.exists():
-        raise LapgenError(f"checkpoint has no {path.name} for process {accelerator.process_index}", path=folder,
-                          hint="resume with the number of processes the checkpoint was written with")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    generator.set_state(state["noise_rng"])
-    main_state = torch.load(folder / STATE_FILE.format(rank=0), map_location="cpu", weights_only=True)
-    if ema is not None:
-        if "ema" not in main_state:
-            raise LapgenError("checkpoint has no EMA weights", path=folder, hint="resume without --ema")
-        ema.load_state_dict(main_state["ema"])
-    if accelerator.is_main_process:
-        log = folder / LOSS_LOG
-        if log.exists():
-            shutil.copy2(log, run_dir / LOSS_LOG)
-        elif (run_dir / LOSS_LOG).exists():
-            (run_dir / LOSS_LOG).unlink()
-
-
-def _model_hooks(accelerator, stage: DiffusionStage) -> None:
-    """Checkpoints hold each trainable model in diffusers/transformers format (`unet/`, `controlnet/`, ...)."""
-
-    def save_hook(models, weights, output_dir):
-        if accelerator.is_main_process:
-            for model in models:
-                unwrapped = accelerator.unwrap_model(model)
-                unwrapped.save_pretrained(Path(output_dir) / stage.subfolder(unwrapped))
-                weights.pop()
-
-    def load_hook(models, input_dir):
-        while models:
-            model = accelerator.unwrap_model(models.pop())
-            loaded = type(model).from_pretrained(Path(input_dir) / stage.subfolder(model))
-            model.load_state_dict(loaded.state_dict())
-            del loaded
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
 
 
 def train_loop(config: TrainConfig, stage: DiffusionStage, accelerator, loader, run_dir: Path,
@@ -411,14 +298,14 @@ def train_loop(config: TrainConfig, stage: DiffusionStage, accelerator, loader, 
         main = accelerator.unwrap_model(stage.trainable[0])
         ema = EMAModel(main.parameters(), decay=config.ema_decay, model_cls=type(main), model_config=main.config)
         ema.to(accelerator.device)
-    _model_hooks(accelerator, stage)
+    register_model_hooks(accelerator, stage)
     generator = torch.Generator(device=accelerator.device).manual_seed(config.seed + accelerator.process_index)
 
     global_step, first_epoch, skip_batches = 0, 0, 0
     if resume_from is not None:
         notice(f"resuming from {resume_from}")
         accelerator.load_state(str(resume_from))
-        _load_extra_state(resume_from, accelerator, generator, ema, run_dir)
+        load_extra_state(resume_from, accelerator, generator, ema, run_dir)
         global_step = int(resume_from.name.split("-", 1)[1])
         first_epoch = global_step // steps_per_epoch
         skip_batches = (global_step % steps_per_epoch) * config.gradient_accumulation
@@ -462,7 +349,7 @@ def train_loop(config: TrainConfig, stage: DiffusionStage, accelerator, loader, 
                 progress.update(task, completed=global_step, description=f"training loss {step_loss:.4f}")
                 step_loss = 0.0
                 if global_step % config.checkpointing_steps == 0 or global_step == max_steps:
-                    _checkpoint(config, accelerator, run_dir, global_step, generator, ema)
+                    save_checkpoint(config, accelerator, run_dir, global_step, generator, ema)
                 if on_step_end is not None:
                     on_step_end(global_step, last_loss)
                 if global_step >= max_steps:
@@ -474,17 +361,6 @@ def train_loop(config: TrainConfig, stage: DiffusionStage, accelerator, loader, 
     if ema is not None:
         ema.copy_to(accelerator.unwrap_model(stage.trainable[0]).parameters())
     return {"steps": global_step, "epochs": num_epochs, "final_loss": last_loss, "max_steps": max_steps}
-
-
-def _checkpoint(config: TrainConfig, accelerator, run_dir: Path, step: int, generator, ema) -> None:
-    folder = run_dir / f"checkpoint-{step}"
-    if accelerator.is_main_process:
-        _prune_checkpoints(run_dir, config.checkpoints_total_limit)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(folder))  # every rank (DeepSpeed needs it); accelerate guards the writes
-    accelerator.wait_for_everyone()
-    _save_extra_state(folder, accelerator, generator, ema, run_dir)
-    accelerator.wait_for_everyone()
 
 
 def _validate(stage: DiffusionStage, accelerator, ema, folder: Path) -> None:
