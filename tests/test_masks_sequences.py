@@ -216,3 +216,17 @@ def test_from_video_and_preview(tmp_path, monkeypatch):
     assert abs(total - 6 * 125) <= 6 * 10  # 6 frames at 8 fps; GIF stores 10 ms units
     missing = runner.invoke(app, ["masks", "from-video", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o")])
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_from_video_with_the_default_segmenter(tmp_path):
+    """The real route: the registry's default YOLOv8-seg (random weights offline) on a short clip."""
+    from lapgen.data.video import write_mp4
+
+    frames = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    write_mp4(frames, tmp_path / "clip.mp4", fps=25)
+    res = runner.invoke(app, ["masks", "from-video", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "m"),
+                              "--size", "64", "--device", "cpu", "--json"])
+    assert res.exit_code == 0, res.output
+    masks = sorted((tmp_path / "m").glob("*.png"))
+    assert len(masks) == 3 and Image.open(masks[0]).size == (64, 64)
+    assert set(np.unique(np.asarray(Image.open(masks[0])))) <= {0, 255}
