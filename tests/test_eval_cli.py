@@ -91,6 +91,9 @@ def test_one_clip_pass_for_clip_fid_and_cmmd_and_cache_for_real(args, tmp_path, 
     out = _run(["eval", "fidelity", str(gen_b), str(real), *args, "--json"])
     assert calls == {"test-inception-75": 6, "test-tiny-clip": 6}  # REAL came from the cache
     assert all(r["cached"]["real"] for r in out["results"])
+    calls.clear()
+    _run(["eval", "fidelity", str(gen_a), str(real), *args, "--json", "--no-cache"])
+    assert calls == {"test-inception-75": 12, "test-tiny-clip": 12}  # without the cache: still one CLIP pass
 
 
 def test_non_square_images_take_two_clip_passes(args, tmp_path, monkeypatch):

@@ -107,7 +107,7 @@ def _libraries() -> dict[str, str]:
 
 def evaluate_fidelity(cfg: FidelityConfig) -> list[dict[str, Any]]:
     """Every requested metric for every generated set; validation happens before any feature pass."""
-    from lapgen.metrics.features import FeatureExtractor, compute_features
+    from lapgen.metrics.features import FeatureExtractor, compute_features, feature_key, preprocessing_id
     from lapgen.models.device import resolve_device
     from lapgen.progress import warn
 
@@ -148,9 +148,12 @@ def evaluate_fidelity(cfg: FidelityConfig) -> list[dict[str, Any]]:
     features: dict[tuple[int, str], Any] = {}  # (id(set), key) -> FeatureResult; shares passes in one run
 
     def feats(image_set: ImageSet, ext: FeatureExtractor, protocol: str, label: str):
-        result = compute_features(image_set, ext, protocol, batch_size=cfg.batch_size, use_cache=cfg.use_cache,
-                                  workers=cfg.workers, label=label)
-        return features.setdefault((id(image_set), result.key), result)
+        key = feature_key(image_set.digest(), ext, preprocessing_id(ext.spec, protocol, image_set.size))
+        if (id(image_set), key) not in features:  # e.g. CLIP-FID and CMMD on square images: one pass
+            features[(id(image_set), key)] = compute_features(
+                image_set, ext, protocol, batch_size=cfg.batch_size, use_cache=cfg.use_cache,
+                workers=cfg.workers, label=label)
+        return features[(id(image_set), key)]
 
     results: list[dict[str, Any]] = []
     for key, uses in plan.items():

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from lapgen.errors import LapgenError
-from lapgen.metrics.images import ImageSet, load_rgb, set_digest
+from lapgen.metrics.images import ImageSet, load_rgb
 
 CACHE_VERSION = 1
 INCEPTION_SIZE = 299  # Inception-v3 input side, pixels
@@ -406,7 +406,7 @@ def compute_features(image_set: ImageSet, extractor: FeatureExtractor, protocol:
     from lapgen.progress import make_progress
 
     prep = preprocessing_id(extractor.spec, protocol, image_set.size)
-    key = feature_key(set_digest(image_set), extractor, prep)
+    key = feature_key(image_set.digest(), extractor, prep)
     folder = cache_root() / "features"
     final = folder / f"{key}.npy"
     info = extractor.describe()

@@ -32,12 +32,19 @@ class ImageSet:
     card: dict[str, Any] | None = None  # the folder's lapgen.yaml, when present
     size: tuple[int, int] = (0, 0)  # (width, height) in pixels, the same for every image
     selection: dict[str, Any] = field(default_factory=dict)  # split / limit / seed used to pick the files
+    _digest: str | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def path(self, i: int) -> Path:
         return self.root / self.files[i]
+
+    def digest(self) -> str:
+        """`set_digest(self)`, computed once per object (file hashes are the cache key's image part)."""
+        if self._digest is None:
+            self._digest = set_digest(self)
+        return self._digest
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.root), "n": len(self), "size": list(self.size), **self.selection}
