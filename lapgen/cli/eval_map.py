@@ -102,10 +102,10 @@ def train_recognizer_command(
     from lapgen.models.recognition.train import TrainRecognizerConfig, train_recognizer
     from lapgen.progress import notice
 
-    cfg = TrainRecognizerConfig(data=str(data), out=str(out), name=name, image_size=parse_size(size), epochs=epochs,
-                                batch_size=batch_size, lr=(lr, lr, lr), use_ln=layernorm, augment=augment,
-                                backbone=backbone, val_split=val_split or None, seed=seed, device=device,
-                                precision=precision, workers=workers, overwrite=overwrite)
+    cfg = TrainRecognizerConfig(data=str(data), out=str(out), name=name, image_size=parse_size(size),
+                                epochs=epochs, batch_size=batch_size, lr=(lr, lr, lr), use_ln=layernorm,
+                                augment=augment, backbone=backbone, val_split=val_split or None, seed=seed,
+                                device=device, precision=precision, workers=workers, overwrite=overwrite)
     card = train_recognizer(cfg)
     if as_json:
         typer.echo(json.dumps(card, indent=1, default=str))

@@ -94,7 +94,8 @@ def _checkpoint_file(path: Path) -> tuple[Path, RendezvousConfig | None]:
             return path / WEIGHTS_NAME, cfg
         found = sorted(p for p in path.iterdir() if p.suffix in _CKPT_SUFFIXES)
         if len(found) != 1:
-            raise LapgenError("folder holds no single Rendezvous checkpoint" + (f" ({len(found)} found)" if found else ""),
+            count = f" ({len(found)} found)" if found else ""
+            raise LapgenError(f"folder holds no single Rendezvous checkpoint{count}",
                               path=path, hint="point at the .pth file itself")
         return found[0], None
     if not path.is_file():
@@ -125,7 +126,8 @@ def load_rendezvous(path: str | Path, *, device: str | torch.device | None = Non
         parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
                  f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
                  f"{len(wrong)} with other shapes (e.g. {wrong[0]})" if wrong else ""]
-        raise LapgenError("checkpoint does not match the Rendezvous architecture: " + "; ".join(p for p in parts if p),
+        what = "; ".join(p for p in parts if p)
+        raise LapgenError(f"checkpoint does not match the Rendezvous architecture: {what}",
                           path=file, hint="is it a Rendezvous (resnet18) checkpoint?")
     model.load_state_dict(state, strict=True)
     model.eval()

@@ -1,7 +1,7 @@
 """Labelled image sets for Rendezvous: preprocessing, label vectors and a torch Dataset.
 
-Sets are folders with a `metadata.jsonl` (lapgen's frames-dataset layout): a prepared frames dataset (`lapgen prepare`,
-card kind `frames-dataset`) or a generated set (`lapgen sample`). Each line names an image (`file_name`)
+Sets are folders with a `metadata.jsonl` (lapgen's frames-dataset layout): a prepared frames dataset
+(`lapgen prepare`, card kind `frames-dataset`) or a generated set (`lapgen sample`). Each line names an image (`file_name`)
 and, for CholecT50 content, sorted id lists `triplets` (0-99) and optionally `instruments` (0-5),
 `verbs` (0-9), `targets` (0-14); component lists missing from a line are derived from its triplets.
 
@@ -41,7 +41,8 @@ def parse_size(value: str | int | Sequence[int]) -> tuple[int, int]:
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2 or min(parts) < 32:
-        raise LapgenError(f"invalid input size {value!r}", hint="use N (square, >= 32) or HEIGHTxWIDTH, e.g. 256x448")
+        raise LapgenError(f"invalid input size {value!r}",
+                          hint="use N (square, >= 32) or HEIGHTxWIDTH, e.g. 256x448")
     return parts[0], parts[1]
 
 
@@ -80,7 +81,8 @@ def read_metadata(folder: str | Path) -> list[dict]:
 
 def _ids(rec: dict, key: str, limit: int, where: str) -> list[int]:
     values = rec.get(key)
-    if not isinstance(values, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    ints = isinstance(values, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    if not ints:
         raise LapgenError(f"{where}: `{key}` must be a list of integer ids, got {values!r}")
     bad = [v for v in values if not 0 <= v < limit]
     if bad:

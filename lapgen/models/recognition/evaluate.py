@@ -201,7 +201,9 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         c = result["components"][comp]
         m = "nan" if c["mAP"] is None else f"{c['mAP']:.4f}"
         ci = c["ci"]
-        band = "-" if not ci or ci["low"] is None else f"[{ci['low']:.4f}, {ci['high']:.4f}] ({ci['unit']}s, B={ci['n_boot']})"
+        band = "-"
+        if ci and ci["low"] is not None:
+            band = f"[{ci['low']:.4f}, {ci['high']:.4f}] ({ci['unit']}s, B={ci['n_boot']})"
         rows.append((comp, m, band, f"{c['n_classes_scored']}/{c['n_classes']}"))
     return rows
 

@@ -173,7 +173,8 @@ class CAGAM(nn.Module):
         return cmap, torch.amax(cmap, dim=(2, 3))
 
     def forward(self, x: torch.Tensor, cam: torch.Tensor):
-        return self._branch("verb", x, cam, (1, 2, 3, 4, 5, 6)), self._branch("target", x, cam, (7, 8, 9, 10, 11, 12))
+        verb = self._branch("verb", x, cam, (1, 2, 3, 4, 5, 6))
+        return verb, self._branch("target", x, cam, (7, 8, 9, 10, 11, 12))
 
 
 class Encoder(nn.Module):

@@ -164,7 +164,8 @@ def _load_backbone(model: Rendezvous, source: str) -> str | None:
 
 @torch.no_grad()
 def predict_scores(model: Rendezvous, dataset, *, batch_size: int = 32, workers: int = 0,
-                   autocast_dtype: torch.dtype | None = None, progress_label: str | None = None) -> dict[str, np.ndarray]:
+                   autocast_dtype: torch.dtype | None = None,
+                   progress_label: str | None = None) -> dict[str, np.ndarray]:
     """Sigmoid scores `i` (N,6), `v` (N,10), `t` (N,15), `ivt` (N,100) of every item of `dataset`."""
     from torch.utils.data import DataLoader
 
@@ -177,7 +178,8 @@ def predict_scores(model: Rendezvous, dataset, *, batch_size: int = 32, workers:
     out: dict[str, list] = {"i": [], "v": [], "t": [], "ivt": []}
     batches = track(loader, progress_label, total=len(loader)) if progress_label else loader
     for images, _ in batches:
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        amp = autocast_dtype is not None
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=amp):
             (_, li), (_, lv), (_, lt), livt = model(images.to(device))
         for key, logit in (("i", li), ("v", lv), ("t", lt), ("ivt", livt)):
             out[key].append(torch.sigmoid(logit.float()).cpu().numpy())
@@ -216,7 +218,9 @@ def train_recognizer(cfg: TrainRecognizerConfig) -> dict[str, Any]:
     loss_fn = RendezvousLoss().to(device)
     optimizer, scheduler = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda") if amp is torch.float16 else None
-    signature = {k: v for k, v in asdict(cfg).items() if k not in ("out", "overwrite", "workers", "device", "epochs")}
+    # settings a resumed run must share (epochs may grow, device and workers may change)
+    free = ("out", "overwrite", "workers", "device", "epochs")
+    signature = {k: v for k, v in asdict(cfg).items() if k not in free}
     start, best, history = 0, -float("inf"), []
     state_file = stage / STATE_NAME
     if state_file.exists():
