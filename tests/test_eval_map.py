@@ -70,6 +70,9 @@ def test_map_on_generated_set_is_global_and_matches_triplet_map(rdv_generated_di
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
     assert json.loads(out.read_text()) == result
+    from lapgen.cards import read_card
+
+    assert read_card(out)["kind"] == "eval-result" and read_card(out)["key"] == "map[global,ivt]"
     assert result["metric"] == "map" and result["key"] == "map[global,ivt]" and result["mode"] == "global"
     assert result["set_kind"] == "generated" and result["n_videos"] is None
     recs = _records(rdv_generated_dir)

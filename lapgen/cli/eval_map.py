@@ -56,8 +56,12 @@ def map_command(
     result = evaluate_map(cfg)
     text = json.dumps(result, indent=1)
     if out is not None:
+        from lapgen.cards import make_card, write_card
+
         with atomic_file(out, "w") as fh:
             fh.write(text + "\n")
+        write_card(out, make_card("eval-result", output=str(out), metric="map", key=result["key"],
+                                  value=result["value"], recognizer=result["recognizer"]["name"]))
     if as_json:
         typer.echo(text)
         return
