@@ -165,13 +165,18 @@ def _tick(n: int) -> None:
         _progress_queue.put(n)
 
 
+PNG_COMPRESS_LEVEL = 1  # zlib level: lossless either way; 1 is ~2.5x faster than 6 for ~10% larger files
+
+
 def save_resized(image, size: int, dest: Path) -> None:
-    """Resize an RGB PIL image to size x size (antialiased bilinear) and write it as PNG atomically."""
+    """Resize a PIL image to size x size RGB (antialiased bilinear) and write it as PNG atomically."""
     from PIL import Image
 
-    small = image.convert("RGB").resize((size, size), Image.BILINEAR, reducing_gap=None)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    small = image.resize((size, size), Image.BILINEAR, reducing_gap=None)
     tmp = dest.with_name(f".{dest.name}.tmp")
-    small.save(tmp, format="PNG")
+    small.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     os.replace(tmp, dest)
 
 
@@ -202,9 +207,9 @@ def run_job(job: Job, stage: str, size: int, tick=None) -> int:
 
     last = max(todo)
     written = 0
-    for idx, rgb in iter_indexed_frames(job.src, step=vocab.CHOLEC80_FPS):
+    for idx, image in iter_indexed_frames(job.src, step=vocab.CHOLEC80_FPS, as_pil=True):
         if idx in todo:
-            save_resized(Image.fromarray(rgb), size, todo[idx])
+            save_resized(image, size, todo[idx])
             written += 1
             tick(1)
         if idx >= last:

@@ -82,6 +82,11 @@ def probe(path: str | Path, *, count: bool = False) -> VideoInfo:
         container.close()
 
 
+# Skip decoding H.264 frames that are neither kept nor referenced (see iter_indexed_frames). A module
+# switch so benchmarks can measure its effect; results are bit-identical either way.
+SKIP_UNREFERENCED = True
+
+
 def _nal_length_size(codec_context) -> int | None:
     """Bytes of the NAL length prefix of an H.264 stream in MP4 (avcC) form; None if not that form."""
     extra = codec_context.extradata
@@ -107,8 +112,8 @@ def _disposable(data: memoryview, length_size: int) -> bool:
     return slices > 0
 
 
-def iter_indexed_frames(path: str | Path, *, step: int = 1, threads: int = 0,
-                        frame_format: str = "rgb24") -> Iterator[tuple[int, np.ndarray]]:
+def iter_indexed_frames(path: str | Path, *, step: int = 1, threads: int = 0, frame_format: str = "rgb24",
+                        as_pil: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """Yield `(index, frame)` for every `step`-th frame (index % step == 0), decoding sequentially.
 
     `index` is the 0-based display index (from the timestamps of a constant-frame-rate stream, else
@@ -116,6 +121,7 @@ def iter_indexed_frames(path: str | Path, *, step: int = 1, threads: int = 0,
     that no other frame references (`nal_ref_idc == 0`, typically non-reference B-frames) and that
     are not kept are not decoded at all; dropping them cannot change any other frame, so the kept
     frames are bit-identical to a full decode. `threads` = codec threads (0 = FFmpeg's choice).
+    `as_pil=True` yields RGB PIL images instead of arrays (one copy less when the next step is Pillow).
     A decode error mid-stream raises a one-line LapgenError naming the file and the last good frame.
     """
     import av
@@ -135,7 +141,8 @@ def iter_indexed_frames(path: str | Path, *, step: int = 1, threads: int = 0,
         def index_of(pts):  # display index of a timestamp, frames
             return round(float((pts - start) * tb * rate))
 
-        length_size = _nal_length_size(stream.codec_context) if (step > 1 and use_pts) else None
+        skip = SKIP_UNREFERENCED and step > 1 and use_pts
+        length_size = _nal_length_size(stream.codec_context) if skip else None
         count, index = -1, -1
         try:
             for packet in container.demux(stream):
@@ -147,7 +154,7 @@ def iter_indexed_frames(path: str | Path, *, step: int = 1, threads: int = 0,
                     count += 1
                     index = index_of(frame.pts) if (use_pts and frame.pts is not None) else count
                     if index % step == 0:
-                        yield index, frame.to_ndarray(format=frame_format)
+                        yield index, (frame.to_image() if as_pil else frame.to_ndarray(format=frame_format))
         except av.error.FFmpegError as exc:
             raise LapgenError(f"video is corrupt after frame {index} ({exc})", path=path,
                               hint="re-download or re-encode the file") from exc
