@@ -1,0 +1,125 @@
+"""`lapgen eval fidelity` against the four metrics computed the way a user does today, and the cached re-run.
+
+Real-size architectures with random weights written to files (no downloads): torch-fidelity's Inception-v3
+(Conv2d re-initialised Kaiming-normal so features do not vanish) and open_clip's ViT-B-32-quickgelu. N
+generated + N real 128x128 PNGs (default N = 1000). Measured side by side in one run:
+
+(a) baseline = torch-fidelity `calculate_metrics(fid=True, kid=True)` (one Inception pass per set), then
+    one CLIP pass per set for CLIP-FID (clean-fid's preprocessing and Fréchet distance), then another CLIP
+    pass per set for CMMD (the cmmd-pytorch recipe: its own model load, preprocessing, RBF-MMD);
+    lapgen = `evaluate_fidelity` (what `lapgen eval fidelity` runs) with a cold feature cache: one
+    Inception and one CLIP pass per set. Goal: lapgen <= 0.75x the baseline.
+(b) a second generated set against the same real set: the real features come from lapgen's cache.
+    Goal: <= 0.55x the first lapgen evaluation.
+
+    python benchmarks/eval_suite.py [--n 1000] [--batch-size 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _clip_embed(model, folder: Path, transform, batch_size: int):
+    import torch
+    from PIL import Image
+
+    files = sorted(folder.glob("*.png"))
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(files), batch_size):
+            x = torch.stack([transform(Image.open(f).convert("RGB")) for f in files[i:i + batch_size]])
+            out.append(model.encode_image(x).float().numpy())
+    return np.concatenate(out)
+
+
+def baseline(gen: Path, real: Path, inception: Path, clip: Path, n: int, batch_size: int) -> dict[str, float]:
+    import open_clip
+    import torch
+    import torch_fidelity
+    from cleanfid.fid import frechet_distance as clean_fd
+    from PIL import Image
+    from torchvision import transforms as T
+
+    m = torch_fidelity.calculate_metrics(
+        input1=str(gen), input2=str(real), fid=True, kid=True, cuda=False, verbose=False, cache=False,
+        feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(inception),
+        kid_subset_size=min(n, 1000), batch_size=batch_size)
+    norm = T.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+    # CLIP-FID as clean-fid computes it: Resize(224, bicubic) + CenterCrop(224), /255, normalise
+    model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=str(clip)).eval()
+    tf_fid = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224),
+                        T.ToTensor(), norm])
+    fa, fb = (_clip_embed(model, d, tf_fid, batch_size) for d in (gen, real))
+    clip_fid = clean_fd(fa.mean(0), np.cov(fa, rowvar=False), fb.mean(0), np.cov(fb, rowvar=False))
+    # CMMD as the cmmd-pytorch tool: a separate run loads its model and embeds both sets again
+    model2 = open_clip.create_model("ViT-B-32-quickgelu", pretrained=str(clip)).eval()
+
+    def crop_resize(img):
+        w, h = img.size
+        s = min(w, h)
+        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        return norm(T.functional.to_tensor(img.resize((224, 224), Image.BICUBIC)))
+
+    ea, eb = (_clip_embed(model2, d, crop_resize, batch_size) for d in (gen, real))
+    x = torch.nn.functional.normalize(torch.from_numpy(ea).double(), dim=1)
+    y = torch.nn.functional.normalize(torch.from_numpy(eb).double(), dim=1)
+    k = lambda a, b: torch.exp(-torch.cdist(a, b) ** 2 / 200.0).mean()  # noqa: E731
+    cmmd = float(1000 * (k(x, x) + k(y, y) - 2 * k(x, y)))
+    return {"fid": m["frechet_inception_distance"], "kid": m["kernel_inception_distance_mean"],
+            "clip_fid": float(clip_fid), "cmmd": cmmd}
+
+
+def lapgen_fidelity(gen: Path, real: Path, inception: Path, clip: Path, batch_size: int) -> dict[str, float]:
+    from lapgen.metrics.evaluate import FidelityConfig, evaluate_fidelity
+
+    cfg = FidelityConfig(gen=[gen], real=real, inception_weights=str(inception), clip_fid_weights=str(clip),
+                         cmmd_weights=str(clip), device="cpu", batch_size=batch_size)
+    return {r["metric"]: r["value"] for r in evaluate_fidelity(cfg)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=1000, help="images per set")
+    parser.add_argument("--batch-size", type=int, default=50)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="lapgen-bench-eval-"))
+    os.environ["LAPGEN_HOME"] = str(work / "home")  # a cold feature cache
+    from lapgen import progress
+    from tests.fixtures.metrics import make_image_set, write_random_clip, write_random_inception
+
+    progress.set_quiet(True)
+    sets = {k: make_image_set(work / k, args.n, shift=s, seed=i, size=(128, 128))
+            for i, (k, s) in enumerate((("real", 0.0), ("gen", 0.1), ("gen2", 0.2)))}
+    inception = write_random_inception(work / "inception.pth")
+    clip = write_random_clip(work / "clip.safetensors", "ViT-B-32-quickgelu")
+
+    t0 = time.perf_counter()
+    base = baseline(sets["gen"], sets["real"], inception, clip, args.n, args.batch_size)
+    t_base = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ours = lapgen_fidelity(sets["gen"], sets["real"], inception, clip, args.batch_size)
+    t_ours = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lapgen_fidelity(sets["gen2"], sets["real"], inception, clip, args.batch_size)
+    t_second = time.perf_counter() - t0
+
+    print(f"n={args.n} baseline={t_base:.1f}s lapgen={t_ours:.1f}s lapgen-second-set={t_second:.1f}s")
+    for key in ("fid", "kid", "clip_fid", "cmmd"):
+        note = " (baseline: torch-fidelity protocol; lapgen: clean)" if key in ("fid", "kid") else ""
+        print(f"  {key:9s} baseline={base[key]:.6g} lapgen={ours[key]:.6g}{note}")
+    print(f"RESULT eval_suite_fidelity ratio={t_ours / t_base:.3f} goal<=0.75")
+    print(f"RESULT eval_suite_cached_real ratio={t_second / t_ours:.3f} goal<=0.55")
+
+
+if __name__ == "__main__":
+    main()
