@@ -184,7 +184,7 @@ def test_train_recognizer_registers_and_resumes(rdv_frames_dir, tmp_path, one_to
     _one_line_error(_run(*args), "already exists")
 
 
-def test_train_recognizer_bad_inputs(rdv_frames_dir, rdv_generated_dir, tmp_path):
+def test_train_recognizer_bad_inputs(rdv_frames_dir, rdv_generated_dir, tmp_path, monkeypatch):
     base = ["train-recognizer", "--out", tmp_path / "o", "--name", "r1", "--size", "64"]
     _one_line_error(_run(*base, "--data", tmp_path / "none"), "not found")
     from tests.fixtures.recognition import write_generated_set
@@ -197,6 +197,15 @@ def test_train_recognizer_bad_inputs(rdv_frames_dir, rdv_generated_dir, tmp_path
                     "backbone weights file not found")
     _one_line_error(_run("train-recognizer", "--data", rdv_frames_dir, "--out", tmp_path / "o", "--name", "a/b"),
                     "invalid model name")
+    # ImageNet initialisation downloads only when asked; offline it is a one-line error, before any output
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no cached copy
+    _one_line_error(_run(*base, "--data", rdv_frames_dir, "--backbone", "imagenet"), "cannot download")
+    # a local resnet18 state_dict is accepted; a file of something else is refused
+    import torch
+
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "not-r18.pth")
+    _one_line_error(_run(*base, "--data", rdv_frames_dir, "--backbone", tmp_path / "not-r18.pth"),
+                    "not a torchvision resnet18 state_dict")
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
 
 

@@ -151,7 +151,12 @@ def _load_backbone(model: Rendezvous, source: str) -> str | None:
     if source == "imagenet":  # downloads through torchvision's cache only when asked for
         from torchvision.models import ResNet18_Weights
 
-        state = ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+        try:
+            state = ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+        except OSError as exc:  # offline, DNS failure, HTTP error (URLError is an OSError)
+            raise LapgenError(f"cannot download the ImageNet ResNet-18 weights ({exc.__class__.__name__})",
+                              hint="pass --backbone PATH to a local torchvision resnet18 state_dict, "
+                              "or --backbone none") from exc
     else:
         state = read_state_dict(source)
         state = {k.removeprefix("encoder.basemodel.basemodel."): v for k, v in state.items()}
@@ -209,11 +214,10 @@ def train_recognizer(cfg: TrainRecognizerConfig) -> dict[str, Any]:
     amp = _autocast(cfg, device)
     train_set = RecognitionDataset(root, train_recs, train_transform(cfg.image_size, cfg.augment))
     val_set = RecognitionDataset(root, val_recs, eval_transform(cfg.image_size)) if val_recs else None
-    stage = prepare_output_dir(cfg.out, overwrite=cfg.overwrite, resume=True)
-
     torch.manual_seed(cfg.seed)
     model = Rendezvous(RendezvousConfig(image_size=cfg.image_size, use_ln=cfg.use_ln))
-    backbone = _load_backbone(model, cfg.backbone)
+    backbone = _load_backbone(model, cfg.backbone)  # before any output exists
+    stage = prepare_output_dir(cfg.out, overwrite=cfg.overwrite, resume=True)
     model.to(device)
     loss_fn = RendezvousLoss().to(device)
     optimizer, scheduler = make_optimizer(model, cfg)
