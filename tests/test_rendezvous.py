@@ -212,3 +212,19 @@ def test_mixed_precision_step_and_scores_on_cuda(rdv_frames_dir):
     assert np.isfinite(out["loss"])
     scores = predict_scores(model, ds, batch_size=4, autocast_dtype=torch.float16)
     assert scores["ivt"].shape == (len(ds), 100) and np.isfinite(scores["ivt"]).all()
+
+
+def test_local_backbone_weights_initialise_the_encoder(tmp_path):
+    """`--backbone PATH`: a torchvision resnet18 state_dict (e.g. a local ImageNet copy) loads strictly."""
+    import torchvision
+
+    from lapgen.models.recognition.train import _load_backbone
+
+    torch.manual_seed(5)
+    r18 = torchvision.models.resnet18(weights=None)
+    torch.save(r18.state_dict(), tmp_path / "resnet18.pth")
+    model = Rendezvous(RendezvousConfig(image_size=(64, 64)))
+    assert _load_backbone(model, str(tmp_path / "resnet18.pth")) == str(tmp_path / "resnet18.pth")
+    for k, v in r18.state_dict().items():
+        assert torch.equal(model.encoder.basemodel.basemodel.state_dict()[k], v), k
+    assert _load_backbone(model, "none") is None
