@@ -228,3 +228,16 @@ def test_local_backbone_weights_initialise_the_encoder(tmp_path):
     for k, v in r18.state_dict().items():
         assert torch.equal(model.encoder.basemodel.basemodel.state_dict()[k], v), k
     assert _load_backbone(model, "none") is None
+
+
+def test_infer_config_high_resolution_layernorm_and_size_guard():
+    state = {"decoder.mhma.0.ln.weight": torch.zeros(100, 32, 56),
+             "decoder.projection.0.ivt_query.weight": torch.zeros(128, 100),
+             "decoder.projection.5.ivt_query.weight": torch.zeros(128, 100)}
+    cfg = infer_config(state)
+    assert cfg.use_ln and cfg.hr_output and cfg.image_size == (256, 448) and cfg.layer_size == 6
+    assert cfg.feature_size() == (32, 56)
+    model = Rendezvous(RendezvousConfig(image_size=(128, 128), use_ln=True, layer_size=1)).eval()
+    with pytest.raises(LapgenError, match="needs 128x128 input, got 64x64"):
+        with torch.no_grad():
+            model(torch.randn(1, 3, 64, 64))
