@@ -179,3 +179,26 @@ def test_bad_input_errors():
     with pytest.raises(LapgenError, match="NaN"):
         triplet_map(y, np.full((4, 100), np.nan))
     assert triplets.COMPONENTS == COMPONENTS
+
+
+def test_absent_class_difference_to_ivtmetrics_is_only_that_class(ivtmetrics):
+    """ivtmetrics 0.1.5 keeps scikit-learn's AP for a class without positives (0.0 in recent releases)
+    and averages it in; lapgen excludes it. Every other class agrees."""
+    y, s, _, _, _ = _random_set(8, n_videos=1, frames=150)
+    y = y.copy()
+    y[:, 10] = 0
+    rec = ivtmetrics.Recognition(100)
+    rec.update(y, s)
+    rec.video_end()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = rec.compute_global_AP("ivt")
+    ours = triplet_map(y, s)
+    keep = [k for k in range(100) if k != 10]
+    assert np.allclose(ours["per_class"][keep], ref["AP"][keep], atol=1e-12)
+    assert np.isnan(ours["per_class"][10])
+    if ref["AP"][10] == 0.0:  # scikit-learn >= 1.? returns 0.0 with a warning
+        assert ref["mAP"] == pytest.approx(np.nansum(ours["per_class"]) / 100, abs=1e-12)
+        assert ref["mAP"] < ours["mAP"]
