@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 # Tools the renderer can draw: the six CholecT50 instruments (ids 0-5) plus Cholec80's specimen bag.
 TOOL_NAMES: tuple[str, ...] = ("grasper", "bipolar", "hook", "scissors", "clipper", "irrigator", "specimenbag")
@@ -58,7 +58,7 @@ def tissue_texture(seed: int, video: int, width: int, height: int) -> np.ndarray
     """A (round(H*1.25), round(W*1.25), 3) uint8 tissue texture for one video (cached)."""
     tw, th = round(width * _MARGIN), round(height * _MARGIN)
     rng = _rng(seed, video, 1)
-    base, fat, dark = (_value_noise(rng, tw, th) for _ in range(3))
+    base, fat, dark = (_value_noise(rng, tw, th, octaves=7 if k == 0 else 5) for k in range(3))
     # palette (RGB): peritoneum pink, liver dark red, fat yellow
     pink = np.array([196, 92, 84], np.float32)
     liver = np.array([110, 28, 24], np.float32)
@@ -68,19 +68,31 @@ def tissue_texture(seed: int, video: int, width: int, height: int) -> np.ndarray
     img = pink * (0.75 + 0.45 * base[..., None])
     img = img * (1 - w_dark) + liver * (0.8 + 0.4 * base[..., None]) * w_dark
     img = img * (1 - w_fat) + yellow * (0.85 + 0.3 * base[..., None]) * w_fat
-    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(pil)
-    s = max(tw, th) / 128
-    for _ in range(int(rng.integers(3, 7))):  # vessels: thin dark red polylines
-        pts = [tuple(rng.random(2) * (tw, th))]
-        for _k in range(6):
-            step = (rng.random(2) - 0.5) * (tw / 4, th / 4)
-            pts.append((pts[-1][0] + step[0], pts[-1][1] + step[1]))
-        draw.line(pts, fill=(150, 40, 40), width=max(1, round(s * rng.uniform(0.3, 0.8))))
-    for _ in range(int(rng.integers(8, 16))):  # wet specular highlights
+    s = max(tw, th) / 128  # pixels per 1/128 of the frame
+    vessels = Image.new("L", (tw, th), 0)  # thin winding vessels: a random walk of the heading
+    draw = ImageDraw.Draw(vessels)
+    for _ in range(int(rng.integers(3, 7))):
+        x, y = rng.random(2) * (tw, th)
+        heading, pts = rng.uniform(0, 2 * math.pi), []
+        for _k in range(60):
+            pts.append((x, y))
+            heading += rng.normal(0, 0.18)
+            x, y = x + math.cos(heading) * s, y + math.sin(heading) * s
+        draw.line(pts, fill=255, width=max(1, round(s * rng.uniform(0.3, 0.7))))
+    highlights = Image.new("L", (tw, th), 0)  # wet specular reflections
+    draw = ImageDraw.Draw(highlights)
+    for _ in range(int(rng.integers(8, 16))):
         cx, cy = rng.random(2) * (tw, th)
-        rx, ry = s * rng.uniform(0.6, 2.5), s * rng.uniform(0.4, 1.5)
-        draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=(250, 236, 228))
+        rx, ry = s * rng.uniform(0.4, 1.8), s * rng.uniform(0.3, 1.0)
+        draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
+    if s >= 2:
+        vessels = vessels.filter(ImageFilter.GaussianBlur(0.4 * s))
+        highlights = highlights.filter(ImageFilter.GaussianBlur(0.25 * s))
+    a_v = np.asarray(vessels, np.float32)[..., None] / 255 * 0.55
+    a_h = np.asarray(highlights, np.float32)[..., None] / 255 * 0.9
+    img = img * (1 - a_v) + np.array([140, 30, 36], np.float32) * a_v
+    img = img * (1 - a_h) + np.array([250, 238, 230], np.float32) * a_h
+    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     return np.asarray(pil)
 
 
