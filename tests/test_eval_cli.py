@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -182,6 +181,10 @@ def test_report_with_paper_numbers_plot_and_map_column(args, image_sets, tmp_pat
     (runs / "map-e5.json").write_text(json.dumps({"map": {"ivt": 0.11}, "model": "mine", "setup": "t50+80",
                                                   "epoch": 5, "gen": "x"}))
     (runs / "notes.json").write_text(json.dumps({"unrelated": True}))
+    (runs / "f1.json").write_text(json.dumps({"metric": "f1", "value": 0.42, "model": "cn", "setup": "controlnet",
+                                              "epoch": 100, "n_gen": 6, "gen": "y", "extractor": "yolo",
+                                              "ci": {"micro_ci": [0.4, 0.45], "method": "image-bootstrap"},
+                                              "instance": {"value": 0.5, "key": "f1_instance_yolo_val"}}))
     out = tmp_path / "report" / "report.md"
     result = runner.invoke(app, ["eval", "report", str(runs), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -189,6 +192,7 @@ def test_report_with_paper_numbers_plot_and_map_column(args, image_sets, tmp_pat
     assert "| mine | t50+80 | 1 |" in text and "(49.428)" in text and "(0.0526)" in text  # paper beside ours
     assert "0.061 (0.0526)" in text and "0.11 (0.0939)" in text
     assert "no: N 10/10 != 10000/10000" in text and "Protocol notes" in text
+    assert "| cn | controlnet | 100 |" in text and "0.5 (0.71)" in text and "[0.4, 0.45]" in text
     report = json.loads(out.with_suffix(".json").read_text())
     row = next(r for r in report["rows"] if r["epoch"] == 5)
     assert row["paper_setup"] == "CholecT50+80 (UNet)" and row["paper"]["fid"] == 40.011

@@ -89,7 +89,7 @@ def _kid_direct(a, b, subsets, m, seed):
     """Unbiased MMD^2 with explicit double sums over the same draws as torch-fidelity."""
     rng = np.random.RandomState(seed)
     d = a.shape[1]
-    k = lambda x, y: (float(np.dot(x, y)) / d + 1.0) ** 3  # noqa: E731
+    k = lambda x, y: (float(np.dot(x, y)) / d + 1.0) ** 3
     vals = []
     for _ in range(subsets):
         x = a[rng.choice(len(a), m, replace=False)]
@@ -103,10 +103,11 @@ def _kid_direct(a, b, subsets, m, seed):
 
 def test_kid_matches_direct_unbiased_mmd():
     a, b = _gauss(40, 6, seed=9), _gauss(35, 6, shift=0.5, seed=10)
-    mean, std = kid(a, b, subsets=5, subset_size=12, seed=3)
     ref_mean, ref_std = _kid_direct(a, b, 5, 12, 3)
-    assert mean == pytest.approx(ref_mean, rel=1e-10)
-    assert std == pytest.approx(ref_std, rel=1e-8)
+    for method in ("subset", "precomputed"):
+        mean, std = kid(a, b, subsets=5, subset_size=12, seed=3, method=method)
+        assert mean == pytest.approx(ref_mean, rel=1e-10)
+        assert std == pytest.approx(ref_std, rel=1e-8)
 
 
 def test_kid_equals_torch_fidelity_bit_for_bit():
@@ -118,8 +119,11 @@ def test_kid_equals_torch_fidelity_bit_for_bit():
                                     kid_subsets=7, kid_subset_size=20, rng_seed=2020, verbose=False,
                                     kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
                                     kid_kernel_poly_coef0=1)
-        mine = kid(a.astype(dtype), b.astype(dtype), subsets=7, subset_size=20, seed=2020, dtype=dtype)
+        mine = kid(a.astype(dtype), b.astype(dtype), subsets=7, subset_size=20, seed=2020, dtype=dtype,
+                   method="subset")
         assert mine == (tf["kernel_inception_distance_mean"], tf["kernel_inception_distance_std"])
+        fast = kid(a.astype(dtype), b.astype(dtype), subsets=7, subset_size=20, seed=2020, dtype=dtype)
+        assert fast == pytest.approx(mine, rel=1e-12 if dtype == np.float64 else 1e-5)
 
 
 def test_kid_invariants_and_errors():
@@ -134,7 +138,7 @@ def test_kid_invariants_and_errors():
 def _cmmd_direct(x, y, sigma=10.0):
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     y = y / np.linalg.norm(y, axis=1, keepdims=True)
-    k = lambda u, v: math.exp(-float(((u - v) ** 2).sum()) / (2 * sigma**2))  # noqa: E731
+    k = lambda u, v: math.exp(-float(((u - v) ** 2).sum()) / (2 * sigma**2))
     kxx = np.mean([k(u, v) for u in x for v in x])
     kyy = np.mean([k(u, v) for u in y for v in y])
     kxy = np.mean([k(u, v) for u in x for v in y])
@@ -151,9 +155,9 @@ def test_cmmd_zero_for_same_set_and_bias_gap():
     assert cmmd(x, x) == 0.0
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     yn = y / np.linalg.norm(y, axis=1, keepdims=True)
-    k = lambda u: np.exp(-((u[:, None] - u[None]) ** 2).sum(-1) / 200.0)  # noqa: E731
+    k = lambda u: np.exp(-((u[:, None] - u[None]) ** 2).sum(-1) / 200.0)
     kxx, kyy = k(xn), k(yn)
-    off = lambda m: (m.sum() - np.trace(m)) / (len(m) * (len(m) - 1))  # noqa: E731
+    off = lambda m: (m.sum() - np.trace(m)) / (len(m) * (len(m) - 1))
     gap = 1000 * ((1 - off(kxx)) / len(x) + (1 - off(kyy)) / len(y))
     assert cmmd(x, y) - cmmd_unbiased(x, y) == pytest.approx(gap, rel=1e-6)
     assert cmmd(x, y * 3.0) == pytest.approx(cmmd(x, y), rel=1e-12)  # L2-normalised

@@ -11,7 +11,8 @@ effective N and shifts the (N-biased) value upward. lapgen therefore offers:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lapgen.errors import LapgenError
 from lapgen.metrics.cmmd import cmmd
 from lapgen.metrics.confidence import split_values, summarize

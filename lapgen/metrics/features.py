@@ -31,9 +31,7 @@ images or weights never hit a stale entry.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +41,10 @@ import numpy as np
 
 from lapgen.errors import LapgenError
 from lapgen.metrics.images import ImageSet, load_rgb
+from lapgen.metrics.weights import cache_root, resolve_weights, weights_sha256
 
 CACHE_VERSION = 1
 INCEPTION_SIZE = 299  # Inception-v3 input side, pixels
-INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-                 "weights-inception-2015-12-05-6726825d.pth")
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 INCEPTION_PROTOCOLS = ("clean", "torch-fidelity")
@@ -135,8 +132,8 @@ def clip_fid_crop(img: np.ndarray, size: int) -> np.ndarray:
     pil = Image.fromarray(img)
     if (new_w, new_h) != (w, h):
         pil = pil.resize((new_w, new_h), resample=Image.BICUBIC)
-    top = int(round((new_h - size) / 2.0))
-    left = int(round((new_w - size) / 2.0))
+    top = round((new_h - size) / 2.0)
+    left = round((new_w - size) / 2.0)
     return np.asarray(pil.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
@@ -170,105 +167,6 @@ def preprocess(spec: ExtractorSpec, protocol: str, img: np.ndarray) -> np.ndarra
     if protocol == "clip-fid":
         return clip_normalize(clip_fid_crop(img, spec.input_size))
     return clip_normalize(cmmd_crop(img, spec.input_size))
-
-
-# --- weights -------------------------------------------------------------------------------------------
-
-def cache_root() -> Path:
-    """Where lapgen caches features and weight hashes: $LAPGEN_HOME/cache."""
-    from lapgen.outputs import lapgen_home
-
-    return lapgen_home() / "cache"
-
-
-def weights_sha256(path: Path) -> str:
-    """SHA-256 of a weights file, memoised by (absolute path, size, mtime) in the cache folder."""
-    from lapgen.outputs import atomic_file, file_sha256
-
-    path = path.resolve()
-    stat = path.stat()
-    memo_path = cache_root() / "weights-sha256.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    stamp = [stat.st_size, stat.st_mtime_ns]
-    entry = memo.get(str(path))
-    if entry and entry.get("stamp") == stamp:
-        return entry["sha256"]
-    digest = file_sha256(path)
-    memo[str(path)] = {"stamp": stamp, "sha256": digest}
-    with atomic_file(memo_path, "w") as fh:
-        json.dump(memo, fh)
-    return digest
-
-
-def _registry_weights(name: str) -> Path | None:
-    """The local file of a `feature-extractor` registry entry, when the registry knows one."""
-    if importlib.util.find_spec("lapgen.registry") is None:
-        return None
-    from lapgen import registry
-
-    try:
-        entry = registry.resolve(name, kind="feature-extractor")
-    except LapgenError:
-        if name in EXTRACTORS:
-            return None
-        raise
-    path = getattr(entry, "path", None)
-    if path is None:
-        return None
-    path = Path(path)
-    if not path.exists():
-        raise LapgenError(f"registry entry {name!r} points at a missing weights file", path=path,
-                          hint="fix the entry or pass --weights PATH")
-    return path
-
-
-def _default_weights(spec: ExtractorSpec) -> Path:
-    """The libraries' own weight files (downloaded once into their caches when online)."""
-    hint = (f"pass --weights PATH to a local copy, or register one with kind feature-extractor "
-            f"under the name {spec.name}")
-    try:
-        if spec.family == "inception":
-            import torch
-
-            dst = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_URL.rsplit("/", 1)[1]
-            if not dst.exists():
-                if os.environ.get("HF_HUB_OFFLINE") == "1":
-                    raise OSError("offline mode")
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                torch.hub.download_url_to_file(INCEPTION_URL, str(dst), hash_prefix="6726825d", progress=False)
-            return dst
-        import open_clip
-
-        cfg = open_clip.get_pretrained_cfg(spec.open_clip_model, "openai")
-        if not cfg:
-            raise LapgenError(f"no default weights are known for extractor {spec.name}", hint=hint)
-        found = open_clip.download_pretrained(cfg)
-        if not found or not Path(found).is_file():
-            raise OSError("open_clip returned no weights file")
-        return Path(found)
-    except LapgenError:
-        raise
-    except Exception as exc:  # network, offline hub, permissions: all fixed the same way
-        raise LapgenError(f"cannot find or download the {spec.name} weights ({exc.__class__.__name__})",
-                          hint=hint) from exc
-
-
-def resolve_weights(spec: ExtractorSpec, weights: str | Path | None) -> Path:
-    """The weights file to use: `weights` (a path or registry name) > registry entry > library default."""
-    if weights is not None:
-        candidate = Path(weights).expanduser()
-        if candidate.is_file():
-            return candidate
-        if candidate.suffix or os.sep in str(weights):
-            raise LapgenError("weights file does not exist", path=candidate, hint="check --weights")
-        found = _registry_weights(str(weights))
-        if found is None:
-            raise LapgenError(f"--weights {weights!r} is neither a file nor a registry entry with a local file")
-        return found
-    return _registry_weights(spec.name) or _default_weights(spec)
 
 
 # --- networks ------------------------------------------------------------------------------------------
@@ -325,15 +223,19 @@ class FeatureExtractor:
         path = self.weights_path
         try:
             if self.spec.family == "inception":
-                from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+                import torch_fidelity.feature_extractor_inceptionv3 as tfi
 
-                # A safe load first: torch-fidelity's own loader unpickles with weights_only=False, so it
-                # only ever sees a file proven to hold plain tensors.
+                # Read safely (torch-fidelity's own loader unpickles with weights_only=False) and hand the
+                # state to torch-fidelity through its URL loader hook, as lapgen.models.loading does.
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 if not isinstance(state, dict):
                     raise LapgenError("Inception weights are not a state_dict", path=path)
-                model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                                    feature_extractor_weights_path=str(path))
+                original = tfi.load_state_dict_from_url
+                tfi.load_state_dict_from_url = lambda *a, **k: state
+                try:
+                    model = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+                finally:
+                    tfi.load_state_dict_from_url = original
             else:
                 import open_clip
 

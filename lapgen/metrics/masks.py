@@ -14,7 +14,8 @@ Micro F1 is NaN only when every mask is empty. F1 equals Dice; IoU = F1 / (2 - F
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,8 +82,8 @@ def mask_f1(pred: Sequence[np.ndarray] | np.ndarray, target: Sequence[np.ndarray
     return {
         "micro": micro_f1(tp, fp, fn),
         "macro": float(scored.mean()) if len(scored) else float("nan"),
-        "n_images": int(len(tp)),
-        "n_scored": int(len(scored)),
+        "n_images": len(tp),
+        "n_scored": len(scored),
         "n_both_empty": both_empty,
         "empty_as_one": bool(empty_as_one),
         "tp": int(tp.sum()),

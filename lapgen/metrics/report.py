@@ -27,9 +27,9 @@ from typing import Any
 
 from lapgen.errors import LapgenError
 
-COLUMNS = ("cmmd", "clip_fid", "fid", "kid", "map", "f1")
+COLUMNS = ("cmmd", "clip_fid", "fid", "kid", "map", "f1", "f1_instance")
 TITLES = {"cmmd": "CMMD", "clip_fid": "CLIP-FID", "fid": "FID", "kid": "KID", "map": "action mAP",
-          "f1": "tool-mask F1"}
+          "f1": "tool-mask F1 (pixel)", "f1_instance": "tool-mask F1 (instance, YOLO val)"}
 PAPER_N = 10_000  # generated and real images per fidelity metric in the paper
 
 # Table 1 of Iliash et al. 2024 (128x128): setup -> epoch -> column -> value (metrics-protocol.md section 10).
@@ -47,7 +47,7 @@ PAPER_TABLE1: dict[str, dict[int | None, dict[str, float]]] = {
         5: {"cmmd": 0.103, "clip_fid": 3.337, "fid": 38.331, "kid": 0.02858, "map": 0.1035},
         10: {"cmmd": 0.119, "clip_fid": 3.37, "fid": 34.197, "kid": 0.02457, "map": 0.2055}},
     "ControlNet": {100: {"cmmd": 0.124, "clip_fid": 2.474, "fid": 38.097, "kid": 0.02924, "map": 0.2516,
-                         "f1": 0.71}},
+                         "f1_instance": 0.71}},
     "real CholecT50 frames (RDV)": {None: {"map": 0.2990}},
 }
 # --setup values that name a paper row (normalised: lower case, only letters, digits and '+').
@@ -157,7 +157,9 @@ def comparability(r: dict[str, Any]) -> tuple[bool, list[str]]:
         if r.get("variant") not in ("global", None):
             why.append(f"mode {r.get('variant')} (paper: one pseudo-video = global)")
     elif metric == "f1":
-        why.append("pixel F1; the paper's 0.71 is f1_instance_yolo_val with its own unpublished segmenter")
+        why.append("pixel F1; the paper's 0.71 is the instance-level f1_instance_yolo_val")
+    elif metric == "f1_instance":
+        why.append("needs a segmenter equivalent to the paper's (unpublished weights)")
     return not why, why
 
 
@@ -186,23 +188,27 @@ def build_report(inputs: list[Path]) -> dict[str, Any]:
         setup = r.get("setup")
         paper_setup = normalise_setup(setup) or normalise_setup(model)
         epoch = r.get("epoch")
-        paper = PAPER_TABLE1.get(paper_setup, {}).get(epoch if epoch is None else int(epoch)) if paper_setup else None
+        try:
+            epoch = None if epoch is None else int(float(epoch))
+        except (TypeError, ValueError):
+            pass
+        paper = PAPER_TABLE1.get(paper_setup, {}).get(epoch) if paper_setup else None
         key = (model, str(setup or paper_setup or ""), epoch)
         row = rows.setdefault(key, {"model": model, "setup": setup, "paper_setup": paper_setup, "epoch": epoch,
                                     "ours": {}, "paper": dict(paper or {}), "comparable": {}})
-        ok, why = comparability(r)
-        value = r["value"]
-        if r["metric"] == "f1" and r.get("instance"):
-            value_instance = r["instance"]["value"]
-            row["ours"]["f1_instance"] = value_instance
-        row["ours"][r["metric"]] = value
-        row["comparable"][r["metric"]] = ok
-        details.append({"model": model, "setup": setup, "epoch": epoch, "metric": r["metric"],
-                        "key": r.get("key", r["metric"]), "variant": r.get("variant"), "value": value,
-                        "paper": (paper or {}).get(r["metric"]), "spread": _spread_text(r),
-                        "n_gen": r.get("n_gen"), "n_real": r.get("n_real"), "protocol": r.get("protocol"),
-                        "extractor": r.get("extractor"), "weights_sha256": r.get("weights_sha256"),
-                        "comparable": ok, "why_not": why, "source": r.get("_source")})
+        entries = [r]
+        if r["metric"] == "f1" and isinstance(r.get("instance"), dict):
+            entries.append({**r, **r["instance"], "metric": "f1_instance", "spread": None, "ci": None})
+        for e in entries:
+            ok, why = comparability(e)
+            row["ours"][e["metric"]] = e["value"]
+            row["comparable"][e["metric"]] = ok
+            details.append({"model": model, "setup": setup, "epoch": epoch, "metric": e["metric"],
+                            "key": e.get("key", e["metric"]), "variant": e.get("variant"), "value": e["value"],
+                            "paper": (paper or {}).get(e["metric"]), "spread": _spread_text(e),
+                            "n_gen": e.get("n_gen"), "n_real": e.get("n_real"), "protocol": e.get("protocol"),
+                            "extractor": e.get("extractor"), "weights_sha256": e.get("weights_sha256"),
+                            "comparable": ok, "why_not": why, "source": e.get("_source")})
     ordered = sorted(rows.values(), key=lambda x: (str(x["paper_setup"] or x["model"]), str(x["setup"]),
                                                    -1 if x["epoch"] is None else float(x["epoch"])))
     return {"schema": "lapgen.report/1",
@@ -219,8 +225,8 @@ def _cell(value: Any, paper: Any) -> str:
 def render_markdown(report: dict[str, Any], plot_name: str | None) -> str:
     cols = [c for c in COLUMNS if any(c in r["ours"] for r in report["rows"])]
     lines = ["# lapgen evaluation report", "",
-             f"Created {report['created']}. Cells: lapgen value (paper's Table 1 value, Iliash et al. 2024). "
-             "A paper value is comparable only where the details table says yes.", "",
+             (f"Created {report['created']}. Cells: lapgen value (paper's Table 1 value, Iliash et al. 2024). "
+              "A paper value is comparable only where the details table says yes."), "",
              "| model | setup | epoch | " + " | ".join(TITLES[c] for c in cols) + " |",
              "|---|---|---|" + "---|" * len(cols)]
     for r in report["rows"]:
@@ -229,8 +235,8 @@ def render_markdown(report: dict[str, Any], plot_name: str | None) -> str:
         lines.append(f"| {r['model']} | {setup} | {'-' if r['epoch'] is None else r['epoch']} | "
                      + " | ".join(cells) + " |")
     lines += ["", "## Details", "",
-              "| model | epoch | key | value | spread | paper | N gen/real | protocol | extractor | weights | "
-              "comparable |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              ("| model | epoch | key | value | spread | paper | N gen/real | protocol | extractor | weights | "
+               "comparable |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in report["details"]:
         comp = "yes" if d["comparable"] else "no: " + "; ".join(d["why_not"])
         value = "-" if d["value"] is None else f"{d['value']:.6g}"
