@@ -43,6 +43,8 @@ def test_cli_end_to_end(tmp_path, synthetic_cholect50, synthetic_cholec80):
     assert result.exit_code == 0, result.output
     assert "cholect50" in result.stdout and "carlot-triangle-dissection" in result.stdout  # summary table
     assert "video01" in result.stdout  # the skipped shared video is named
+    assert "prepare frames" in result.stderr and "frames/s" in result.stderr  # progress bar with rate
+    assert f"{N_T50 + N_C80}/{N_T50 + N_C80}" in result.stderr
     records = frames.read_records(out)
     assert len(records) == N_T50 + N_C80
     by_key = {(r["video"], r["frame"]): r for r in records}
@@ -90,6 +92,16 @@ def test_frames_are_the_annotated_ones_resized_with_antialiasing(synthetic_frame
     checker = ((np.indices((480, 854)).sum(0) % 2) * 255).astype(np.uint8)
     small = resized(np.repeat(checker[..., None], 3, 2)).astype(int)
     assert abs(small.mean() - 127.5) < 3 and small.std() < 8
+
+
+def test_quiet(tmp_path, synthetic_cholec80):
+    result = runner.invoke(app, ["--quiet", "prepare", "--cholec80", str(synthetic_cholec80), "--out",
+                                 str(tmp_path / "q"), "--size", "16", "--workers", "1"])
+    assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
+    assert (tmp_path / "q" / "metadata.jsonl").exists()
+    from lapgen.progress import set_quiet
+
+    set_quiet(False)
 
 
 def test_cholec80_alone_json_and_calot(tmp_path, synthetic_cholec80):
