@@ -214,3 +214,17 @@ def test_parallel_workers_match_serial(tmp_path, synthetic_cholect50, synthetic_
         return tree
 
     assert run("serial", 1) == run("parallel", 2)
+
+
+def test_benchmark_without_ffmpeg_says_so(monkeypatch, capsys):
+    import importlib.util
+    import shutil
+
+    path = Path(__file__).parent.parent / "benchmarks" / "prepare_vs_ffmpeg.py"
+    spec = importlib.util.spec_from_file_location("prepare_vs_ffmpeg", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert module.main(["--videos", "1", "--seconds", "1"]) == 2
+    captured = capsys.readouterr()
+    assert "ffmpeg not found" in captured.err and "RESULT prepare_vs_ffmpeg ratio=nan" in captured.out
