@@ -201,3 +201,27 @@ def test_registry_entry_with_local_file_is_used(inception_weights, monkeypatch):
     assert ext.weights_path.resolve() == inception_weights.resolve()
     random = write_random_inception(inception_weights.with_name("other.pth"), seed=3)
     assert FeatureExtractor("inception-v3", weights=random).weights_sha256 != ext.weights_sha256
+
+
+def _check_clip_features(name, weights, model_name, size, folder):
+    import open_clip
+    from torchvision import transforms as T
+
+    s = open_image_set(folder)
+    ours = compute_features(s, FeatureExtractor(name, weights=weights), "clip-fid", use_cache=False).features
+    # independent: clean-fid's CLIP transform on PIL images and open_clip's own checkpoint loading
+    tf = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), T.ToTensor(),
+                    T.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
+    model = open_clip.create_model(model_name, pretrained=str(weights)).eval()
+    with torch.inference_mode():
+        ref = model.encode_image(torch.stack([tf(Image.open(s.path(i)).convert("RGB")) for i in range(len(s))]))
+    np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_clip_features_equal_open_clip_with_clean_fid_transform(tiny_clip, image_sets):
+    _check_clip_features(*tiny_clip, "lapgen-test-tiny-clip", 64, image_sets["gen"])
+
+
+@pytest.mark.slow
+def test_clip_vit_b_32_features_full_size(clip_b32_weights, image_sets):
+    _check_clip_features("clip-vit-b-32", clip_b32_weights, "ViT-B-32-quickgelu", 224, image_sets["gen"])
