@@ -212,3 +212,15 @@ def test_extractors_list():
     out = _run(["eval", "extractors", "--json"])
     names = {r["name"] for r in out}
     assert {"inception-v3", "clip-vit-b-32", "clip-vit-l-14-336"} <= names
+
+
+def test_eval_help_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom lapgen.cli.main import app\n"
+            "for c in ['fid', 'kid', 'clip-fid', 'cmmd', 'fidelity', 'f1', 'report', 'extractors']:\n"
+            "    assert CliRunner().invoke(app, ['eval', c, '--help']).exit_code == 0, c\n"
+            "print([m for m in ('torch', 'open_clip', 'ultralytics', 'torch_fidelity', 'cv2') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
