@@ -94,7 +94,7 @@ def test_attention_and_norm_pooling_are_permutation_equivariant(controlvideo_pip
 def test_end_to_end_permutation_with_shared_noise(controlvideo_pipe):
     masks = make_moving_masks(4, step=15)
     order = [3, 1, 0, 2]
-    kw = dict(num_inference_steps=3, output_type="latent", smoother_steps=[])
+    kw = {"num_inference_steps": 3, "output_type": "latent", "smoother_steps": []}
     base = controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames
     perm = controlvideo_pipe(PROMPT, [masks[i] for i in order], generator=_gen(), **kw).frames
     torch.testing.assert_close(perm, base[order], atol=1e-4, rtol=1e-4)
@@ -132,7 +132,7 @@ def test_pipeline_frames_coupled_end_to_end(controlvideo_pipe):
     masks = make_moving_masks(4, step=15)
     other = list(masks)
     other[0] = make_moving_masks(1, step=0, box=80)[0]
-    kw = dict(num_inference_steps=2, output_type="latent", smoother_steps=[])
+    kw = {"num_inference_steps": 2, "output_type": "latent", "smoother_steps": []}
     a = controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames
     b = controlvideo_pipe(PROMPT, other, generator=_gen(), **kw).frames
     assert (a[1:] - b[1:]).abs().max() > 0
@@ -140,7 +140,7 @@ def test_pipeline_frames_coupled_end_to_end(controlvideo_pipe):
 
 def test_hierarchical_with_short_video_equals_full_mode(controlvideo_pipe):
     masks = make_moving_masks(6)
-    kw = dict(num_inference_steps=2, output_type="latent", smoother_steps=[], generator=None)
+    kw = {"num_inference_steps": 2, "output_type": "latent", "smoother_steps": [], "generator": None}
     full = controlvideo_pipe(PROMPT, masks, long_video="off", latents=torch.randn(1, 4, 16, 16, generator=_gen()),
                              **kw)
     hier = controlvideo_pipe(PROMPT, masks, long_video="on", window_size=8,
@@ -170,14 +170,14 @@ def test_save_and_load_round_trip(controlvideo_pipe, tmp_path):
     loaded.set_progress_bar_config(disable=True)
     assert set(loaded.components) == {"vae", "text_encoder", "tokenizer", "unet", "controlnet", "scheduler"}
     masks = make_moving_masks(3)
-    kw = dict(num_inference_steps=2, output_type="latent", smoother_steps=[])
+    kw = {"num_inference_steps": 2, "output_type": "latent", "smoother_steps": []}
     torch.testing.assert_close(loaded(PROMPT, masks, generator=_gen(), **kw).frames,
                                controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames)
 
 
 def test_output_types_and_inputs(controlvideo_pipe):
     masks = make_moving_masks(3)
-    kw = dict(num_inference_steps=1, smoother_steps=[])
+    kw = {"num_inference_steps": 1, "smoother_steps": []}
     pil = controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames
     assert len(pil) == 3 and pil[0].size == (128, 128)
     np_out = controlvideo_pipe(PROMPT, _to_tensor(masks), output_type="np", generator=_gen(), **kw).frames

@@ -29,7 +29,7 @@ def test_registry_lists_and_rejects():
     assert {"flow", "linear", "rife"} <= set(list_interpolators())
     with pytest.raises(LapgenError, match="unknown interpolator"):
         get_interpolator("bicubic-magic")
-    fn = lambda a, b: a  # noqa: E731
+    fn = lambda a, b: a
     assert get_interpolator(fn) is fn
 
 

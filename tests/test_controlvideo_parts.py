@@ -150,7 +150,7 @@ def test_smoother_changes_latents_only_at_its_steps(controlvideo_pipe, monkeypat
             return kwargs
         return cb
 
-    kw = dict(num_inference_steps=6, output_type="latent", interpolator="linear")
+    kw = {"num_inference_steps": 6, "output_type": "latent", "interpolator": "linear"}
     controlvideo_pipe(PROMPT, masks, generator=torch.Generator().manual_seed(0), smoother_steps=[],
                       callback_on_step_end=record("off"), **kw)
     out = controlvideo_pipe(PROMPT, masks, generator=torch.Generator().manual_seed(0), smoother_steps=[3, 4],

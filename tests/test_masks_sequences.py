@@ -135,7 +135,7 @@ def clip_data(tmp_path_factory):
     base = tmp_path_factory.mktemp("clipdata")
     t50 = synthetic.write_cholect50(base / "CholecT50", videos=(1,), num_frames=8)
     labels = json.loads((t50 / "labels" / "VID01.json").read_text())
-    vec = lambda t, i, v, tg: [t, i, 1.0, -1, -1, -1, -1, v, tg, 1.0, -1, -1, -1, -1, 2]  # noqa: E731
+    vec = lambda t, i, v, tg: [t, i, 1.0, -1, -1, -1, -1, v, tg, 1.0, -1, -1, -1, -1, 2]
     # seconds 0-4: triplet 17 (grasper retract gallbladder); 5-7: triplet 60 (hook dissect gallbladder)
     labels["annotations"] = {str(s): [vec(17, 0, 3, 0)] if s < 5 else [vec(60, 2, 2, 0)] for s in range(8)}
     (t50 / "labels" / "VID01.json").write_text(json.dumps(labels))

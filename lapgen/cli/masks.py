@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -12,7 +11,7 @@ masks_app = typer.Typer(help="Author, extract and preview tool-mask sequences (t
                         no_args_is_help=True)
 
 
-def _size(text: Optional[str]) -> Optional[tuple[int, int]]:
+def _size(text: str | None) -> tuple[int, int] | None:
     from lapgen.errors import LapgenError
 
     if not text:
@@ -27,12 +26,12 @@ def _size(text: Optional[str]) -> Optional[tuple[int, int]]:
 @masks_app.command("animate", help="Move tool masks along smooth keyframed trajectories. One --path (and "
                    "optionally --rotate/--scale) per --mask, in order.")
 def animate_cmd(
-    mask: List[Path] = typer.Option(..., "--mask", help="Tool mask image (white tool on black); repeatable."),
-    path: List[str] = typer.Option(..., "--path", help='Centroid keyframes "x0,y0;x1,y1;..." in px; one per mask.'),
-    rotate: List[str] = typer.Option([], "--rotate", help='Degrees "a0:a1" (counter-clockwise); one per mask.'),
-    scale: List[str] = typer.Option([], "--scale", help='Scale "s0:s1"; one per mask.'),
+    mask: list[Path] = typer.Option(..., "--mask", help="Tool mask image (white tool on black); repeatable."),
+    path: list[str] = typer.Option(..., "--path", help='Centroid keyframes "x0,y0;x1,y1;..." in px; one per mask.'),
+    rotate: list[str] = typer.Option([], "--rotate", help='Degrees "a0:a1" (counter-clockwise); one per mask.'),
+    scale: list[str] = typer.Option([], "--scale", help='Scale "s0:s1"; one per mask.'),
     frames: int = typer.Option(..., "--frames", help="Number of frames."),
-    size: Optional[str] = typer.Option(None, "--size", help="Canvas WIDTHxHEIGHT (default: the first mask's)."),
+    size: str | None = typer.Option(None, "--size", help="Canvas WIDTHxHEIGHT (default: the first mask's)."),
     out: Path = typer.Option(..., "--out", help="Output folder of NNNNNN.png masks."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
@@ -60,8 +59,8 @@ def animate_cmd(
 def from_video_cmd(
     video: Path = typer.Argument(..., help="Input video (e.g. a Cholec80 clip)."),
     out: Path = typer.Option(..., "--out", help="Output folder of NNNNNN.png masks."),
-    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="Segmenter (default: registry default)."),
-    size: Optional[int] = typer.Option(128, "--size", help="Resize frames to SIZE x SIZE first (0 = keep)."),
+    segmenter: str | None = typer.Option(None, "--segmenter", help="Segmenter (default: registry default)."),
+    size: int | None = typer.Option(128, "--size", help="Resize frames to SIZE x SIZE first (0 = keep)."),
     conf: float = typer.Option(0.25, "--conf", help="Detection confidence threshold."),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
@@ -92,7 +91,7 @@ def clips_cmd(
     cholec80: Path = typer.Option(..., "--cholec80", help="Cholec80 release root."),
     cholect50: Path = typer.Option(..., "--cholect50", help="CholecT50 release root."),
     out: Path = typer.Option(..., "--out", help="Output folder (clip_NNN/ per clip)."),
-    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="Segmenter (default: registry default)."),
+    segmenter: str | None = typer.Option(None, "--segmenter", help="Segmenter (default: registry default)."),
     seconds: int = typer.Option(10, "--seconds", help="Clip length in seconds (paper: 10 = 250 frames)."),
     n: int = typer.Option(50, "--n", help="Number of clips drawn (paper: 50)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the clip draw."),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,19 +18,19 @@ def register(app: typer.Typer) -> None:
         prompt: str = typer.Option(..., "--prompt", help='Action text, e.g. "grasper retract liver".'),
         masks: Path = typer.Option(..., "--masks", help="Folder of mask images or a mask video."),
         out: Path = typer.Option(Path("clip.mp4"), "--out", help="Output .mp4 file."),
-        model: Optional[str] = typer.Option(None, "--model", help="Stage-1 pipeline (default: registry default)."),
-        controlnet: Optional[str] = typer.Option(None, "--controlnet",
+        model: str | None = typer.Option(None, "--model", help="Stage-1 pipeline (default: registry default)."),
+        controlnet: str | None = typer.Option(None, "--controlnet",
                                                  help="Stage-2 ControlNet (default: registry default)."),
-        frames: Optional[int] = typer.Option(None, "--frames", help="Use the first N masks (default: all)."),
+        frames: int | None = typer.Option(None, "--frames", help="Use the first N masks (default: all)."),
         fps: float = typer.Option(25.0, "--fps", help="Frames per second of the output (paper: 25)."),
         steps: int = typer.Option(100, "--steps", help="DDIM steps (paper: 100)."),
         guidance: float = typer.Option(3.0, "--guidance", help="Classifier-free guidance scale (paper: 3)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the shared initial noise."),
-        negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Optional negative prompt."),
+        negative_prompt: str | None = typer.Option(None, "--negative-prompt", help="Optional negative prompt."),
         resolution: int = typer.Option(128, "--resolution", help="Square size in px (paper: 128)."),
         long: str = typer.Option("auto", "--long", help="Hierarchical key-frame sampling: auto|on|off."),
         max_full_frames: int = typer.Option(16, "--max-full-frames", help="auto: full attention up to this."),
-        window: Optional[int] = typer.Option(None, "--window", help="Key-frame window (default sqrt(frames))."),
+        window: int | None = typer.Option(None, "--window", help="Key-frame window (default sqrt(frames))."),
         clip_kv: str = typer.Option("keys", "--clip-kv", help="Clips attend to: keys (paper) | original (code)."),
         interpolator: str = typer.Option("flow", "--interpolator", help="Smoother interpolator: flow|linear|rife."),
         smoother_steps: str = typer.Option("auto", "--smoother-steps",

@@ -13,9 +13,9 @@ Every function writes into a staging folder and renames it into place, with a ca
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -37,7 +37,12 @@ from lapgen.outputs import finalize_output_dir, prepare_output_dir
 def make_segment_fn(segmenter: str | None, *, device: str = "auto", conf: float = 0.25) -> tuple[SegmentFn, dict]:
     """A batch segment function `(RGB frames) -> [(union mask, instances)]` from a registry segmenter."""
     from lapgen.models.loading import load_segmenter
-    from lapgen.models.segmentation import model_imgsz, predict_union_masks, resolve_segmenter, ultralytics_device
+    from lapgen.models.segmentation import (
+        model_imgsz,
+        predict_union_masks,
+        resolve_segmenter,
+        ultralytics_device,
+    )
 
     _, info = resolve_segmenter(segmenter)
     model = load_segmenter(segmenter, device=device)

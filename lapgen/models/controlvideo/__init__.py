@@ -11,8 +11,17 @@ from lapgen.models.controlvideo.attention import (
     poolable_group_norms,
     self_attention_names,
 )
-from lapgen.models.controlvideo.hierarchical import KeyFramePlan, default_window, split_key_frames, use_long_mode
-from lapgen.models.controlvideo.interpolators import get_interpolator, list_interpolators, register_interpolator
+from lapgen.models.controlvideo.hierarchical import (
+    KeyFramePlan,
+    default_window,
+    split_key_frames,
+    use_long_mode,
+)
+from lapgen.models.controlvideo.interpolators import (
+    get_interpolator,
+    list_interpolators,
+    register_interpolator,
+)
 from lapgen.models.controlvideo.pipeline import ControlVideoPipeline, ControlVideoPipelineOutput
 from lapgen.models.controlvideo.smoother import interleave_frames, smoother_step_indices
 

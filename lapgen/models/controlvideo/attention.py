@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import types
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -16,9 +16,10 @@ pass, max(#keys, w) frames, so it does not grow with the square of the video len
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -57,7 +58,7 @@ def split_key_frames(length: int, window: int) -> KeyFramePlan:
     if keys[-1] != length - 1:
         keys.append(length - 1)
     clips, bounds = [], []
-    for a, b in zip(keys, keys[1:]):
+    for a, b in itertools.pairwise(keys):
         if b - a > 1:
             clips.append(tuple(range(a + 1, b)))
             bounds.append((a, b))

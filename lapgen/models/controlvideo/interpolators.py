@@ -17,8 +17,9 @@ Every interpolator maps `(x, x)` to `x` exactly, so identical frames stay identi
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,8 +72,8 @@ class FlowMidpoint:
 
     def __init__(self, pyr_scale: float = 0.5, levels: int = 3, winsize: int = 9, iterations: int = 3,
                  poly_n: int = 5, poly_sigma: float = 1.1):
-        self.params = dict(pyr_scale=pyr_scale, levels=levels, winsize=winsize, iterations=iterations,
-                           poly_n=poly_n, poly_sigma=poly_sigma, flags=0)
+        self.params = {"pyr_scale": pyr_scale, "levels": levels, "winsize": winsize, "iterations": iterations,
+                           "poly_n": poly_n, "poly_sigma": poly_sigma, "flags": 0}
 
     def _pair(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         import cv2

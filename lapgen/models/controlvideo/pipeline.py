@@ -17,8 +17,9 @@ ControlNet: 128x128, 100 DDIM steps, guidance 3, 250 frames.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import PIL.Image
@@ -71,14 +72,14 @@ class ControlVideoPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
-    _optional_components: list[str] = []
-    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+    _optional_components: ClassVar[list[str]] = []
+    _callback_tensor_inputs: ClassVar[list[str]] = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(self, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
                  unet: UNet2DConditionModel, controlnet: ControlNetModel, scheduler):
         super().__init__()
         if isinstance(controlnet, (list, tuple)):
-            raise ValueError("ControlVideoPipeline takes one ControlNetModel")
+            raise TypeError("ControlVideoPipeline takes one ControlNetModel")
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                               controlnet=controlnet, scheduler=scheduler)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if getattr(self, "vae", None) else 8
@@ -90,7 +91,7 @@ class ControlVideoPipeline(DiffusionPipeline):
 
     @classmethod
     def from_components(cls, sd_pipeline: DiffusionPipeline, controlnet: ControlNetModel,
-                        scheduler=None) -> "ControlVideoPipeline":
+                        scheduler=None) -> ControlVideoPipeline:
         """Build from a loaded Stable Diffusion pipeline (Stage 1) and a ControlNet (Stage 2)."""
         return cls(vae=sd_pipeline.vae, text_encoder=sd_pipeline.text_encoder, tokenizer=sd_pipeline.tokenizer,
                    unet=sd_pipeline.unet, controlnet=controlnet, scheduler=scheduler or sd_pipeline.scheduler)

@@ -14,7 +14,7 @@ for 50 steps and {60, 61} for 100 (the same point of the trajectory, not the lit
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -34,7 +34,7 @@ def smoother_step_indices(num_inference_steps: int, start: float = 0.6, count: i
         return sorted({int(s) for s in steps})
     if not 0.0 <= start <= 1.0 or count < 0:
         raise LapgenError(f"smoother start must be in [0, 1] and count >= 0 (got {start}, {count})")
-    first = int(round(start * num_inference_steps))
+    first = round(start * num_inference_steps)
     return [i for i in range(first, first + count) if i < num_inference_steps]
 
 
