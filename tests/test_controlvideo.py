@@ -188,3 +188,27 @@ def test_output_types_and_inputs(controlvideo_pipe):
     iid = controlvideo_pipe(PROMPT, [masks[0]] * 3, output_type="latent", same_frame_noise=False,
                            generator=_gen(), **kw).frames
     assert not torch.equal(iid[0], iid[1])
+
+
+def test_query_chunked_attention_in_the_pipeline_is_exact(controlvideo_pipe):
+    masks = make_moving_masks(4, step=15)
+    kw = {"num_inference_steps": 2, "output_type": "latent", "smoother_steps": []}
+    full = controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames
+    chunked = controlvideo_pipe(PROMPT, masks, generator=_gen(), attention_memory_bytes=4096, **kw).frames
+    torch.testing.assert_close(chunked, full, atol=1e-5, rtol=1e-5)
+
+
+def test_250_frames_run_in_passes_of_bounded_size(controlvideo_pipe, monkeypatch):
+    """Long mode never feeds the models more than max(#keys, window) frames (x2 for guidance)."""
+    seen = []
+
+    def fake_pass(latents, t, embeds, cond, scale):  # record the batch, skip the model
+        seen.append(latents.shape[0])
+        return torch.zeros_like(latents)
+
+    monkeypatch.setattr(controlvideo_pipe, "_model_pass", fake_pass)
+    frames = torch.zeros(250, 3, 128, 128)
+    out = controlvideo_pipe(PROMPT, frames, num_inference_steps=1, output_type="latent", smoother_steps=[])
+    assert out.long_video and out.frames.shape == (250, 4, 16, 16)
+    assert max(seen) == 2 * 19  # the key-frame pass: 19 keys, both guidance halves
+    assert len(seen) == 1 + 18 and sorted(seen)[0] == 2 * (2 + 10)  # 18 clip passes, the shortest has 10 frames
