@@ -225,3 +225,30 @@ def test_clip_features_equal_open_clip_with_clean_fid_transform(tiny_clip, image
 @pytest.mark.slow
 def test_clip_vit_b_32_features_full_size(clip_b32_weights, image_sets):
     _check_clip_features("clip-vit-b-32", clip_b32_weights, "ViT-B-32-quickgelu", 224, image_sets["gen"])
+
+
+def test_image_sets_from_folders_and_datasets(tmp_path):
+    import json
+
+    plain = make_image_set(tmp_path / "plain", 3, seed=1)
+    (plain / "notes.txt").write_text("x")
+    make_image_set(plain / "sub", 2, seed=2)  # not listed: plain folders are not recursive
+    assert open_image_set(plain).files == ["0000.png", "0001.png", "0002.png"]
+    ds = make_image_set(tmp_path / "ds", 8, seed=3, metadata=True)
+    rows = [json.loads(x) for x in (ds / "metadata.jsonl").read_text().splitlines()]
+    for i, r in enumerate(rows):
+        r["split"] = "train" if i % 2 else "test"
+    rows.reverse()  # metadata order differs from name order
+    (ds / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = open_image_set(ds, split="train")
+    assert s.files == sorted(r["file_name"] for r in rows if r["split"] == "train")
+    assert [r["file_name"] for r in s.records] == s.files
+    sample = open_image_set(ds, limit=3, sample_seed=42)
+    chosen = np.random.RandomState(42).choice(8, 3, replace=False)
+    assert sample.files == sorted(rows[i]["file_name"] for i in chosen)
+    assert sample.selection == {"limit": 3, "sample_seed": 42}
+    (ds / "images" / rows[0]["file_name"].split("/")[-1]).unlink()
+    with pytest.raises(LapgenError, match="missing"):
+        open_image_set(ds)
+    with pytest.raises(LapgenError, match="cannot sample 20"):
+        open_image_set(plain, limit=20)
