@@ -134,3 +134,10 @@ def test_interrupted_run_resumes_to_the_same_video(tmp_path, mask_dir, tiny_sd_d
     assert again.resumed_from_step == 2 and again.smoothed_steps == [2, 3]
     for a, b in zip(sorted((tmp_path / "ref_frames").glob("*.png")), sorted((tmp_path / "run_frames").glob("*.png"))):
         assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+
+def test_list_interpolators():
+    res = runner.invoke(app, ["video", "--list-interpolators"])
+    assert res.exit_code == 0, res.output
+    names = [line.split("\t")[0] for line in res.stdout.strip().splitlines()]
+    assert names == ["flow", "linear", "rife"]

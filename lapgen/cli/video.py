@@ -12,6 +12,15 @@ _HELP = ("Generate a video from a text prompt and one tool mask per frame (Contr
          "and a card beside it.")
 
 
+def _list_interpolators(value: bool) -> None:
+    if value:
+        from lapgen.models.controlvideo.interpolators import list_interpolators
+
+        for name, description in list_interpolators().items():
+            typer.echo(f"{name}\t{description}")
+        raise typer.Exit()
+
+
 def register(app: typer.Typer) -> None:
     @app.command("video", help=_HELP)
     def video_cmd(
@@ -43,6 +52,8 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("fp32", "--dtype", help="fp32|fp16|bf16 (fp16 falls back to fp32 on CPU)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+        list_interpolators: bool = typer.Option(False, "--list-interpolators", is_eager=True,
+                                                callback=_list_interpolators, help="List interpolators and exit."),
     ) -> None:
         from lapgen.models.video_generation import VideoConfig, generate_video
         from lapgen.progress import make_progress, notice
