@@ -40,8 +40,9 @@ def test_read_sequence_natural_order_threshold_and_resize(tmp_path):
     assert small.masks.dtype == bool
     with pytest.raises(LapgenError, match="only 3"):
         read_mask_sequence(tmp_path, frames=4)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(LapgenError, match="no images"):
-        read_mask_sequence(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else None)
+        read_mask_sequence(tmp_path / "empty")
 
 
 # ---- authoring -----------------------------------------------------------------------------------
