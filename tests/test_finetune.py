@@ -82,7 +82,7 @@ def test_train_text_encoder_changes_it(frames_dir, tiny_sd_dir, tmp_path):
 
     out = tmp_path / "te"
     finetune(TrainConfig(data=str(frames_dir), out=str(out), base=str(tiny_sd_dir), max_steps=2, batch_size=2,
-                         learning_rate=1e-3, train_text_encoder=True, device="cpu"))
+                         learning_rate=1e-3, train_text_encoder=True, gradient_checkpointing=True, device="cpu"))
     base = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, safety_checker=None)
     tuned = StableDiffusionPipeline.from_pretrained(out, safety_checker=None)
     assert _max_change(_weights(base.text_encoder), _weights(tuned.text_encoder)) > 0.0

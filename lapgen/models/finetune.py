@@ -90,7 +90,8 @@ class FinetuneStage(DiffusionStage):
         if self.config.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             if self.text_encoder_trained:
-                self.text_encoder.gradient_checkpointing_enable()
+                enable = getattr(self.text_encoder, "activation_checkpointing_enable", None)  # transformers >= 5
+                (enable or self.text_encoder.gradient_checkpointing_enable)()
         self.dataset = FramesTrainingSet(self.config.data, self.records, self.config.resolution)
         self.trainable = [self.unet] + ([self.text_encoder] if self.text_encoder_trained else [])
 
