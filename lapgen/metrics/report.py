@@ -147,7 +147,7 @@ def comparability(r: dict[str, Any]) -> tuple[bool, list[str]]:
         if r.get("extractor") != expected:
             why.append(f"extractor {r.get('extractor')} (paper: {expected})")
         elif not sha.startswith(OFFICIAL_WEIGHTS[expected]):
-            why.append("weights are not the official release file")
+            why.append("weights not recognised (SHA-256) as the official release file")
         if metric in ("fid", "kid") and r.get("protocol") != "clean":
             why.append(f"protocol {r.get('protocol')} (paper: clean)")
         if metric == "kid" and (r.get("params") or {}).get("subset_size") not in (None, 1000):
@@ -211,6 +211,9 @@ def build_report(inputs: list[Path]) -> dict[str, Any]:
                             "comparable": ok, "why_not": why, "source": e.get("_source")})
     ordered = sorted(rows.values(), key=lambda x: (str(x["paper_setup"] or x["model"]), str(x["setup"]),
                                                    -1 if x["epoch"] is None else float(x["epoch"])))
+    order = {c: i for i, c in enumerate(COLUMNS)}
+    details.sort(key=lambda d: (d["model"], str(d["setup"]), -1 if d["epoch"] is None else float(d["epoch"]),
+                                order.get(d["metric"], 99)))
     return {"schema": "lapgen.report/1",
             "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
             "columns": list(COLUMNS), "rows": ordered, "details": details, "paper": "Iliash et al. 2024, Table 1",
@@ -242,8 +245,8 @@ def render_markdown(report: dict[str, Any], plot_name: str | None) -> str:
         value = "-" if d["value"] is None else f"{d['value']:.6g}"
         lines.append(f"| {d['model']} | {'-' if d['epoch'] is None else d['epoch']} | `{d['key']}` | {value} | "
                      f"{d['spread'] or '-'} | {'-' if d['paper'] is None else d['paper']} | "
-                     f"{d['n_gen']}/{'-' if d['n_real'] is None else d['n_real']} | {d['protocol']} | "
-                     f"{d['extractor']} | {(d['weights_sha256'] or '-')[:12]} | {comp} |")
+                     f"{d['n_gen'] if d['n_gen'] is not None else '-'}/{'-' if d['n_real'] is None else d['n_real']} | "
+                     f"{d['protocol'] or '-'} | {d['extractor'] or '-'} | {(d['weights_sha256'] or '-')[:12]} | {comp} |")
     if plot_name:
         lines += ["", "## Metrics over epochs", "", f"![metrics over epochs]({plot_name})"]
     lines += ["", "## Protocol notes", "", PROTOCOL_NOTES]
