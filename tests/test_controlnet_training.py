@@ -92,3 +92,22 @@ def test_train_controlnet_bad_inputs(frames_dir, controlnet_frames_dir, tiny_sd_
     msg = _error(["train-controlnet", "--data", str(bad), "--base", str(tiny_sd_dir), *common])
     assert "is 64x64 but its image" in msg
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+
+
+def test_controlnet_resume_is_exact(controlnet_frames_dir, tiny_sd_dir, tmp_path):
+    """The shared core's exact resume holds for Stage 2 too (checkpoints hold `controlnet/`)."""
+    from diffusers import ControlNetModel
+
+    from lapgen.models.controlnet import train_controlnet
+    from lapgen.models.training import TrainConfig
+
+    def config(out, **kw):
+        return TrainConfig(data=str(controlnet_frames_dir), out=str(out), base=str(tiny_sd_dir), max_steps=3,
+                           batch_size=2, learning_rate=1e-3, checkpointing_steps=1, device="cpu", **kw)
+
+    train_controlnet(config(tmp_path / "straight"))
+    train_controlnet(config(tmp_path / "resumed", resume=str(tmp_path / "straight" / "checkpoint-1")))
+    a = ControlNetModel.from_pretrained(tmp_path / "straight").state_dict()
+    b = ControlNetModel.from_pretrained(tmp_path / "resumed").state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)

@@ -213,8 +213,16 @@ def run_training(config: TrainConfig, stage: DiffusionStage, *,
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
 
-    out = Path(config.out)
     from lapgen.models.device import resolve_device
+    from lapgen.progress import is_quiet
+
+    if is_quiet():  # --quiet also silences the save/load bars of diffusers, transformers and the hub
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+    out = Path(config.out)
 
     use_cuda = resolve_device(config.device).type == "cuda"
     mixed = resolve_mixed_precision(config.mixed_precision, use_cuda)
