@@ -18,7 +18,8 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_train_controlnet_cli(controlnet_frames_dir, tiny_sd_dir, tmp_path):
+def test_train_controlnet_cli(controlnet_frames_dir, tiny_sd_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAPGEN_HOME", str(tmp_path / "home"))  # registering changes defaults: keep it local
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionPipeline
 
     from lapgen.registry import resolve
@@ -111,3 +112,14 @@ def test_controlnet_resume_is_exact(controlnet_frames_dir, tiny_sd_dir, tmp_path
     b = ControlNetModel.from_pretrained(tmp_path / "resumed").state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_base_defaults_to_the_last_trained_pipeline(controlnet_frames_dir, tiny_sd_dir, tmp_path, monkeypatch):
+    from lapgen.models.controlnet import ControlNetStage
+    from lapgen.models.training import TrainConfig
+    from lapgen.registry import register_artifact
+
+    monkeypatch.setenv("LAPGEN_HOME", str(tmp_path / "home"))
+    register_artifact("stage1", "pipeline", tiny_sd_dir)
+    stage = ControlNetStage(TrainConfig(data=str(controlnet_frames_dir), out=str(tmp_path / "o"), base=None))
+    assert stage.entry.name == "stage1" and stage.entry.path == tiny_sd_dir.resolve()

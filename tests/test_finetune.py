@@ -25,7 +25,8 @@ def _max_change(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-def test_finetune_cli_writes_a_loadable_pipeline(frames_dir, tiny_sd_dir, tmp_path):
+def test_finetune_cli_writes_a_loadable_pipeline(frames_dir, tiny_sd_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAPGEN_HOME", str(tmp_path / "home"))  # registering changes defaults: keep it local
     from diffusers import StableDiffusionPipeline
 
     from lapgen.registry import resolve

@@ -16,7 +16,7 @@ from lapgen.models.sampling import SampleConfig, sample_images
 
 
 def _torchrun(args: list[str], tmp_path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LAPGEN_HOME": str(tmp_path / "home")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "lapgen", "--quiet", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
