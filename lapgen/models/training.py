@@ -223,7 +223,6 @@ def run_training(config: TrainConfig, stage: DiffusionStage, *,
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
     out = Path(config.out)
-
     use_cuda = resolve_device(config.device).type == "cuda"
     mixed = resolve_mixed_precision(config.mixed_precision, use_cuda)
     resume_from = find_resume_checkpoint(config.resume, out)
@@ -274,8 +273,6 @@ def _register(name: str | None, kind: str, path: Path, card: dict) -> str | None
 
     register_artifact(name, kind, path, card)
     return name
-
-
 
 
 def train_loop(config: TrainConfig, stage: DiffusionStage, accelerator, loader, run_dir: Path,
