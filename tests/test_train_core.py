@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from lapgen.errors import LapgenError
 from lapgen.models.finetune import FinetuneStage, finetune
 from lapgen.models.training import TrainConfig, list_checkpoints
 
@@ -45,6 +46,8 @@ def test_resume_is_exact(frames_dir, tiny_sd_dir, tmp_path):
         finetune(_config(frames_dir, tiny_sd_dir, resumed), on_step_end=stop_after_two)
     partial = tmp_path / "resumed.partial"
     assert not resumed.exists() and [p.name for p in list_checkpoints(partial)] == ["checkpoint-2"]
+    with pytest.raises(LapgenError, match="--resume latest to continue it"):  # never mixes two runs silently
+        finetune(_config(frames_dir, tiny_sd_dir, resumed))
     result = finetune(_config(frames_dir, tiny_sd_dir, resumed, resume="latest"))
     assert result.steps == 4 and resumed.is_dir() and not partial.exists()
 

@@ -29,7 +29,7 @@ from lapgen.models.checkpointing import (  # noqa: F401  (re-exported: the core'
     plot_losses, register_model_hooks, save_checkpoint,
 )
 from lapgen.models.latent_cache import EpochSampler, attach_training_cache, make_collate
-from lapgen.outputs import finalize_output_dir, prepare_output_dir
+from lapgen.outputs import check_writable_parent, finalize_output_dir, prepare_output_dir, staging_path
 from lapgen.progress import make_progress, notice
 
 
@@ -226,9 +226,19 @@ def run_training(config: TrainConfig, stage: DiffusionStage, *,
     use_cuda = resolve_device(config.device).type == "cuda"
     mixed = resolve_mixed_precision(config.mixed_precision, use_cuda)
     resume_from = find_resume_checkpoint(config.resume, out)
-    run_dir = prepare_output_dir(out, overwrite=config.overwrite, resume=True)
+    stale = list_checkpoints(staging_path(out))
+    if resume_from is None and stale and not config.overwrite:
+        raise LapgenError(f"an interrupted run with {len(stale)} checkpoint(s) is in {staging_path(out)}",
+                          hint="pass --resume latest to continue it, or --overwrite to start over")
+    if out.exists() and not config.overwrite:  # checked on every rank before any process group exists
+        raise LapgenError("output already exists", path=out, hint="pass --overwrite or choose another --out")
+    check_writable_parent(out)
+    run_dir = staging_path(out)
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation, mixed_precision=mixed,
                               cpu=not use_cuda, project_config=ProjectConfiguration(project_dir=str(run_dir)))
+    if accelerator.is_main_process:  # one process creates (or clears) the staging folder
+        prepare_output_dir(out, overwrite=config.overwrite, resume=resume_from is not None)
+    accelerator.wait_for_everyone()
     set_seed(config.seed)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision,
                                                                       torch.float32)
