@@ -224,3 +224,13 @@ def test_eval_help_is_light():
             "print([m for m in ('torch', 'open_clip', 'ultralytics', 'torch_fidelity', 'cv2') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_protocol_is_recorded_and_changes_the_value(args, image_sets, small_inception):
+    clean = _run(["eval", "fid", str(image_sets["gen"]), str(image_sets["real"]), *args[:4], "--json"])
+    tf = _run(["eval", "fid", str(image_sets["gen"]), str(image_sets["real"]), *args[:4], "--protocol",
+               "torch-fidelity", "--json"])
+    assert (clean["protocol"], tf["protocol"]) == ("clean", "torch-fidelity")
+    assert clean["preprocessing"] != tf["preprocessing"] and clean["value"] != tf["value"]
+    gi, ri = (_feats(*small_inception, image_sets[k], "torch-fidelity") for k in ("gen", "real"))
+    assert tf["value"] == pytest.approx(frechet_distance(gi, ri), rel=1e-6)
