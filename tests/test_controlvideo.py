@@ -212,3 +212,11 @@ def test_250_frames_run_in_passes_of_bounded_size(controlvideo_pipe, monkeypatch
     assert out.long_video and out.frames.shape == (250, 4, 16, 16)
     assert max(seen) == 2 * 19  # the key-frame pass: 19 keys, both guidance halves
     assert len(seen) == 1 + 18 and sorted(seen)[0] == 2 * (2 + 10)  # 18 clip passes, the shortest has 10 frames
+
+
+def test_sequential_guidance_halves_equal_the_joint_batch(controlvideo_pipe):
+    masks = make_moving_masks(3, step=15)
+    kw = {"num_inference_steps": 2, "output_type": "latent", "smoother_steps": []}
+    joint = controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames
+    split = controlvideo_pipe(PROMPT, masks, generator=_gen(), sequential_cfg=True, **kw).frames
+    torch.testing.assert_close(split, joint, atol=1e-5, rtol=1e-5)

@@ -45,6 +45,8 @@ def register(app: typer.Typer) -> None:
         smoother_steps: str = typer.Option("auto", "--smoother-steps",
                                            help='"auto" (60%% of the steps, 2 steps), "none", or "60,61".'),
         no_pool_norm: bool = typer.Option(False, "--no-pool-norm", help="Per-frame GroupNorm statistics."),
+        sequential_cfg: bool = typer.Option(False, "--sequential-cfg",
+                                            help="Run the two guidance halves one after the other (less memory)."),
         gif: bool = typer.Option(False, "--gif", help="Also write <out>.gif."),
         save_frames: bool = typer.Option(False, "--save-frames", help="Also write <out>_frames/ PNGs."),
         side_by_side: bool = typer.Option(False, "--side-by-side", help="Also write <out>_side_by_side.mp4."),
@@ -63,6 +65,7 @@ def register(app: typer.Typer) -> None:
                              negative_prompt=negative_prompt, resolution=resolution, long=long,
                              max_full_frames=max_full_frames, window=window, clip_kv=clip_kv,
                              interpolator=interpolator, smoother_steps=smoother_steps, pool_norm=not no_pool_norm,
+                             sequential_cfg=sequential_cfg,
                              gif=gif, save_frames=save_frames, side_by_side=side_by_side, device=device,
                              dtype=dtype, overwrite=overwrite)
         progress = make_progress()

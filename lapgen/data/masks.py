@@ -330,6 +330,8 @@ def plan_clips(cholect50: str | Path, cholec80: str | Path, *, seconds: int = 10
     from lapgen.data.cholect50 import find_videos, read_cholect50
     from lapgen.data.prompts import triplet_prompt
 
+    if n < 1:
+        raise LapgenError("--n must be at least 1")
     shared = sorted(set(find_videos(cholect50)) & set(video_files(cholec80)))
     if not shared:
         raise LapgenError("no video is in both CholecT50 and Cholec80", path=cholect50,

@@ -50,6 +50,7 @@ class VideoConfig:
     interpolator: str = "flow"
     smoother_steps: str = "auto"  # "auto" (start 0.6, 2 steps) | "none" | "60,61"
     pool_norm: bool = True
+    sequential_cfg: bool = False  # run the two guidance halves one after the other (halves peak memory)
     gif: bool = False
     save_frames: bool = False
     side_by_side: bool = False
@@ -212,6 +213,7 @@ def generate_video(config: VideoConfig, *, pipe=None, on_step: Callable[[int, in
                   pool_norm_over_frames=config.pool_norm, smoother_steps=smoother,
                   interpolator=config.interpolator, long_video=config.long, max_full_frames=config.max_full_frames,
                   window_size=config.window, clip_kv=config.clip_kv, callback_on_step_end=callback,
+                  sequential_cfg=config.sequential_cfg,
                   start_step=start_step, smoother_calls=smoother_calls)
     video = (np.clip(output.frames, 0, 1) * 255).round().astype(np.uint8)  # (F, H, W, 3)
 

@@ -214,6 +214,7 @@ class ControlVideoPipeline(DiffusionPipeline):
         smoother_num_steps: int = 2,
         interpolator: str | Callable = "flow",
         smoother_endpoints: str = "original",
+        smoother_sample_posterior: bool = False,
         long_video: str = "auto",
         max_full_frames: int = 16,
         window_size: int | None = None,
@@ -235,6 +236,8 @@ class ControlVideoPipeline(DiffusionPipeline):
                 smoother_start x steps, smoother_num_steps consecutive steps. Off automatically for F < 3.
             interpolator: registry name ("flow", "linear", "rife") or a callable (a, b) -> midpoint.
             smoother_endpoints: "original" or "keep" (see `smoother.interleave_frames`).
+            smoother_sample_posterior: re-encode by sampling the VAE posterior with `generator` (as the
+                original) instead of its mean (default; deterministic, identical frames stay identical).
             long_video: "auto" (hierarchical above max_full_frames), "on" or "off".
             window_size: key-frame spacing + 1 for long mode (default int(sqrt(F))).
             clip_kv: "keys" (clips attend to both key frames, the paper) or "original" (the code's quirk).
@@ -298,7 +301,8 @@ class ControlVideoPipeline(DiffusionPipeline):
             if eta != 0:
                 raise LapgenError("the smoother recomputes a deterministic DDIM step; use eta=0")
             smoother = InterleavedSmoother(self.vae, get_interpolator(interpolator), smoother_endpoints,
-                                           chunk_size=decode_chunk_size)
+                                           chunk_size=decode_chunk_size, sample_posterior=smoother_sample_posterior,
+                                           generator=generator)
             smoother.calls = smoother_calls if smoother_calls is not None else \
                 sum(1 for s in smooth_at if s < start_step)
         window = window_size or default_window(num_frames)
