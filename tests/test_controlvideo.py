@@ -220,3 +220,27 @@ def test_sequential_guidance_halves_equal_the_joint_batch(controlvideo_pipe):
     joint = controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames
     split = controlvideo_pipe(PROMPT, masks, generator=_gen(), sequential_cfg=True, **kw).frames
     torch.testing.assert_close(split, joint, atol=1e-5, rtol=1e-5)
+
+
+def test_clip_kv_modes_differ_in_long_mode(controlvideo_pipe):
+    masks = make_moving_masks(9, step=8)
+    kw = {"num_inference_steps": 2, "output_type": "latent", "smoother_steps": [], "long_video": "on",
+          "window_size": 4}
+    keys = controlvideo_pipe(PROMPT, masks, generator=_gen(), clip_kv="keys", **kw).frames
+    original = controlvideo_pipe(PROMPT, masks, generator=_gen(), clip_kv="original", **kw).frames
+    plan_keys = [0, 3, 6, 8]
+    torch.testing.assert_close(keys[plan_keys], original[plan_keys])  # key frames: same pass in both modes
+    assert (keys[[1, 2, 4, 5, 7]] - original[[1, 2, 4, 5, 7]]).abs().max() > 0
+
+
+@pytest.mark.gpu
+def test_long_video_fp16_on_cuda_with_fused_attention(controlvideo_pipe):
+    """On a GPU: half precision with flash / memory-efficient SDPA forced inside the cross-frame processor."""
+    import copy
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    pipe = copy.deepcopy(controlvideo_pipe).to("cuda", torch.float16)
+    out = pipe(PROMPT, make_moving_masks(20, step=4), num_inference_steps=3, output_type="np",
+               generator=torch.Generator("cuda").manual_seed(0), interpolator="linear", smoother_steps=[1])
+    assert out.long_video and out.frames.shape == (20, 128, 128, 3) and np.isfinite(out.frames).all()
