@@ -265,3 +265,41 @@ def test_openai_torchscript_weights_load(tiny_clip, image_sets, tmp_path):
     assert ts.shape == sd.shape == (10, 32)
     # open_clip's OpenAI builder and create_model differ at ~1e-4 relative on the same tensors
     np.testing.assert_allclose(ts, sd, rtol=2e-3, atol=2e-3)
+
+
+def test_lapgen_clip_extractor_through_torch_fidelity(tiny_clip, image_sets):
+    """torch-fidelity's own FID and KID on lapgen's registered CLIP extractor equal lapgen's numbers."""
+    import torch_fidelity
+
+    from lapgen.metrics.torch_fidelity_bridge import register_with_torch_fidelity
+
+    name, weights = tiny_clip
+    tf_name = register_with_torch_fidelity(name, "clip-fid")
+    ref = torch_fidelity.calculate_metrics(
+        input1=str(image_sets["gen"]), input2=str(image_sets["real"]), fid=True, kid=True, cuda=False,
+        feature_extractor=tf_name, feature_extractor_weights_path=str(weights), kid_subset_size=8,
+        kid_subsets=10, cache=False, verbose=False, save_cpu_ram=True)
+    ext = FeatureExtractor(name, weights=weights)
+    gen, real = (compute_features(open_image_set(image_sets[k]), ext, "clip-fid", use_cache=False).features
+                 for k in ("gen", "real"))
+    assert frechet_distance(gen, real) == pytest.approx(ref["frechet_inception_distance"], rel=1e-5)
+    mean, std = kid(gen, real, subsets=10, subset_size=8, dtype=np.float32, method="subset")
+    assert (mean, std) == pytest.approx((ref["kernel_inception_distance_mean"],
+                                         ref["kernel_inception_distance_std"]), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_lapgen_inception_clean_through_torch_fidelity(inception_weights, image_sets):
+    import torch_fidelity
+
+    from lapgen.metrics.torch_fidelity_bridge import register_with_torch_fidelity
+
+    tf_name = register_with_torch_fidelity("inception-v3", "clean")
+    ref = torch_fidelity.calculate_metrics(
+        input1=str(image_sets["gen"]), input2=str(image_sets["real"]), fid=True, cuda=False, verbose=False,
+        feature_extractor=tf_name, feature_extractor_weights_path=str(inception_weights), cache=False,
+        save_cpu_ram=True)
+    ext = FeatureExtractor("inception-v3", weights=inception_weights)
+    gen, real = (compute_features(open_image_set(image_sets[k]), ext, "clean", use_cache=False).features
+                 for k in ("gen", "real"))
+    assert frechet_distance(gen, real) == pytest.approx(ref["frechet_inception_distance"], rel=1e-5)
