@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import types
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -78,6 +79,15 @@ def _fused_kernel_context(query: torch.Tensor, mode: str):
     return contextlib.nullcontext()
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
 class CrossFrameAttnProcessor:
     """Self-attention over the tokens of all frames of a video (structure of diffusers' `AttnProcessor2_0`).
 
@@ -133,11 +143,15 @@ class CrossFrameAttnProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        with _fused_kernel_context(query, ctx.fused_kernels):
-            if ctx.fused_kernels == "auto" and query.is_cuda and query.dtype in (torch.float16, torch.bfloat16):
-                out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
-            else:
-                out = chunked_attention(query, key, value, ctx.memory_bytes)
+        out = None
+        if ctx.fused_kernels == "auto" and query.is_cuda and query.dtype in (torch.float16, torch.bfloat16):
+            try:
+                with _fused_kernel_context(query, ctx.fused_kernels):
+                    out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+            except RuntimeError as exc:  # no fused kernel for these shapes: exact chunked math instead
+                _warn_once(f"fused SDPA kernels unavailable ({exc}); using query-chunked attention")
+        if out is None:
+            out = chunked_attention(query, key, value, ctx.memory_bytes)
         # (B, heads, F·N, d) -> (B·F, N, inner)
         hidden_states = out.transpose(1, 2).reshape(bf, n_tok, attn.heads * head_dim).to(query.dtype)
         hidden_states = attn.to_out[0](hidden_states)
