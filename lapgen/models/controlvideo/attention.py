@@ -40,8 +40,9 @@ class FrameContext:
     kv_frames: positions (within each video) whose keys/values every query reads; None = all frames.
     pool_norm: pool GroupNorm statistics over the frames of a video.
     memory_bytes: budget for materialised attention scores; queries are processed in chunks under it.
-    fused_kernels: "auto" forces flash / memory-efficient SDPA kernels on CUDA with fp16/bf16 (so a silent
-        fallback to the math kernel fails loudly); "off" leaves the choice to PyTorch.
+    fused_kernels: "auto" forces flash / memory-efficient SDPA kernels on CUDA with fp16/bf16 (never the
+        math kernel's full score matrix); if none fits the shapes, a warning and exact query-chunked
+        attention. "off" always uses query chunking.
     """
 
     num_frames: int = 1
