@@ -73,20 +73,46 @@ def build_sd15_shaped(seed: int = 0, width_div: int = 1):
 
     torch.manual_seed(seed)
     widths = tuple(c // width_div for c in (320, 640, 1280, 1280))
-    unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64,
-                                block_out_channels=widths, norm_num_groups=32 // width_div).eval()
+    unet = UNet2DConditionModel(
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        sample_size=64,
+        block_out_channels=widths,
+        norm_num_groups=32 // width_div,
+    ).eval()
     controlnet = ControlNetModel.from_unet(unet).eval()
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2,
-                        sample_size=512).eval()
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                        num_attention_heads=12, max_position_embeddings=77)).eval()
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=512,
+    ).eval()
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+        )
+    ).eval()
     with torch.no_grad():  # wake the zero convolutions so the masks matter, as after training
-        for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
-                     controlnet.controlnet_cond_embedding.conv_out]:
+        for conv in [
+            *controlnet.controlnet_down_blocks,
+            controlnet.controlnet_mid_block,
+            controlnet.controlnet_cond_embedding.conv_out,
+        ]:
             conv.weight.normal_(0, 0.02)
-    pipe = ControlVideoPipeline(vae=vae, text_encoder=text, tokenizer=offline_clip_tokenizer(), unet=unet,
-                                controlnet=controlnet, scheduler=DDIMScheduler(**TINY_SCHEDULER_CONFIG))
+    pipe = ControlVideoPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=offline_clip_tokenizer(),
+        unet=unet,
+        controlnet=controlnet,
+        scheduler=DDIMScheduler(**TINY_SCHEDULER_CONFIG),
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -98,7 +124,7 @@ def moving_masks(n: int, size: int = 128):
     for i in range(n):
         m = np.zeros((size, size), np.uint8)
         x = int(8 + (size - 56) * i / max(n - 1, 1))
-        m[40:80, x:x + 40] = 255
+        m[40:80, x : x + 40] = 255
         out.append(Image.fromarray(m, mode="L"))
     return out
 
@@ -129,12 +155,20 @@ def meta_flops(frames: int, coupled: bool, kv: list[int] | None = None, unet=Non
     cond = torch.empty(2 * frames, 3, 128, 128, device="meta")
     t = torch.tensor(500, device="meta")
     with FlopCounterMode(display=False) as counter:
-        ctx = frame_coupling(unet, controlnet, FrameContext(num_frames=frames, kv_frames=kv)) if coupled \
+        ctx = (
+            frame_coupling(unet, controlnet, FrameContext(num_frames=frames, kv_frames=kv))
+            if coupled
             else contextlib.nullcontext()
+        )
         with ctx:
             down, mid = controlnet(x, t, encoder_hidden_states=emb, controlnet_cond=cond, return_dict=False)
-            unet(x, t, encoder_hidden_states=emb, down_block_additional_residuals=down,
-                 mid_block_additional_residual=mid)
+            unet(
+                x,
+                t,
+                encoder_hidden_states=emb,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+            )
     return float(counter.get_total_flops())
 
 
@@ -151,12 +185,17 @@ def flop_report() -> list[str]:
     m = {"unet": unet, "controlnet": controlnet}
     ratio16 = meta_flops(16, True, **m) / meta_flops(16, False, **m)
     plan = split_key_frames(250, 15)
-    hier = meta_flops(len(plan.keys), True, **m) + sum(meta_flops(len(c) + 2, True, [0, 1], **m) for c in plan.clips)
+    hier = meta_flops(len(plan.keys), True, **m) + sum(
+        meta_flops(len(c) + 2, True, [0, 1], **m) for c in plan.clips
+    )
     full = meta_flops(250, True, **m)
     indep = meta_flops(250, False, **m)
-    print(f"FLOPs per guided step (SD 1.5, 128 px): 16 frames coupled/independent = {ratio16:.3f}; 250 frames: "
-          f"independent {indep / 1e12:.1f} TFLOP, full ControlVideo {full / 1e12:.1f}, hierarchical "
-          f"{hier / 1e12:.1f}", flush=True)
+    print(
+        f"FLOPs per guided step (SD 1.5, 128 px): 16 frames coupled/independent = {ratio16:.3f}; 250 frames: "
+        f"independent {indep / 1e12:.1f} TFLOP, full ControlVideo {full / 1e12:.1f}, hierarchical "
+        f"{hier / 1e12:.1f}",
+        flush=True,
+    )
     return [f"RESULT video_scaling_16_frames_flops ratio={ratio16:.3f} goal<=1.3"]
 
 
@@ -168,8 +207,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="lengths 32,64 only (smoke run)")
     parser.add_argument("--part", choices=("a", "b", "smoother", "all"), default="all")
-    parser.add_argument("--width-div", type=int, default=1,
-                        help="(b) only: divide UNet/ControlNet widths (same layout, heads and tokens)")
+    parser.add_argument(
+        "--width-div",
+        type=int,
+        default=1,
+        help="(b) only: divide UNet/ControlNet widths (same layout, heads and tokens)",
+    )
     args = parser.parse_args()
     import torch
 
@@ -192,8 +235,11 @@ PROMPT = "grasper retract gallbladder in carlot-triangle-dissection"
 def build(width_div: int):
     t0 = time.perf_counter()
     pipe = build_sd15_shaped(width_div=width_div)
-    print(f"built SD-1.5-shaped components (widths / {width_div}) in {time.perf_counter() - t0:.0f} s; "
-          f"FLOPs per frame (ControlNet + UNet, one call, 128 px): {frame_flops(pipe) / 1e9:.1f} GFLOP", flush=True)
+    print(
+        f"built SD-1.5-shaped components (widths / {width_div}) in {time.perf_counter() - t0:.0f} s; "
+        f"FLOPs per frame (ControlNet + UNet, one call, 128 px): {frame_flops(pipe) / 1e9:.1f} GFLOP",
+        flush=True,
+    )
     return pipe
 
 
@@ -203,10 +249,17 @@ def part_a(pipe, steps: int) -> str:
     from diffusers import StableDiffusionControlNetPipeline
 
     masks = moving_masks(16)
-    ref = StableDiffusionControlNetPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
-                                            unet=pipe.unet, controlnet=pipe.controlnet, scheduler=pipe.scheduler,
-                                            safety_checker=None, feature_extractor=None,
-                                            requires_safety_checker=False)
+    ref = StableDiffusionControlNetPipeline(
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        unet=pipe.unet,
+        controlnet=pipe.controlnet,
+        scheduler=pipe.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     ref.set_progress_bar_config(disable=True)
     kw = {"num_inference_steps": steps, "guidance_scale": 3.0, "output_type": "np"}
     ref([PROMPT], masks[:1], **kw)  # warm-up (first-call allocations)
@@ -216,12 +269,24 @@ def part_a(pipe, steps: int) -> str:
         if name == "independent":
             ref([PROMPT] * 16, masks, generator=torch.Generator().manual_seed(0), **kw)
         else:
-            pipe(PROMPT, masks, generator=torch.Generator().manual_seed(0), smoother_steps=[], long_video="off", **kw)
+            pipe(
+                PROMPT,
+                masks,
+                generator=torch.Generator().manual_seed(0),
+                smoother_steps=[],
+                long_video="off",
+                **kw,
+            )
         times[name] = min(times.get(name, float("inf")), time.perf_counter() - start)
-    print(f"(a) 16 frames, {steps} steps: independent {times['independent']:.1f} s, "
-          f"ControlVideo {times['controlvideo']:.1f} s", flush=True)
+    print(
+        f"(a) 16 frames, {steps} steps: independent {times['independent']:.1f} s, "
+        f"ControlVideo {times['controlvideo']:.1f} s",
+        flush=True,
+    )
     smoother_cost(pipe)
-    return f"RESULT video_scaling_16_frames ratio={times['controlvideo'] / times['independent']:.2f} goal<=1.3"
+    return (
+        f"RESULT video_scaling_16_frames ratio={times['controlvideo'] / times['independent']:.2f} goal<=1.3"
+    )
 
 
 def smoother_cost(pipe, frames: int = 16) -> None:
@@ -237,7 +302,9 @@ def smoother_cost(pipe, frames: int = 16) -> None:
         with torch.no_grad():
             start = time.perf_counter()
             smoother.smooth_x0(x0)
-        print(f"one smoother trigger, {frames} frames, {name}: {time.perf_counter() - start:.1f} s", flush=True)
+        print(
+            f"one smoother trigger, {frames} frames, {name}: {time.perf_counter() - start:.1f} s", flush=True
+        )
 
 
 def part_b(pipe, steps: int, lengths: list[int]) -> list[str]:
@@ -257,11 +324,16 @@ def part_b(pipe, steps: int, lengths: list[int]) -> list[str]:
             out = pipe(PROMPT, masks, generator=torch.Generator().manual_seed(0), long_video="auto", **kw)
             elapsed = time.perf_counter() - start
         rows.append((n, elapsed, mem.peak - mem.start))
-        print(f"(b) {n:4d} frames, {steps} step(s): {elapsed:7.1f} s, peak +{(mem.peak - mem.start) / 2**20:6.0f} MiB, "
-              f"long mode {out.long_video}", flush=True)
+        print(
+            f"(b) {n:4d} frames, {steps} step(s): {elapsed:7.1f} s, peak +{(mem.peak - mem.start) / 2**20:6.0f} MiB, "
+            f"long mode {out.long_video}",
+            flush=True,
+        )
     slope = float(np.polyfit(np.log([r[0] for r in rows[1:]]), np.log([r[1] for r in rows[1:]]), 1)[0])
-    return [f"RESULT video_scaling_memory_{rows[-1][0]}_vs_16 ratio={rows[-1][2] / max(rows[0][2], 1):.2f} goal<=2",
-            f"RESULT video_scaling_time_exponent ratio={slope:.2f} goal<=1.1"]
+    return [
+        f"RESULT video_scaling_memory_{rows[-1][0]}_vs_16 ratio={rows[-1][2] / max(rows[0][2], 1):.2f} goal<=2",
+        f"RESULT video_scaling_time_exponent ratio={slope:.2f} goal<=1.1",
+    ]
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ def _gen(seed=0):
 
 
 def _to_tensor(masks):
-    return torch.stack([torch.from_numpy(np.array(m.convert("RGB"))).permute(2, 0, 1) for m in masks]).float() / 255
+    return (
+        torch.stack([torch.from_numpy(np.array(m.convert("RGB"))).permute(2, 0, 1) for m in masks]).float()
+        / 255
+    )
 
 
 def test_single_frame_equals_diffusers_controlnet_pipeline(controlvideo_pipe):
@@ -26,15 +29,37 @@ def test_single_frame_equals_diffusers_controlnet_pipeline(controlvideo_pipe):
 
     p = controlvideo_pipe
     ref = StableDiffusionControlNetPipeline(
-        vae=p.vae, text_encoder=p.text_encoder, tokenizer=p.tokenizer, unet=p.unet, controlnet=p.controlnet,
-        scheduler=p.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        vae=p.vae,
+        text_encoder=p.text_encoder,
+        tokenizer=p.tokenizer,
+        unet=p.unet,
+        controlnet=p.controlnet,
+        scheduler=p.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     ref.set_progress_bar_config(disable=True)
     mask = make_moving_masks(1)[0]
     for neg in (None, "blurry"):
-        want = ref(PROMPT, mask, num_inference_steps=4, guidance_scale=3.0, negative_prompt=neg,
-                   generator=_gen(3), output_type="np").images
-        got = p(PROMPT, [mask], num_inference_steps=4, guidance_scale=3.0, negative_prompt=neg,
-                generator=_gen(3), output_type="np").frames
+        want = ref(
+            PROMPT,
+            mask,
+            num_inference_steps=4,
+            guidance_scale=3.0,
+            negative_prompt=neg,
+            generator=_gen(3),
+            output_type="np",
+        ).images
+        got = p(
+            PROMPT,
+            [mask],
+            num_inference_steps=4,
+            guidance_scale=3.0,
+            negative_prompt=neg,
+            generator=_gen(3),
+            output_type="np",
+        ).frames
         assert got.shape == want.shape == (1, 128, 128, 3)
         np.testing.assert_allclose(got, want, atol=1e-5)
     # the ControlNet pipeline still works normally after a ControlVideo call (models restored)
@@ -43,18 +68,30 @@ def test_single_frame_equals_diffusers_controlnet_pipeline(controlvideo_pipe):
 
 def test_identical_masks_shared_noise_give_identical_frames(controlvideo_pipe):
     mask = make_moving_masks(1)[0]
-    one = controlvideo_pipe(PROMPT, [mask], num_inference_steps=3, generator=_gen(), output_type="latent").frames
-    many = controlvideo_pipe(PROMPT, [mask] * 4, num_inference_steps=3, generator=_gen(), output_type="latent",
-                             smoother_steps=[]).frames
+    one = controlvideo_pipe(
+        PROMPT, [mask], num_inference_steps=3, generator=_gen(), output_type="latent"
+    ).frames
+    many = controlvideo_pipe(
+        PROMPT, [mask] * 4, num_inference_steps=3, generator=_gen(), output_type="latent", smoother_steps=[]
+    ).frames
     assert many.shape == (4, 4, 16, 16)
     assert torch.equal(many, many[:1].expand_as(many))
     torch.testing.assert_close(many[0], one[0], atol=1e-4, rtol=0)
     # with the smoother (posterior-mean re-encode, interpolator maps (x, x) -> x) they stay identical
     for interp in ("linear", "flow"):
-        smooth = controlvideo_pipe(PROMPT, [mask] * 4, num_inference_steps=3, generator=_gen(),
-                                   output_type="latent", smoother_steps=[1, 2], interpolator=interp)
+        smooth = controlvideo_pipe(
+            PROMPT,
+            [mask] * 4,
+            num_inference_steps=3,
+            generator=_gen(),
+            output_type="latent",
+            smoother_steps=[1, 2],
+            interpolator=interp,
+        )
         assert smooth.smoothed_steps == [1, 2]
-        torch.testing.assert_close(smooth.frames, smooth.frames[:1].expand_as(smooth.frames), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            smooth.frames, smooth.frames[:1].expand_as(smooth.frames), atol=1e-5, rtol=0
+        )
 
 
 def _noise(pipe, latents, cond, embeds, *, frames, coupled=True, pool=True):
@@ -141,24 +178,48 @@ def test_pipeline_frames_coupled_end_to_end(controlvideo_pipe):
 def test_hierarchical_with_short_video_equals_full_mode(controlvideo_pipe):
     masks = make_moving_masks(6)
     kw = {"num_inference_steps": 2, "output_type": "latent", "smoother_steps": [], "generator": None}
-    full = controlvideo_pipe(PROMPT, masks, long_video="off", latents=torch.randn(1, 4, 16, 16, generator=_gen()),
-                             **kw)
-    hier = controlvideo_pipe(PROMPT, masks, long_video="on", window_size=8,
-                             latents=torch.randn(1, 4, 16, 16, generator=_gen()), **kw)
+    full = controlvideo_pipe(
+        PROMPT, masks, long_video="off", latents=torch.randn(1, 4, 16, 16, generator=_gen()), **kw
+    )
+    hier = controlvideo_pipe(
+        PROMPT,
+        masks,
+        long_video="on",
+        window_size=8,
+        latents=torch.randn(1, 4, 16, 16, generator=_gen()),
+        **kw,
+    )
     assert not hier.long_video and not full.long_video
     assert torch.equal(full.frames, hier.frames)
 
 
 def test_long_video_runs_hierarchically(controlvideo_pipe):
     masks = make_moving_masks(11, step=4)
-    out = controlvideo_pipe(PROMPT, masks, num_inference_steps=2, output_type="np", generator=_gen(),
-                            long_video="auto", max_full_frames=4, window_size=4, interpolator="linear",
-                            smoother_steps=[1])
+    out = controlvideo_pipe(
+        PROMPT,
+        masks,
+        num_inference_steps=2,
+        output_type="np",
+        generator=_gen(),
+        long_video="auto",
+        max_full_frames=4,
+        window_size=4,
+        interpolator="linear",
+        smoother_steps=[1],
+    )
     assert out.long_video and out.frames.shape == (11, 128, 128, 3)
     assert np.isfinite(out.frames).all()
     # long mode differs from full mode (clips attend to key frames only)
-    full = controlvideo_pipe(PROMPT, masks, num_inference_steps=2, output_type="np", generator=_gen(),
-                             long_video="off", interpolator="linear", smoother_steps=[1])
+    full = controlvideo_pipe(
+        PROMPT,
+        masks,
+        num_inference_steps=2,
+        output_type="np",
+        generator=_gen(),
+        long_video="off",
+        interpolator="linear",
+        smoother_steps=[1],
+    )
     assert np.abs(full.frames - out.frames).max() > 0
 
 
@@ -171,8 +232,10 @@ def test_save_and_load_round_trip(controlvideo_pipe, tmp_path):
     assert set(loaded.components) == {"vae", "text_encoder", "tokenizer", "unet", "controlnet", "scheduler"}
     masks = make_moving_masks(3)
     kw = {"num_inference_steps": 2, "output_type": "latent", "smoother_steps": []}
-    torch.testing.assert_close(loaded(PROMPT, masks, generator=_gen(), **kw).frames,
-                               controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames)
+    torch.testing.assert_close(
+        loaded(PROMPT, masks, generator=_gen(), **kw).frames,
+        controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames,
+    )
 
 
 def test_output_types_and_inputs(controlvideo_pipe):
@@ -185,8 +248,9 @@ def test_output_types_and_inputs(controlvideo_pipe):
     np.testing.assert_allclose(np.asarray(pil[1], dtype=np.float32) / 255, np_out[1], atol=1 / 255 + 1e-6)
     with pytest.raises(ValueError):
         controlvideo_pipe(PROMPT, _to_tensor(masks) * 2, **kw)
-    iid = controlvideo_pipe(PROMPT, [masks[0]] * 3, output_type="latent", same_frame_noise=False,
-                           generator=_gen(), **kw).frames
+    iid = controlvideo_pipe(
+        PROMPT, [masks[0]] * 3, output_type="latent", same_frame_noise=False, generator=_gen(), **kw
+    ).frames
     assert not torch.equal(iid[0], iid[1])
 
 
@@ -224,8 +288,13 @@ def test_sequential_guidance_halves_equal_the_joint_batch(controlvideo_pipe):
 
 def test_clip_kv_modes_differ_in_long_mode(controlvideo_pipe):
     masks = make_moving_masks(9, step=8)
-    kw = {"num_inference_steps": 2, "output_type": "latent", "smoother_steps": [], "long_video": "on",
-          "window_size": 4}
+    kw = {
+        "num_inference_steps": 2,
+        "output_type": "latent",
+        "smoother_steps": [],
+        "long_video": "on",
+        "window_size": 4,
+    }
     keys = controlvideo_pipe(PROMPT, masks, generator=_gen(), clip_kv="keys", **kw).frames
     original = controlvideo_pipe(PROMPT, masks, generator=_gen(), clip_kv="original", **kw).frames
     plan_keys = [0, 3, 6, 8]
@@ -241,6 +310,27 @@ def test_long_video_fp16_on_cuda_with_fused_attention(controlvideo_pipe):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     pipe = copy.deepcopy(controlvideo_pipe).to("cuda", torch.float16)
-    out = pipe(PROMPT, make_moving_masks(20, step=4), num_inference_steps=3, output_type="np",
-               generator=torch.Generator("cuda").manual_seed(0), interpolator="linear", smoother_steps=[1])
+    out = pipe(
+        PROMPT,
+        make_moving_masks(20, step=4),
+        num_inference_steps=3,
+        output_type="np",
+        generator=torch.Generator("cuda").manual_seed(0),
+        interpolator="linear",
+        smoother_steps=[1],
+    )
     assert out.long_video and out.frames.shape == (20, 128, 128, 3) and np.isfinite(out.frames).all()
+
+
+def test_stacked_clip_passes_equal_one_clip_per_pass(controlvideo_pipe):
+    masks = make_moving_masks(13, step=6)  # window 4: keys 0, 3, 6, 9, 12; four clips of 2 frames
+    kw = {
+        "num_inference_steps": 2,
+        "output_type": "latent",
+        "smoother_steps": [],
+        "long_video": "on",
+        "window_size": 4,
+    }
+    one = controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames
+    stacked = controlvideo_pipe(PROMPT, masks, generator=_gen(), clips_per_pass=3, **kw).frames
+    torch.testing.assert_close(stacked, one, atol=1e-5, rtol=1e-5)

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.usefixtures("video_one_thread")
 
 # ---- attention and norms -------------------------------------------------------------------------
 
+
 def test_chunked_attention_equals_unchunked():
     from lapgen.models.controlvideo import chunked_attention
 
@@ -39,8 +40,9 @@ def test_pooled_group_norm_with_one_frame_is_stock_and_keys_unchanged(controlvid
         assert list(unet.state_dict()) == keys
     with frame_coupling(unet, None, FrameContext(num_frames=3)):
         pooled = norms[0](x)
-        want = torch.nn.functional.group_norm(x.transpose(0, 1)[None], norms[0].num_groups, norms[0].weight,
-                                              norms[0].bias, norms[0].eps)[0].transpose(0, 1)
+        want = torch.nn.functional.group_norm(
+            x.transpose(0, 1)[None], norms[0].num_groups, norms[0].weight, norms[0].bias, norms[0].eps
+        )[0].transpose(0, 1)
         torch.testing.assert_close(pooled, want)
     assert "forward" not in norms[0].__dict__
     assert list(unet.state_dict()) == keys
@@ -68,13 +70,18 @@ def test_processors_installed_only_during_call(controlvideo_pipe):
     before = dict(unet.attn_processors)
     with frame_coupling(unet, controlvideo_pipe.controlnet, FrameContext(num_frames=2)):
         now = unet.attn_processors
-        assert all(isinstance(p, CrossFrameAttnProcessor) == n.endswith("attn1.processor") for n, p in now.items())
-        assert not any(isinstance(p, CrossFrameAttnProcessor)
-                       for p in controlvideo_pipe.controlnet.attn_processors.values())
+        assert all(
+            isinstance(p, CrossFrameAttnProcessor) == n.endswith("attn1.processor") for n, p in now.items()
+        )
+        assert not any(
+            isinstance(p, CrossFrameAttnProcessor)
+            for p in controlvideo_pipe.controlnet.attn_processors.values()
+        )
     assert all(unet.attn_processors[n] is p for n, p in before.items())
 
 
 # ---- smoother ------------------------------------------------------------------------------------
+
 
 def test_smoother_trigger_indices():
     from lapgen.models.controlvideo import smoother_step_indices
@@ -127,14 +134,23 @@ def test_ddim_recompute_equals_scheduler_step():
     from lapgen.models.controlvideo.smoother import ddim_alpha_prev, ddim_epsilon, ddim_recompute
 
     for pred in ("epsilon", "v_prediction"):
-        s = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=1, prediction_type=pred)
+        s = DDIMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+            prediction_type=pred,
+        )
         s.set_timesteps(10)
         g = torch.Generator().manual_seed(0)
         for t in s.timesteps:  # includes the last step (final_alpha_cumprod)
             x, out = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
             step = s.step(out, t, x)
-            again = ddim_recompute(step.pred_original_sample, ddim_epsilon(s, out, x, t), ddim_alpha_prev(s, t))
+            again = ddim_recompute(
+                step.pred_original_sample, ddim_epsilon(s, out, x, t), ddim_alpha_prev(s, t)
+            )
             torch.testing.assert_close(again, step.prev_sample, atol=1e-5, rtol=1e-5)
 
 
@@ -148,13 +164,26 @@ def test_smoother_changes_latents_only_at_its_steps(controlvideo_pipe, monkeypat
         def cb(pipe, i, t, kwargs):
             seen.setdefault(key, []).append(kwargs["latents"].clone())
             return kwargs
+
         return cb
 
     kw = {"num_inference_steps": 6, "output_type": "latent", "interpolator": "linear"}
-    controlvideo_pipe(PROMPT, masks, generator=torch.Generator().manual_seed(0), smoother_steps=[],
-                      callback_on_step_end=record("off"), **kw)
-    out = controlvideo_pipe(PROMPT, masks, generator=torch.Generator().manual_seed(0), smoother_steps=[3, 4],
-                            callback_on_step_end=record("on"), **kw)
+    controlvideo_pipe(
+        PROMPT,
+        masks,
+        generator=torch.Generator().manual_seed(0),
+        smoother_steps=[],
+        callback_on_step_end=record("off"),
+        **kw,
+    )
+    out = controlvideo_pipe(
+        PROMPT,
+        masks,
+        generator=torch.Generator().manual_seed(0),
+        smoother_steps=[3, 4],
+        callback_on_step_end=record("on"),
+        **kw,
+    )
     assert out.smoothed_steps == [3, 4]
     for i in range(3):
         assert torch.equal(seen["on"][i], seen["off"][i])
@@ -170,8 +199,14 @@ def test_smoother_changes_latents_only_at_its_steps(controlvideo_pipe, monkeypat
 
     monkeypatch.setattr(InterleavedSmoother, "smooth_x0", identity)
     off = seen.pop("off")
-    controlvideo_pipe(PROMPT, masks, generator=torch.Generator().manual_seed(0), smoother_steps=[3, 4],
-                      callback_on_step_end=record("noop"), **kw)
+    controlvideo_pipe(
+        PROMPT,
+        masks,
+        generator=torch.Generator().manual_seed(0),
+        smoother_steps=[3, 4],
+        callback_on_step_end=record("noop"),
+        **kw,
+    )
     assert calls == [0, 1]
     for a, b in zip(seen["noop"], off):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
@@ -188,6 +223,7 @@ def test_smoother_refuses_non_ddim(controlvideo_pipe):
 
 
 # ---- hierarchical --------------------------------------------------------------------------------
+
 
 def test_key_frame_split_250_frames():
     from lapgen.models.controlvideo import default_window, split_key_frames
@@ -232,3 +268,20 @@ def test_hierarchical_passes(mode, kv):
     assert calls[1] == ([0, 3, 1, 2], kv(4))
     assert calls[3] == ([6, 9, 7, 8], kv(4))
     assert out[:, 0].tolist() == [1, 12, 22, 31, 43, 53, 61, 74, 84, 91]  # each frame from its own pass
+
+
+def test_stacked_clip_groups():
+    from lapgen.models.controlvideo import split_key_frames
+    from lapgen.models.controlvideo.hierarchical import hierarchical_noise_prediction
+
+    plan = split_key_frames(11, 4)  # keys 0, 3, 6, 9, 10; clips (1, 2), (4, 5), (7, 8)
+    calls = []
+
+    def predict(idx, kv):
+        calls.append(idx)
+        flat = [i for v in idx for i in v] if isinstance(idx[0], list) else idx
+        return torch.tensor(flat, dtype=torch.float32)[:, None]
+
+    out = hierarchical_noise_prediction(predict, plan, "keys", clips_per_pass=2)
+    assert calls[1] == [[0, 3, 1, 2], [3, 6, 4, 5]] and calls[2] == [6, 9, 7, 8]
+    assert out[:, 0].tolist() == list(range(11))  # every frame's own prediction lands in its slot

@@ -24,6 +24,7 @@ def _tool(tmp_path, name="tool.png", size=(96, 64)):
 
 # ---- reading -------------------------------------------------------------------------------------
 
+
 def test_read_sequence_natural_order_threshold_and_resize(tmp_path):
     from lapgen.data.masks import read_mask_sequence
 
@@ -47,6 +48,7 @@ def test_read_sequence_natural_order_threshold_and_resize(tmp_path):
 
 # ---- authoring -----------------------------------------------------------------------------------
 
+
 def test_trajectory_hits_keyframes_and_is_smooth():
     from lapgen.data.masks import parse_points, smooth_trajectory
 
@@ -68,8 +70,26 @@ def test_animate_cli_endpoints_frames_binary_and_rotation(tmp_path):
 
     tool = _tool(tmp_path)
     out = tmp_path / "anim"
-    res = runner.invoke(app, ["masks", "animate", "--mask", str(tool), "--path", "20,30;60,40;80,20",
-                              "--rotate", "0:90", "--scale", "1:1.5", "--frames", "9", "--out", str(out), "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "masks",
+            "animate",
+            "--mask",
+            str(tool),
+            "--path",
+            "20,30;60,40;80,20",
+            "--rotate",
+            "0:90",
+            "--scale",
+            "1:1.5",
+            "--frames",
+            "9",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     files = sorted(out.glob("*.png"))
     assert len(files) == 9 and json.loads(res.stdout)["frames"] == 9
@@ -89,20 +109,54 @@ def test_animate_cli_endpoints_frames_binary_and_rotation(tmp_path):
 def test_animate_two_tools_union_and_errors(tmp_path):
     tool = _tool(tmp_path)
     out = tmp_path / "two"
-    res = runner.invoke(app, ["masks", "animate", "--mask", str(tool), "--path", "20,20", "--mask", str(tool),
-                              "--path", "70,45", "--frames", "2", "--out", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "masks",
+            "animate",
+            "--mask",
+            str(tool),
+            "--path",
+            "20,20",
+            "--mask",
+            str(tool),
+            "--path",
+            "70,45",
+            "--frames",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     m = np.asarray(Image.open(out / "000000.png")) > 127
     assert m[20, 20] and m[45, 70] and m.sum() == 2 * 300
-    bad = runner.invoke(app, ["masks", "animate", "--mask", str(tool), "--path", "1,1", "--path", "2,2",
-                              "--frames", "2", "--out", str(tmp_path / "x")])
+    bad = runner.invoke(
+        app,
+        [
+            "masks",
+            "animate",
+            "--mask",
+            str(tool),
+            "--path",
+            "1,1",
+            "--path",
+            "2,2",
+            "--frames",
+            "2",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     assert bad.exit_code == 2 and "one --path per --mask" in bad.output
-    again = runner.invoke(app, ["masks", "animate", "--mask", str(tool), "--path", "1,1", "--frames", "2",
-                                "--out", str(out)])
+    again = runner.invoke(
+        app, ["masks", "animate", "--mask", str(tool), "--path", "1,1", "--frames", "2", "--out", str(out)]
+    )
     assert again.exit_code == 2 and "already exists" in again.output
 
 
 # ---- extraction ----------------------------------------------------------------------------------
+
 
 def test_segment_with_reuse_keeps_previous_mask():
     from lapgen.data.masks import segment_with_reuse
@@ -157,15 +211,38 @@ def test_clips_finds_the_runs_and_writes_clips(tmp_path, clip_data, monkeypatch)
     assert clips[2].prompt.startswith("hook dissect gallbladder")
     assert list(clips[2].c_range()) == list(range(125, 175))
 
-    def fake_segment_fn(segmenter, device="auto", conf=0.25):  # threshold bright pixels: a deterministic "segmenter"
+    def fake_segment_fn(
+        segmenter, device="auto", conf=0.25
+    ):  # threshold bright pixels: a deterministic "segmenter"
         def segment(frames):
             return [((f.mean(-1) > 200), int((f.mean(-1) > 200).any())) for f in frames]
+
         return segment, {"name": "threshold"}
 
     monkeypatch.setattr(mask_sequences, "make_segment_fn", fake_segment_fn)
     out = tmp_path / "clips"
-    res = runner.invoke(app, ["masks", "clips", "--cholec80", str(c80), "--cholect50", str(t50), "--out", str(out),
-                              "--seconds", "2", "--n", "2", "--seed", "3", "--size", "32", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "masks",
+            "clips",
+            "--cholec80",
+            str(c80),
+            "--cholect50",
+            str(t50),
+            "--out",
+            str(out),
+            "--seconds",
+            "2",
+            "--n",
+            "2",
+            "--seed",
+            "3",
+            "--size",
+            "32",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
     assert result["clips"] == 2 and result["windows_found"] == 3
@@ -179,7 +256,9 @@ def test_clips_finds_the_runs_and_writes_clips(tmp_path, clip_data, monkeypatch)
         assert (folder / "prompt.txt").read_text().strip() == rec["prompt"]
         # the frames are the right Cholec80 frames: compare with a direct decode
         video = read_video(c80 / "videos" / "video01.mp4")
-        want = np.asarray(Image.fromarray(video[rec["c_start"]]).resize((32, 32), Image.BILINEAR, reducing_gap=None))
+        want = np.asarray(
+            Image.fromarray(video[rec["c_start"]]).resize((32, 32), Image.BILINEAR, reducing_gap=None)
+        )
         assert np.array_equal(np.asarray(Image.open(frames[0])), want)
 
 
@@ -190,18 +269,20 @@ def test_from_video_and_preview(tmp_path, monkeypatch):
     frames = np.zeros((6, 32, 32, 3), np.uint8)
     for i in range(6):
         if i != 3:  # frame 3: nothing to find
-            frames[i, 8:16, 4 + 3 * i: 12 + 3 * i] = 255
+            frames[i, 8:16, 4 + 3 * i : 12 + 3 * i] = 255
     write_mp4(frames, tmp_path / "clip.mp4", fps=25)
 
     def fake_segment_fn(segmenter, device="auto", conf=0.25):
         def segment(batch):
             return [((f.mean(-1) > 128), int((f.mean(-1) > 128).any())) for f in batch]
+
         return segment, {"name": "threshold"}
 
     monkeypatch.setattr(mask_sequences, "make_segment_fn", fake_segment_fn)
     out = tmp_path / "masks"
-    res = runner.invoke(app, ["masks", "from-video", str(tmp_path / "clip.mp4"), "--out", str(out), "--size", "0",
-                              "--json"])
+    res = runner.invoke(
+        app, ["masks", "from-video", str(tmp_path / "clip.mp4"), "--out", str(out), "--size", "0", "--json"]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["reused_masks"] == 1
     masks = [np.asarray(Image.open(p)) > 127 for p in sorted(out.glob("*.png"))]
@@ -215,7 +296,9 @@ def test_from_video_and_preview(tmp_path, monkeypatch):
         img.seek(k)
         total += img.info["duration"]
     assert abs(total - 6 * 125) <= 6 * 10  # 6 frames at 8 fps; GIF stores 10 ms units
-    missing = runner.invoke(app, ["masks", "from-video", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o")])
+    missing = runner.invoke(
+        app, ["masks", "from-video", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o")]
+    )
     assert missing.exit_code == 2 and "not found" in missing.output
 
 
@@ -225,8 +308,21 @@ def test_from_video_with_the_default_segmenter(tmp_path):
 
     frames = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
     write_mp4(frames, tmp_path / "clip.mp4", fps=25)
-    res = runner.invoke(app, ["masks", "from-video", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "m"),
-                              "--size", "64", "--device", "cpu", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "masks",
+            "from-video",
+            str(tmp_path / "clip.mp4"),
+            "--out",
+            str(tmp_path / "m"),
+            "--size",
+            "64",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     masks = sorted((tmp_path / "m").glob("*.png"))
     assert len(masks) == 3 and Image.open(masks[0]).size == (64, 64)

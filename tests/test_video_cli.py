@@ -28,15 +28,42 @@ def _models(tiny_sd_dir, tiny_controlnet_dir):
     return ["--model", str(tiny_sd_dir), "--controlnet", str(tiny_controlnet_dir)]
 
 
-def test_video_writes_mp4_gif_frames_side_by_side_and_card(tmp_path, mask_dir, tiny_sd_dir, tiny_controlnet_dir):
+def test_video_writes_mp4_gif_frames_side_by_side_and_card(
+    tmp_path, mask_dir, tiny_sd_dir, tiny_controlnet_dir
+):
     from lapgen.cards import read_card
     from lapgen.data.video import probe, read_video
 
     out = tmp_path / "clip.mp4"
-    res = runner.invoke(app, ["video", "--prompt", "grasper retract liver", "--masks", str(mask_dir), "--out",
-                              str(out), "--frames", "10", "--steps", "3", "--fps", "12", "--interpolator", "linear",
-                              "--smoother-steps", "1", "--gif", "--save-frames", "--side-by-side", "--device", "cpu",
-                              "--json", *_models(tiny_sd_dir, tiny_controlnet_dir)])
+    res = runner.invoke(
+        app,
+        [
+            "video",
+            "--prompt",
+            "grasper retract liver",
+            "--masks",
+            str(mask_dir),
+            "--out",
+            str(out),
+            "--frames",
+            "10",
+            "--steps",
+            "3",
+            "--fps",
+            "12",
+            "--interpolator",
+            "linear",
+            "--smoother-steps",
+            "1",
+            "--gif",
+            "--save-frames",
+            "--side-by-side",
+            "--device",
+            "cpu",
+            "--json",
+            *_models(tiny_sd_dir, tiny_controlnet_dir),
+        ],
+    )
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout.strip().splitlines()[-1])
     assert payload["frames"] == 10 and payload["smoothed_steps"] == [1]
@@ -60,37 +87,80 @@ def test_masks_from_a_video_are_thresholded_and_resized(tmp_path, tiny_sd_dir, t
     masks = np.stack([np.asarray(m) for m in make_moving_masks(4, size=64, box=20)])
     write_mp4(masks, tmp_path / "masks.mp4", fps=25)  # lossy greyscale: not strictly binary any more
     out = tmp_path / "v.mp4"
-    res = runner.invoke(app, ["video", "--prompt", "grasper retract liver", "--masks", str(tmp_path / "masks.mp4"),
-                              "--out", str(out), "--steps", "2", "--device", "cpu",
-                              *_models(tiny_sd_dir, tiny_controlnet_dir)])
+    res = runner.invoke(
+        app,
+        [
+            "video",
+            "--prompt",
+            "grasper retract liver",
+            "--masks",
+            str(tmp_path / "masks.mp4"),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            *_models(tiny_sd_dir, tiny_controlnet_dir),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "thresholded" in res.output and "resized from 64x64" in res.output
     assert probe(out, count=True).frames == 4
 
 
 def test_unknown_prompt_words_warn_but_run(tmp_path, mask_dir, tiny_sd_dir, tiny_controlnet_dir):
-    res = runner.invoke(app, ["video", "--prompt", "grasper juggles liver", "--masks", str(mask_dir), "--frames", "2",
-                              "--out", str(tmp_path / "w.mp4"), "--steps", "1", "--device", "cpu",
-                              *_models(tiny_sd_dir, tiny_controlnet_dir)])
+    res = runner.invoke(
+        app,
+        [
+            "video",
+            "--prompt",
+            "grasper juggles liver",
+            "--masks",
+            str(mask_dir),
+            "--frames",
+            "2",
+            "--out",
+            str(tmp_path / "w.mp4"),
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+            *_models(tiny_sd_dir, tiny_controlnet_dir),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "juggles" in res.output and "warning" in res.output
 
 
-@pytest.mark.parametrize("extra,needle", [
-    (["--masks", "/nonexistent/masks"], "masks not found"),
-    (["--long", "maybe"], "unknown --long"),
-    (["--interpolator", "magic"], "unknown interpolator"),
-    (["--frames", "99"], "only 12"),
-    (["--out", "clip.avi"], ".mp4"),
-    (["--smoother-steps", "x"], "--smoother-steps"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--masks", "/nonexistent/masks"], "masks not found"),
+        (["--long", "maybe"], "unknown --long"),
+        (["--interpolator", "magic"], "unknown interpolator"),
+        (["--frames", "99"], "only 12"),
+        (["--out", "clip.avi"], ".mp4"),
+        (["--smoother-steps", "x"], "--smoother-steps"),
+    ],
+)
 def test_bad_inputs_are_one_line_errors(tmp_path, mask_dir, tiny_sd_dir, tiny_controlnet_dir, extra, needle):
-    args = ["video", "--prompt", "grasper retract liver", "--masks", str(mask_dir), "--out", str(tmp_path / "x.mp4"),
-            "--steps", "1", *_models(tiny_sd_dir, tiny_controlnet_dir)]
+    args = [
+        "video",
+        "--prompt",
+        "grasper retract liver",
+        "--masks",
+        str(mask_dir),
+        "--out",
+        str(tmp_path / "x.mp4"),
+        "--steps",
+        "1",
+        *_models(tiny_sd_dir, tiny_controlnet_dir),
+    ]
     for k in range(0, len(extra), 2):
         i = args.index(extra[k]) if extra[k] in args else None
         if i is None:
-            args += extra[k:k + 2]
+            args += extra[k : k + 2]
         else:
             args[i + 1] = extra[k + 1]
     res = runner.invoke(app, args)
@@ -101,11 +171,24 @@ def test_bad_inputs_are_one_line_errors(tmp_path, mask_dir, tiny_sd_dir, tiny_co
 
 def test_existing_output_and_missing_default_controlnet(tmp_path, mask_dir, tiny_sd_dir):
     (tmp_path / "o.mp4").write_bytes(b"x")
-    res = runner.invoke(app, ["video", "--prompt", "grasper", "--masks", str(mask_dir), "--out",
-                              str(tmp_path / "o.mp4")])
+    res = runner.invoke(
+        app, ["video", "--prompt", "grasper", "--masks", str(mask_dir), "--out", str(tmp_path / "o.mp4")]
+    )
     assert res.exit_code == 2 and "already exists" in res.output
-    res = runner.invoke(app, ["video", "--prompt", "grasper", "--masks", str(mask_dir), "--out",
-                              str(tmp_path / "n.mp4"), "--model", str(tiny_sd_dir)])
+    res = runner.invoke(
+        app,
+        [
+            "video",
+            "--prompt",
+            "grasper",
+            "--masks",
+            str(mask_dir),
+            "--out",
+            str(tmp_path / "n.mp4"),
+            "--model",
+            str(tiny_sd_dir),
+        ],
+    )
     assert res.exit_code == 2 and "ControlNet" in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1
 
@@ -116,9 +199,21 @@ def test_interrupted_run_resumes_to_the_same_video(tmp_path, mask_dir, tiny_sd_d
     from lapgen.models.video_generation import VideoConfig, generate_video
 
     def config(out, **kw):
-        return VideoConfig(prompt="grasper retract liver", masks=str(mask_dir), out=str(out), frames=5, steps=6,
-                           model=str(tiny_sd_dir), controlnet=str(tiny_controlnet_dir), interpolator="linear",
-                           smoother_steps="2,3", save_frames=True, device="cpu", checkpoint_every=2, **kw)
+        return VideoConfig(
+            prompt="grasper retract liver",
+            masks=str(mask_dir),
+            out=str(out),
+            frames=5,
+            steps=6,
+            model=str(tiny_sd_dir),
+            controlnet=str(tiny_controlnet_dir),
+            interpolator="linear",
+            smoother_steps="2,3",
+            save_frames=True,
+            device="cpu",
+            checkpoint_every=2,
+            **kw,
+        )
 
     ref = generate_video(config(tmp_path / "ref.mp4"))
     assert ref.resumed_from_step == 0 and ref.smoothed_steps == [2, 3]
@@ -132,7 +227,9 @@ def test_interrupted_run_resumes_to_the_same_video(tmp_path, mask_dir, tiny_sd_d
     assert not (tmp_path / "run.mp4").exists() and (tmp_path / "run.mp4.partial").exists()
     again = generate_video(config(tmp_path / "run.mp4"))
     assert again.resumed_from_step == 2 and again.smoothed_steps == [2, 3]
-    for a, b in zip(sorted((tmp_path / "ref_frames").glob("*.png")), sorted((tmp_path / "run_frames").glob("*.png"))):
+    for a, b in zip(
+        sorted((tmp_path / "ref_frames").glob("*.png")), sorted((tmp_path / "run_frames").glob("*.png"))
+    ):
         assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
 

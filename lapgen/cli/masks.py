@@ -7,8 +7,10 @@ from pathlib import Path
 
 import typer
 
-masks_app = typer.Typer(help="Author, extract and preview tool-mask sequences (the input of `lapgen video`).",
-                        no_args_is_help=True)
+masks_app = typer.Typer(
+    help="Author, extract and preview tool-mask sequences (the input of `lapgen video`).",
+    no_args_is_help=True,
+)
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
@@ -23,12 +25,19 @@ def _size(text: str | None) -> tuple[int, int] | None:
     return w, h
 
 
-@masks_app.command("animate", help="Move tool masks along smooth keyframed trajectories. One --path (and "
-                   "optionally --rotate/--scale) per --mask, in order.")
+@masks_app.command(
+    "animate",
+    help="Move tool masks along smooth keyframed trajectories. One --path (and "
+    "optionally --rotate/--scale) per --mask, in order.",
+)
 def animate_cmd(
     mask: list[Path] = typer.Option(..., "--mask", help="Tool mask image (white tool on black); repeatable."),
-    path: list[str] = typer.Option(..., "--path", help='Centroid keyframes "x0,y0;x1,y1;..." in px; one per mask.'),
-    rotate: list[str] = typer.Option([], "--rotate", help='Degrees "a0:a1" (counter-clockwise); one per mask.'),
+    path: list[str] = typer.Option(
+        ..., "--path", help='Centroid keyframes "x0,y0;x1,y1;..." in px; one per mask.'
+    ),
+    rotate: list[str] = typer.Option(
+        [], "--rotate", help='Degrees "a0:a1" (counter-clockwise); one per mask.'
+    ),
     scale: list[str] = typer.Option([], "--scale", help='Scale "s0:s1"; one per mask.'),
     frames: int = typer.Option(..., "--frames", help="Number of frames."),
     size: str | None = typer.Option(None, "--size", help="Canvas WIDTHxHEIGHT (default: the first mask's)."),
@@ -44,9 +53,13 @@ def animate_cmd(
         raise LapgenError(f"{len(mask)} --mask but {len(path)} --path", hint="give one --path per --mask")
     for name, values in (("--rotate", rotate), ("--scale", scale)):
         if values and len(values) != len(mask):
-            raise LapgenError(f"{len(values)} {name} for {len(mask)} --mask", hint=f"give one {name} per --mask")
-    tools = [ToolPath(str(m), p, rotate[i] if rotate else None, scale[i] if scale else None)
-             for i, (m, p) in enumerate(zip(mask, path))]
+            raise LapgenError(
+                f"{len(values)} {name} for {len(mask)} --mask", hint=f"give one {name} per --mask"
+            )
+    tools = [
+        ToolPath(str(m), p, rotate[i] if rotate else None, scale[i] if scale else None)
+        for i, (m, p) in enumerate(zip(mask, path))
+    ]
     result = animate_masks(tools, frames, out, size=_size(size), overwrite=overwrite)
     if as_json:
         typer.echo(json.dumps({"out": str(result), "frames": frames}))
@@ -54,8 +67,11 @@ def animate_cmd(
         notice(f"wrote {frames} masks to {result}")
 
 
-@masks_app.command("from-video", help="Segment a real clip into a mask sequence (union of the segmenter's "
-                   "instances; a frame without detections reuses the previous mask).")
+@masks_app.command(
+    "from-video",
+    help="Segment a real clip into a mask sequence (union of the segmenter's "
+    "instances; a frame without detections reuses the previous mask).",
+)
 def from_video_cmd(
     video: Path = typer.Argument(..., help="Input video (e.g. a Cholec80 clip)."),
     out: Path = typer.Option(..., "--out", help="Output folder of NNNNNN.png masks."),
@@ -77,16 +93,26 @@ def from_video_cmd(
     segment, seg_info = make_segment_fn(segmenter, device=device, conf=conf)
     with make_progress() as progress:
         task = progress.add_task("segmenting", total=info.frames or None)
-        result = masks_from_video(video, out, segment, size=size or None, segmenter_info=seg_info,
-                                  overwrite=overwrite, advance=lambda k: progress.advance(task, k))
+        result = masks_from_video(
+            video,
+            out,
+            segment,
+            size=size or None,
+            segmenter_info=seg_info,
+            overwrite=overwrite,
+            advance=lambda k: progress.advance(task, k),
+        )
     if as_json:
         typer.echo(json.dumps({"out": str(out), **result}))
     else:
         notice(f"wrote {result['frames']} masks to {out} ({result['reused_masks']} reused the previous mask)")
 
 
-@masks_app.command("clips", help="Find CholecT50 runs where the prompt stays the same for --seconds, and write "
-                   "each as 25 fps Cholec80 frames + mask sequence + prompt (a real reference set).")
+@masks_app.command(
+    "clips",
+    help="Find CholecT50 runs where the prompt stays the same for --seconds, and write "
+    "each as 25 fps Cholec80 frames + mask sequence + prompt (a real reference set).",
+)
 def clips_cmd(
     cholec80: Path = typer.Option(..., "--cholec80", help="Cholec80 release root."),
     cholect50: Path = typer.Option(..., "--cholect50", help="CholecT50 release root."),
@@ -115,14 +141,27 @@ def clips_cmd(
     segment, seg_info = make_segment_fn(segmenter, device=device, conf=conf)
     with make_progress() as progress:
         task = progress.add_task("clips", total=None)
-        result = extract_clips(cholec80, cholect50, out, segment, seconds=seconds, n=n, seed=seed, size=size,
-                               prompt_format=prompt_format, segmenter_info=seg_info, overwrite=overwrite,
-                               on_plan=lambda k: progress.update(task, total=k),
-                               advance=lambda k: progress.advance(task, k))
+        result = extract_clips(
+            cholec80,
+            cholect50,
+            out,
+            segment,
+            seconds=seconds,
+            n=n,
+            seed=seed,
+            size=size,
+            prompt_format=prompt_format,
+            segmenter_info=seg_info,
+            overwrite=overwrite,
+            on_plan=lambda k: progress.update(task, total=k),
+            advance=lambda k: progress.advance(task, k),
+        )
     if as_json:
         typer.echo(json.dumps({"out": str(out), **result}))
     else:
-        notice(f"wrote {result['clips']} clips of {seconds} s to {out} ({result['windows_found']} windows found)")
+        notice(
+            f"wrote {result['clips']} clips of {seconds} s to {out} ({result['windows_found']} windows found)"
+        )
 
 
 @masks_app.command("preview", help="A GIF of a mask folder (frames | masks for a clip folder).")

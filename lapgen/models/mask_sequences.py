@@ -34,7 +34,9 @@ from lapgen.errors import LapgenError
 from lapgen.outputs import finalize_output_dir, prepare_output_dir
 
 
-def make_segment_fn(segmenter: str | None, *, device: str = "auto", conf: float = 0.25) -> tuple[SegmentFn, dict]:
+def make_segment_fn(
+    segmenter: str | None, *, device: str = "auto", conf: float = 0.25
+) -> tuple[SegmentFn, dict]:
     """A batch segment function `(RGB frames) -> [(union mask, instances)]` from a registry segmenter."""
     from lapgen.models.loading import load_segmenter
     from lapgen.models.segmentation import (
@@ -63,8 +65,14 @@ class ToolPath:
     scale: str | None = None  # "s0:s1"
 
 
-def animate_masks(tools: Sequence[ToolPath], frames: int, out: str | Path, *, size: tuple[int, int] | None = None,
-                  overwrite: bool = False) -> Path:
+def animate_masks(
+    tools: Sequence[ToolPath],
+    frames: int,
+    out: str | Path,
+    *,
+    size: tuple[int, int] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Union of each tool's animated mask per frame -> `out/NNNNNN.png` (+ card). Returns `out`."""
     from lapgen.cards import make_card, write_card
 
@@ -75,21 +83,39 @@ def animate_masks(tools: Sequence[ToolPath], frames: int, out: str | Path, *, si
     parsed = []
     for tool in tools:  # validate everything before writing
         mask = read_mask(tool.mask)
-        parsed.append((mask, parse_points(tool.path), parse_range(tool.rotate, 0.0), parse_range(tool.scale, 1.0)))
+        parsed.append(
+            (mask, parse_points(tool.path), parse_range(tool.rotate, 0.0), parse_range(tool.scale, 1.0))
+        )
     canvas = size or (parsed[0][0].shape[1], parsed[0][0].shape[0])
     union = np.zeros((frames, canvas[1], canvas[0]), bool)
     for mask, points, rotate, scale in parsed:
         union |= animate_mask(mask, points, frames, rotate, scale, canvas)
     stage = prepare_output_dir(out, overwrite=overwrite, resume=False)
     write_mask_sequence(stage, union)
-    write_card(stage, make_card("mask-sequence", method="animate", frames=frames, size=list(canvas),
-                                tools=[asdict(t) for t in tools]))
+    write_card(
+        stage,
+        make_card(
+            "mask-sequence",
+            method="animate",
+            frames=frames,
+            size=list(canvas),
+            tools=[asdict(t) for t in tools],
+        ),
+    )
     return finalize_output_dir(out)
 
 
-def masks_from_video(video: str | Path, out: str | Path, segment: SegmentFn, *, size: int | None = None,
-                     batch: int = 16, segmenter_info: dict | None = None, overwrite: bool = False,
-                     advance: Callable[[int], None] | None = None) -> dict:
+def masks_from_video(
+    video: str | Path,
+    out: str | Path,
+    segment: SegmentFn,
+    *,
+    size: int | None = None,
+    batch: int = 16,
+    segmenter_info: dict | None = None,
+    overwrite: bool = False,
+    advance: Callable[[int], None] | None = None,
+) -> dict:
     """Segment every frame of `video` -> `out/NNNNNN.png` union masks. Resumes an interrupted run."""
     from lapgen.cards import make_card, write_card
     from lapgen.data.video import iter_frames, probe
@@ -122,33 +148,65 @@ def masks_from_video(video: str | Path, out: str | Path, segment: SegmentFn, *, 
     if written == 0:
         raise LapgenError("the video has no frames", path=video)
     result = {"frames": written, "fps": info.fps, "reused_masks": reused, "size": size or list(info.size)}
-    write_card(stage, make_card("mask-sequence", method="from-video", video=str(video), segmenter=segmenter_info,
-                                **result))
+    write_card(
+        stage,
+        make_card("mask-sequence", method="from-video", video=str(video), segmenter=segmenter_info, **result),
+    )
     finalize_output_dir(out)
     return result
 
 
-def extract_clips(cholec80: str | Path, cholect50: str | Path, out: str | Path, segment: SegmentFn, *,
-                  seconds: int = 10, n: int = 50, seed: int = 0, size: int = 128, prompt_format: str = "paper",
-                  segmenter_info: dict | None = None, overwrite: bool = False,
-                  on_plan: Callable[[int], None] | None = None, advance: Callable[[int], None] | None = None) -> dict:
+def extract_clips(
+    cholec80: str | Path,
+    cholect50: str | Path,
+    out: str | Path,
+    segment: SegmentFn,
+    *,
+    seconds: int = 10,
+    n: int = 50,
+    seed: int = 0,
+    size: int = 128,
+    prompt_format: str = "paper",
+    segmenter_info: dict | None = None,
+    overwrite: bool = False,
+    on_plan: Callable[[int], None] | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> dict:
     """Real reference clips: `out/clip_NNN/{prompt.txt, masks/, frames/, clip.json}` + `clips.jsonl`."""
     from lapgen.cards import make_card, write_card
     from lapgen.data.masks import plan_clips, write_clips
 
-    clips, found = plan_clips(cholect50, cholec80, seconds=seconds, n=n, seed=seed, prompt_format=prompt_format)
+    clips, found = plan_clips(
+        cholect50, cholec80, seconds=seconds, n=n, seed=seed, prompt_format=prompt_format
+    )
     if not clips:
-        raise LapgenError(f"no run of {seconds} s with an unchanged prompt found", path=cholect50,
-                          hint="lower --seconds")
+        raise LapgenError(
+            f"no run of {seconds} s with an unchanged prompt found", path=cholect50, hint="lower --seconds"
+        )
     if on_plan:
         on_plan(len(clips))
     stage = prepare_output_dir(out, overwrite=overwrite, resume=True)
     records = write_clips(clips, cholec80, stage, segment, size=size, advance=advance)
     (stage / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    result = {"clips": len(records), "windows_found": found, "seconds": seconds, "fps": 25, "size": size,
-              "seed": seed}
-    write_card(stage, make_card("video-clips", cholec80=str(cholec80), cholect50=str(cholect50),
-                                segmenter=segmenter_info, prompt_format=prompt_format, **result))
+    result = {
+        "clips": len(records),
+        "windows_found": found,
+        "seconds": seconds,
+        "fps": 25,
+        "size": size,
+        "seed": seed,
+    }
+    write_card(
+        stage,
+        make_card(
+            "video-clips",
+            cholec80=str(cholec80),
+            cholect50=str(cholect50),
+            segmenter=segmenter_info,
+            prompt_format=prompt_format,
+            **result,
+        ),
+    )
     finalize_output_dir(out)
     return result
 

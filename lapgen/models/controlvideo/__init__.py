@@ -26,8 +26,21 @@ from lapgen.models.controlvideo.pipeline import ControlVideoPipeline, ControlVid
 from lapgen.models.controlvideo.smoother import interleave_frames, smoother_step_indices
 
 __all__ = [
-    "ControlVideoPipeline", "ControlVideoPipelineOutput", "CrossFrameAttnProcessor", "FrameContext",
-    "KeyFramePlan", "chunked_attention", "default_window", "frame_coupling", "get_interpolator",
-    "interleave_frames", "list_interpolators", "poolable_group_norms", "register_interpolator",
-    "self_attention_names", "smoother_step_indices", "split_key_frames", "use_long_mode",
+    "ControlVideoPipeline",
+    "ControlVideoPipelineOutput",
+    "CrossFrameAttnProcessor",
+    "FrameContext",
+    "KeyFramePlan",
+    "chunked_attention",
+    "default_window",
+    "frame_coupling",
+    "get_interpolator",
+    "interleave_frames",
+    "list_interpolators",
+    "poolable_group_norms",
+    "register_interpolator",
+    "self_attention_names",
+    "smoother_step_indices",
+    "split_key_frames",
+    "use_long_mode",
 ]

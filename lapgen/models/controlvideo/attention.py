@@ -52,8 +52,9 @@ class FrameContext:
     fused_kernels: str = "auto"
 
 
-def chunked_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                      memory_bytes: int = DEFAULT_ATTENTION_MEMORY) -> torch.Tensor:
+def chunked_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, memory_bytes: int = DEFAULT_ATTENTION_MEMORY
+) -> torch.Tensor:
     """Exact SDPA over query chunks: `(B, heads, Lq, d)` x `(B, heads, Lkv, d)` -> `(B, heads, Lq, d)`.
 
     Softmax is per query row, so chunking the queries against the full keys/values gives the same result
@@ -67,8 +68,9 @@ def chunked_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
         return F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
     out = torch.empty_like(query)
     for start in range(0, lq, chunk):
-        out[:, :, start:start + chunk] = F.scaled_dot_product_attention(
-            query[:, :, start:start + chunk], key, value, dropout_p=0.0, is_causal=False)
+        out[:, :, start : start + chunk] = F.scaled_dot_product_attention(
+            query[:, :, start : start + chunk], key, value, dropout_p=0.0, is_causal=False
+        )
     return out
 
 
@@ -100,10 +102,16 @@ class CrossFrameAttnProcessor:
         self.context = context
         self._per_frame = AttnProcessor2_0()
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor,
-                 encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
-                 *args, **kwargs) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args,
+        **kwargs,
+    ) -> torch.Tensor:
         ctx = self.context
         if encoder_hidden_states is not None or attention_mask is not None:
             # not a self-attention call (SD never passes these to attn1): behave as the stock processor
@@ -196,8 +204,13 @@ def poolable_group_norms(model: torch.nn.Module) -> list[torch.nn.GroupNorm]:
 
 
 @contextlib.contextmanager
-def frame_coupling(unet: torch.nn.Module, controlnet: torch.nn.Module | None, context: FrameContext, *,
-                   couple_controlnet: bool = False) -> Iterator[FrameContext]:
+def frame_coupling(
+    unet: torch.nn.Module,
+    controlnet: torch.nn.Module | None,
+    context: FrameContext,
+    *,
+    couple_controlnet: bool = False,
+) -> Iterator[FrameContext]:
     """Install cross-frame attention and pooled GroupNorm for the duration of the block, then restore.
 
     The models are left exactly as found (processors and forwards), so components shared with another
@@ -212,8 +225,12 @@ def frame_coupling(unet: torch.nn.Module, controlnet: torch.nn.Module | None, co
             saved.append((model, old))
             if cross_frame:
                 processor = CrossFrameAttnProcessor(context)
-                model.set_attn_processor({name: processor if name.endswith("attn1.processor")
-                                          else proc for name, proc in old.items()})
+                model.set_attn_processor(
+                    {
+                        name: processor if name.endswith("attn1.processor") else proc
+                        for name, proc in old.items()
+                    }
+                )
             for norm in poolable_group_norms(model):
                 norm._lapgen_frame_context = context
                 norm.forward = types.MethodType(_pooled_group_norm, norm)

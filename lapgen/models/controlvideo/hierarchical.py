@@ -77,12 +77,20 @@ def use_long_mode(mode: str, length: int, window: int, max_full_frames: int = 16
 PassFn = Callable[[Sequence[int], Sequence[int] | None], torch.Tensor]
 
 
-def hierarchical_noise_prediction(predict: PassFn, plan: KeyFramePlan, clip_kv: str = "keys",
-                                  out: torch.Tensor | None = None) -> torch.Tensor:
+def hierarchical_noise_prediction(
+    predict: PassFn,
+    plan: KeyFramePlan,
+    clip_kv: str = "keys",
+    out: torch.Tensor | None = None,
+    clips_per_pass: int = 1,
+) -> torch.Tensor:
     """Noise prediction for all frames of one step from key and clip passes.
 
     predict(frame_indices, kv_positions) -> `(len(frame_indices), C, h, w)` guided noise for those frames,
     with kv_positions the positions within the pass whose keys/values the queries read (None = all).
+    With `clips_per_pass > 1`, up to that many consecutive clips of equal length go through one call as
+    separate videos: frame_indices is then a list of index lists and the result is video-major
+    `(videos·L, C, h, w)` (same numbers, fewer and larger calls: memory traded for speed).
     """
     if clip_kv not in CLIP_KV_MODES:
         raise LapgenError(f"unknown clip_kv mode {clip_kv!r}", hint=f"use one of {CLIP_KV_MODES}")
@@ -90,8 +98,17 @@ def hierarchical_noise_prediction(predict: PassFn, plan: KeyFramePlan, clip_kv: 
     if out is None:
         out = torch.empty((plan.length, *key_noise.shape[1:]), dtype=key_noise.dtype, device=key_noise.device)
     out[list(plan.keys)] = key_noise
-    for (a, b), clip in zip(plan.bounds, plan.clips):
-        frames = [a, b, *clip]
-        kv = [0, 1] if clip_kv == "keys" else [0, len(frames) - 1]
-        out[list(clip)] = predict(frames, kv)[2:]
+    passes = [[a, b, *clip] for (a, b), clip in zip(plan.bounds, plan.clips)]
+    groups: list[list[list[int]]] = []
+    for frames in passes:
+        if groups and len(groups[-1]) < clips_per_pass and len(groups[-1][0]) == len(frames):
+            groups[-1].append(frames)
+        else:
+            groups.append([frames])
+    for group in groups:
+        n = len(group[0])
+        kv = [0, 1] if clip_kv == "keys" else [0, n - 1]
+        noise = predict(group[0] if len(group) == 1 else group, kv)
+        for v, frames in enumerate(group):
+            out[frames[2:]] = noise[v * n + 2 : (v + 1) * n]
     return out

@@ -46,14 +46,17 @@ def get_interpolator(name: str | Interpolator, **options: Any) -> Interpolator:
     if callable(name):
         return name
     if name not in _REGISTRY:
-        raise LapgenError(f"unknown interpolator {name!r}",
-                          hint=f"choose one of: {', '.join(sorted(_REGISTRY))}")
+        raise LapgenError(
+            f"unknown interpolator {name!r}", hint=f"choose one of: {', '.join(sorted(_REGISTRY))}"
+        )
     return _REGISTRY[name][0](**options)
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape or a.ndim != 4 or a.shape[1] != 3:
-        raise ValueError(f"interpolator inputs must both be (N, 3, H, W); got {tuple(a.shape)}, {tuple(b.shape)}")
+        raise ValueError(
+            f"interpolator inputs must both be (N, 3, H, W); got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
 
 
 def linear_midpoint(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -70,10 +73,24 @@ class FlowMidpoint:
     `q - flow_ba(q)/2`) and averaging the two warps.
     """
 
-    def __init__(self, pyr_scale: float = 0.5, levels: int = 3, winsize: int = 9, iterations: int = 3,
-                 poly_n: int = 5, poly_sigma: float = 1.1):
-        self.params = {"pyr_scale": pyr_scale, "levels": levels, "winsize": winsize, "iterations": iterations,
-                           "poly_n": poly_n, "poly_sigma": poly_sigma, "flags": 0}
+    def __init__(
+        self,
+        pyr_scale: float = 0.5,
+        levels: int = 3,
+        winsize: int = 9,
+        iterations: int = 3,
+        poly_n: int = 5,
+        poly_sigma: float = 1.1,
+    ):
+        self.params = {
+            "pyr_scale": pyr_scale,
+            "levels": levels,
+            "winsize": winsize,
+            "iterations": iterations,
+            "poly_n": poly_n,
+            "poly_sigma": poly_sigma,
+            "flags": 0,
+        }
 
     def _pair(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         import cv2
@@ -85,10 +102,20 @@ class FlowMidpoint:
         flow_ab = cv2.calcOpticalFlowFarneback(grey_a, grey_b, None, **self.params)  # (H, W, 2) px (dx, dy)
         flow_ba = cv2.calcOpticalFlowFarneback(grey_b, grey_a, None, **self.params)
         xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        warp_a = cv2.remap(a, xs - 0.5 * flow_ab[..., 0], ys - 0.5 * flow_ab[..., 1],
-                           interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        warp_b = cv2.remap(b, xs - 0.5 * flow_ba[..., 0], ys - 0.5 * flow_ba[..., 1],
-                           interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        warp_a = cv2.remap(
+            a,
+            xs - 0.5 * flow_ab[..., 0],
+            ys - 0.5 * flow_ab[..., 1],
+            interpolation=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        warp_b = cv2.remap(
+            b,
+            xs - 0.5 * flow_ba[..., 0],
+            ys - 0.5 * flow_ba[..., 1],
+            interpolation=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
         return (warp_a + warp_b) / 2
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -108,12 +135,18 @@ class FlowMidpoint:
 class ModelMidpoint:
     """Midpoint from a user-supplied RIFE-style model `(a, b[, t]) -> mid` on `(N, 3, H, W)` in [0, 1]."""
 
-    def __init__(self, model: Callable | None = None, path: str | Path | None = None,
-                 device: str | torch.device | None = None):
+    def __init__(
+        self,
+        model: Callable | None = None,
+        path: str | Path | None = None,
+        device: str | torch.device | None = None,
+    ):
         if model is None and path is None:
-            raise LapgenError("the rife interpolator needs a model",
-                              hint="pass a TorchScript RIFE file (interpolator option path=...), "
-                                   "or use --interpolator flow; lapgen never downloads RIFE weights")
+            raise LapgenError(
+                "the rife interpolator needs a model",
+                hint="pass a TorchScript RIFE file (interpolator option path=...), "
+                "or use --interpolator flow; lapgen never downloads RIFE weights",
+            )
         if model is None:
             path = Path(path)
             if not path.is_file():

@@ -75,42 +75,85 @@ class ControlVideoPipeline(DiffusionPipeline):
     _optional_components: ClassVar[list[str]] = []
     _callback_tensor_inputs: ClassVar[list[str]] = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
-    def __init__(self, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
-                 unet: UNet2DConditionModel, controlnet: ControlNetModel, scheduler):
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        controlnet: ControlNetModel,
+        scheduler,
+    ):
         super().__init__()
         if isinstance(controlnet, (list, tuple)):
             raise TypeError("ControlVideoPipeline takes one ControlNetModel")
-        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                              controlnet=controlnet, scheduler=scheduler)
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if getattr(self, "vae", None) else 8
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            controlnet=controlnet,
+            scheduler=scheduler,
+        )
+        self.vae_scale_factor = (
+            2 ** (len(self.vae.config.block_out_channels) - 1) if getattr(self, "vae", None) else 8
+        )
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor, do_convert_rgb=True)
         # masks: nearest-neighbour resize (never blur a binary mask), values in [0, 1], not normalised
-        self.control_image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor,
-                                                         do_convert_rgb=True, do_normalize=False,
-                                                         resample="nearest")
+        self.control_image_processor = VaeImageProcessor(
+            vae_scale_factor=self.vae_scale_factor,
+            do_convert_rgb=True,
+            do_normalize=False,
+            resample="nearest",
+        )
 
     @classmethod
-    def from_components(cls, sd_pipeline: DiffusionPipeline, controlnet: ControlNetModel,
-                        scheduler=None) -> ControlVideoPipeline:
+    def from_components(
+        cls, sd_pipeline: DiffusionPipeline, controlnet: ControlNetModel, scheduler=None
+    ) -> ControlVideoPipeline:
         """Build from a loaded Stable Diffusion pipeline (Stage 1) and a ControlNet (Stage 2)."""
-        return cls(vae=sd_pipeline.vae, text_encoder=sd_pipeline.text_encoder, tokenizer=sd_pipeline.tokenizer,
-                   unet=sd_pipeline.unet, controlnet=controlnet, scheduler=scheduler or sd_pipeline.scheduler)
+        return cls(
+            vae=sd_pipeline.vae,
+            text_encoder=sd_pipeline.text_encoder,
+            tokenizer=sd_pipeline.tokenizer,
+            unet=sd_pipeline.unet,
+            controlnet=controlnet,
+            scheduler=scheduler or sd_pipeline.scheduler,
+        )
 
     # -- inputs ---------------------------------------------------------------------------------------
 
-    def encode_prompt(self, prompt, device, num_images_per_prompt, do_classifier_free_guidance,
-                      negative_prompt=None, prompt_embeds=None, negative_prompt_embeds=None,
-                      lora_scale=None, clip_skip=None):
+    def encode_prompt(
+        self,
+        prompt,
+        device,
+        num_images_per_prompt,
+        do_classifier_free_guidance,
+        negative_prompt=None,
+        prompt_embeds=None,
+        negative_prompt_embeds=None,
+        lora_scale=None,
+        clip_skip=None,
+    ):
         """diffusers' Stable Diffusion prompt encoding (same tokenisation, truncation and dtype rules)."""
         return StableDiffusionPipeline.encode_prompt(
-            self, prompt, device, num_images_per_prompt, do_classifier_free_guidance, negative_prompt,
-            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
-            lora_scale=lora_scale, clip_skip=clip_skip)
+            self,
+            prompt,
+            device,
+            num_images_per_prompt,
+            do_classifier_free_guidance,
+            negative_prompt,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            lora_scale=lora_scale,
+            clip_skip=clip_skip,
+        )
 
     def prepare_frames(self, frames, height: int | None, width: int | None, device, dtype) -> torch.Tensor:
         """Conditioning sequence -> `(F, 3, H, W)` float in [0, 1] (NEAREST resize to height x width)."""
         if isinstance(frames, (PIL.Image.Image, np.ndarray)) and not (
-                isinstance(frames, np.ndarray) and frames.ndim == 4):
+            isinstance(frames, np.ndarray) and frames.ndim == 4
+        ):
             frames = [frames]
         if isinstance(frames, torch.Tensor):
             if frames.ndim == 3:
@@ -127,19 +170,34 @@ class ControlVideoPipeline(DiffusionPipeline):
         image = self.control_image_processor.preprocess(frames, height=height, width=width)
         return image.to(device=device, dtype=dtype)
 
-    def prepare_latents(self, num_frames: int, num_channels_latents: int, height: int, width: int, dtype,
-                        device, generator, latents: torch.Tensor | None = None,
-                        same_frame_noise: bool = True) -> torch.Tensor:
+    def prepare_latents(
+        self,
+        num_frames: int,
+        num_channels_latents: int,
+        height: int,
+        width: int,
+        dtype,
+        device,
+        generator,
+        latents: torch.Tensor | None = None,
+        same_frame_noise: bool = True,
+    ) -> torch.Tensor:
         """Initial noise `(F, C, h, w)`: one draw `(1, C, h, w)` repeated over frames (as diffusers draws
         it, so F=1 matches the image pipeline), or i.i.d. per frame; user latents may be (1|F, C, h, w)."""
-        shape = (1 if same_frame_noise else num_frames, num_channels_latents,
-                 int(height) // self.vae_scale_factor, int(width) // self.vae_scale_factor)
+        shape = (
+            1 if same_frame_noise else num_frames,
+            num_channels_latents,
+            int(height) // self.vae_scale_factor,
+            int(width) // self.vae_scale_factor,
+        )
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         else:
             if latents.ndim != 4 or latents.shape[0] not in (1, num_frames) or latents.shape[1:] != shape[1:]:
-                raise ValueError(f"latents must be (1 or {num_frames}, {', '.join(map(str, shape[1:]))}), "
-                                 f"got {tuple(latents.shape)}")
+                raise ValueError(
+                    f"latents must be (1 or {num_frames}, {', '.join(map(str, shape[1:]))}), "
+                    f"got {tuple(latents.shape)}"
+                )
             latents = latents.to(device=device, dtype=dtype)
         if latents.shape[0] == 1 and num_frames > 1:
             latents = latents.repeat(num_frames, 1, 1, 1)
@@ -159,19 +217,37 @@ class ControlVideoPipeline(DiffusionPipeline):
     def _model_pass(self, latents, t, embeds, cond, scale):
         """ControlNet + UNet on one batch `(B·F, C, h, w)` (frames contiguous per video)."""
         model_input = self.scheduler.scale_model_input(latents, t)
-        down, mid = self.controlnet(model_input, t, encoder_hidden_states=embeds, controlnet_cond=cond,
-                                    conditioning_scale=scale, guess_mode=False, return_dict=False)
-        return self.unet(model_input, t, encoder_hidden_states=embeds, down_block_additional_residuals=down,
-                         mid_block_additional_residual=mid, return_dict=False)[0]
+        down, mid = self.controlnet(
+            model_input,
+            t,
+            encoder_hidden_states=embeds,
+            controlnet_cond=cond,
+            conditioning_scale=scale,
+            guess_mode=False,
+            return_dict=False,
+        )
+        return self.unet(
+            model_input,
+            t,
+            encoder_hidden_states=embeds,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+            return_dict=False,
+        )[0]
 
-    def _guided_noise(self, ctx: FrameContext, latents, t, idx, kv, cond, pos, neg, guidance, scale,
-                      sequential_cfg: bool) -> torch.Tensor:
-        """Guided noise for the frames `idx` of one video, attending to positions `kv` of the pass."""
+    def _guided_noise(
+        self, ctx: FrameContext, latents, t, idx, kv, cond, pos, neg, guidance, scale, sequential_cfg: bool
+    ) -> torch.Tensor:
+        """Guided noise for the frames `idx` of one video (or a list of equal-length index lists: several
+        videos in one call), attending to positions `kv` of each video's pass. Rows are video-major."""
+        frames = latents.shape[0]
         if idx is not None:
-            sel = torch.as_tensor(list(idx), device=latents.device)
+            videos = idx if idx and isinstance(idx[0], (list, tuple)) else [idx]  # equal-length videos
+            frames = len(videos[0])
+            sel = torch.as_tensor([i for v in videos for i in v], device=latents.device)
             latents, cond, pos = latents[sel], cond[sel], pos[sel]
             neg = neg[sel] if neg is not None else None
-        ctx.num_frames = latents.shape[0]
+        ctx.num_frames = frames
         ctx.kv_frames = kv
         if neg is None:
             return self._model_pass(latents, t, pos, cond, scale)
@@ -179,8 +255,9 @@ class ControlVideoPipeline(DiffusionPipeline):
             uncond = self._model_pass(latents, t, neg, cond, scale)
             text = self._model_pass(latents, t, pos, cond, scale)
         else:
-            noise = self._model_pass(torch.cat([latents] * 2), t, torch.cat([neg, pos]),
-                                     torch.cat([cond] * 2), scale)
+            noise = self._model_pass(
+                torch.cat([latents] * 2), t, torch.cat([neg, pos]), torch.cat([cond] * 2), scale
+            )
             uncond, text = noise.chunk(2)
         return uncond + guidance * (text - uncond)
 
@@ -219,6 +296,7 @@ class ControlVideoPipeline(DiffusionPipeline):
         max_full_frames: int = 16,
         window_size: int | None = None,
         clip_kv: str = "keys",
+        clips_per_pass: int = 1,
         sequential_cfg: bool = False,
         attention_memory_bytes: int = DEFAULT_ATTENTION_MEMORY,
         decode_chunk_size: int = 16,
@@ -241,6 +319,7 @@ class ControlVideoPipeline(DiffusionPipeline):
             long_video: "auto" (hierarchical above max_full_frames), "on" or "off".
             window_size: key-frame spacing + 1 for long mode (default int(sqrt(F))).
             clip_kv: "keys" (clips attend to both key frames, the paper) or "original" (the code's quirk).
+            clips_per_pass: long mode: stack up to this many equal-length clips in one model call.
             sequential_cfg: run the two guidance halves as separate calls (halves peak memory).
             attention_memory_bytes: budget for materialised attention scores (exact query chunking).
             start_step, smoother_calls: resume a run: `latents` (F rows) are the latents after loop index
@@ -264,8 +343,15 @@ class ControlVideoPipeline(DiffusionPipeline):
             raise ValueError(f"give one prompt or one per frame ({num_frames}), got {len(prompt)}")
         if isinstance(negative_prompt, str) and isinstance(prompt, list):
             negative_prompt = [negative_prompt] * len(prompt)
-        pos, neg = self.encode_prompt(prompt, device, 1, do_cfg, negative_prompt, prompt_embeds=prompt_embeds,
-                                      negative_prompt_embeds=negative_prompt_embeds)
+        pos, neg = self.encode_prompt(
+            prompt,
+            device,
+            1,
+            do_cfg,
+            negative_prompt,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+        )
         if pos.shape[0] not in (1, num_frames):
             raise ValueError(f"prompt embeddings must have 1 or {num_frames} rows, got {pos.shape[0]}")
         pos = pos.expand(num_frames, -1, -1) if pos.shape[0] == 1 else pos
@@ -284,8 +370,17 @@ class ControlVideoPipeline(DiffusionPipeline):
                 raise ValueError("resuming (start_step > 0) needs the latents of all frames")
             latents = latents.to(device=device, dtype=pos.dtype)
         else:
-            latents = self.prepare_latents(num_frames, self.unet.config.in_channels, height, width, pos.dtype,
-                                           device, generator, latents, same_frame_noise)
+            latents = self.prepare_latents(
+                num_frames,
+                self.unet.config.in_channels,
+                height,
+                width,
+                pos.dtype,
+                device,
+                generator,
+                latents,
+                same_frame_noise,
+            )
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
 
         # 4. smoother and long-video plan
@@ -300,34 +395,58 @@ class ControlVideoPipeline(DiffusionPipeline):
             require_ddim(self.scheduler)
             if eta != 0:
                 raise LapgenError("the smoother recomputes a deterministic DDIM step; use eta=0")
-            smoother = InterleavedSmoother(self.vae, get_interpolator(interpolator), smoother_endpoints,
-                                           chunk_size=decode_chunk_size, sample_posterior=smoother_sample_posterior,
-                                           generator=generator)
-            smoother.calls = smoother_calls if smoother_calls is not None else \
-                sum(1 for s in smooth_at if s < start_step)
+            smoother = InterleavedSmoother(
+                self.vae,
+                get_interpolator(interpolator),
+                smoother_endpoints,
+                chunk_size=decode_chunk_size,
+                sample_posterior=smoother_sample_posterior,
+                generator=generator,
+            )
+            smoother.calls = (
+                smoother_calls if smoother_calls is not None else sum(1 for s in smooth_at if s < start_step)
+            )
         window = window_size or default_window(num_frames)
         long_mode = use_long_mode(long_video, num_frames, window, max_full_frames)
         plan = split_key_frames(num_frames, window) if long_mode else None
 
-        ctx = FrameContext(num_frames=num_frames, pool_norm=pool_norm_over_frames,
-                           memory_bytes=attention_memory_bytes)
+        ctx = FrameContext(
+            num_frames=num_frames, pool_norm=pool_norm_over_frames, memory_bytes=attention_memory_bytes
+        )
         smoothed = []
         self._smoother_calls = smoother.calls if smoother is not None else 0
 
         # 5. denoising loop
-        with frame_coupling(self.unet, self.controlnet, ctx, couple_controlnet=couple_controlnet), \
-                self.progress_bar(total=len(timesteps)) as progress_bar:
+        with (
+            frame_coupling(self.unet, self.controlnet, ctx, couple_controlnet=couple_controlnet),
+            self.progress_bar(total=len(timesteps)) as progress_bar,
+        ):
             for i, t in enumerate(timesteps):
                 if i < start_step:
                     progress_bar.update()
                     continue
 
                 def predict(idx, kv, _t=t, _lat=latents):
-                    return self._guided_noise(ctx, _lat, _t, idx, kv, cond, pos, neg, guidance_scale,
-                                              controlnet_conditioning_scale, sequential_cfg)
+                    return self._guided_noise(
+                        ctx,
+                        _lat,
+                        _t,
+                        idx,
+                        kv,
+                        cond,
+                        pos,
+                        neg,
+                        guidance_scale,
+                        controlnet_conditioning_scale,
+                        sequential_cfg,
+                    )
 
-                noise_pred = hierarchical_noise_prediction(predict, plan, clip_kv) if long_mode \
-                    else predict(None, None)
+                if long_mode:
+                    noise_pred = hierarchical_noise_prediction(
+                        predict, plan, clip_kv, clips_per_pass=clips_per_pass
+                    )
+                else:
+                    noise_pred = predict(None, None)
                 step = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=True)
                 if smoother is not None and i in smooth_at:
                     x0 = smoother.smooth_x0(step.pred_original_sample)
@@ -340,7 +459,9 @@ class ControlVideoPipeline(DiffusionPipeline):
                 self._smoother_calls = smoother.calls if smoother is not None else 0
                 if callback_on_step_end is not None:
                     local = {"latents": latents, "prompt_embeds": pos, "negative_prompt_embeds": neg}
-                    outputs = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs})
+                    outputs = callback_on_step_end(
+                        self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs}
+                    )
                     latents = outputs.pop("latents", latents)
                 progress_bar.update()
 
@@ -349,11 +470,15 @@ class ControlVideoPipeline(DiffusionPipeline):
             video = latents
         else:
             sf = self.vae.config.scaling_factor
-            parts = [self.vae.decode(latents[s:s + decode_chunk_size] / sf, return_dict=False,
-                                     generator=generator)[0]
-                     for s in range(0, num_frames, max(1, decode_chunk_size))]
-            video = self.image_processor.postprocess(torch.cat(parts), output_type=output_type,
-                                                     do_denormalize=[True] * num_frames)
+            parts = [
+                self.vae.decode(
+                    latents[s : s + decode_chunk_size] / sf, return_dict=False, generator=generator
+                )[0]
+                for s in range(0, num_frames, max(1, decode_chunk_size))
+            ]
+            video = self.image_processor.postprocess(
+                torch.cat(parts), output_type=output_type, do_denormalize=[True] * num_frames
+            )
         self.maybe_free_model_hooks()
         if not return_dict:
             return (video,)

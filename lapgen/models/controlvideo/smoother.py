@@ -23,14 +23,17 @@ from lapgen.errors import LapgenError
 ENDPOINT_RULES = ("original", "keep")
 
 
-def smoother_step_indices(num_inference_steps: int, start: float = 0.6, count: int = 2,
-                          steps: Sequence[int] | None = None) -> list[int]:
+def smoother_step_indices(
+    num_inference_steps: int, start: float = 0.6, count: int = 2, steps: Sequence[int] | None = None
+) -> list[int]:
     """Loop indices at which the smoother fires: explicit `steps`, else `count` steps from `start·N`."""
     if steps is not None:
         bad = [s for s in steps if not 0 <= int(s) < num_inference_steps]
         if bad:
-            raise LapgenError(f"smoother steps {bad} are outside 0..{num_inference_steps - 1}",
-                              hint="give loop indices of the denoising loop, or none to disable")
+            raise LapgenError(
+                f"smoother steps {bad} are outside 0..{num_inference_steps - 1}",
+                hint="give loop indices of the denoising loop, or none to disable",
+            )
         return sorted({int(s) for s in steps})
     if not 0.0 <= start <= 1.0 or count < 0:
         raise LapgenError(f"smoother start must be in [0, 1] and count >= 0 (got {start}, {count})")
@@ -38,8 +41,12 @@ def smoother_step_indices(num_inference_steps: int, start: float = 0.6, count: i
     return [i for i in range(first, first + count) if i < num_inference_steps]
 
 
-def interleave_frames(frames: torch.Tensor, parity: int, interpolator: Callable[[torch.Tensor, torch.Tensor],
-                      torch.Tensor], endpoints: str = "original") -> torch.Tensor:
+def interleave_frames(
+    frames: torch.Tensor,
+    parity: int,
+    interpolator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    endpoints: str = "original",
+) -> torch.Tensor:
     """Replace frames of one parity class by the midpoint of their neighbours. `frames`: `(F, 3, H, W)`.
 
     parity 1 (odd pass): frames 1, 3, ... with two neighbours; a last odd frame (F even) stays.
@@ -48,7 +55,9 @@ def interleave_frames(frames: torch.Tensor, parity: int, interpolator: Callable[
     Inputs are always read from the unmodified frames.
     """
     if endpoints not in ENDPOINT_RULES:
-        raise LapgenError(f"unknown smoother endpoint rule {endpoints!r}", hint=f"use one of {ENDPOINT_RULES}")
+        raise LapgenError(
+            f"unknown smoother endpoint rule {endpoints!r}", hint=f"use one of {ENDPOINT_RULES}"
+        )
     n = frames.shape[0]
     targets = list(range(2 if parity == 0 else 1, n - 1, 2))
     left = [i - 1 for i in targets]
@@ -71,8 +80,9 @@ def ddim_alpha_prev(scheduler, timestep: int | torch.Tensor) -> torch.Tensor:
     return scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
 
 
-def ddim_epsilon(scheduler, model_output: torch.Tensor, sample: torch.Tensor,
-                 timestep: int | torch.Tensor) -> torch.Tensor:
+def ddim_epsilon(
+    scheduler, model_output: torch.Tensor, sample: torch.Tensor, timestep: int | torch.Tensor
+) -> torch.Tensor:
     """The noise estimate ε̂ DDIM uses for this step, for the scheduler's prediction type."""
     kind = scheduler.config.prediction_type
     alpha_t = scheduler.alphas_cumprod[int(timestep)].to(sample.device, sample.dtype)
@@ -95,19 +105,30 @@ def require_ddim(scheduler) -> None:
     from diffusers import DDIMScheduler
 
     if not isinstance(scheduler, DDIMScheduler):
-        raise LapgenError(f"the interleaved-frame smoother needs a DDIMScheduler, got {type(scheduler).__name__}",
-                          hint="convert with DDIMScheduler.from_config(pipe.scheduler.config) or disable the "
-                               "smoother (smoother_steps=[])")
+        raise LapgenError(
+            f"the interleaved-frame smoother needs a DDIMScheduler, got {type(scheduler).__name__}",
+            hint="convert with DDIMScheduler.from_config(pipe.scheduler.config) or disable the "
+            "smoother (smoother_steps=[])",
+        )
     if scheduler.config.clip_sample or scheduler.config.thresholding:
-        raise LapgenError("the smoother assumes DDIM without sample clipping or thresholding",
-                          hint="use clip_sample=False, thresholding=False (Stable Diffusion's settings)")
+        raise LapgenError(
+            "the smoother assumes DDIM without sample clipping or thresholding",
+            hint="use clip_sample=False, thresholding=False (Stable Diffusion's settings)",
+        )
 
 
 class InterleavedSmoother:
     """Pixel-space smoothing of a predicted clean latent video `(F, 4, h, w)` through the VAE."""
 
-    def __init__(self, vae, interpolator: Callable, endpoints: str = "original", chunk_size: int = 16,
-                 sample_posterior: bool = False, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        vae,
+        interpolator: Callable,
+        endpoints: str = "original",
+        chunk_size: int = 16,
+        sample_posterior: bool = False,
+        generator: torch.Generator | None = None,
+    ):
         self.vae = vae
         self.interpolator = interpolator
         self.endpoints = endpoints
@@ -121,7 +142,7 @@ class InterleavedSmoother:
         sf = self.vae.config.scaling_factor
         parts = []
         for s in range(0, latents.shape[0], self.chunk_size):
-            z = latents[s:s + self.chunk_size].to(self.vae.dtype) / sf
+            z = latents[s : s + self.chunk_size].to(self.vae.dtype) / sf
             img = self.vae.decode(z, return_dict=False)[0]
             parts.append((img.float() / 2 + 0.5).clamp(0, 1))
         return torch.cat(parts)
@@ -131,7 +152,7 @@ class InterleavedSmoother:
         sf = self.vae.config.scaling_factor
         parts = []
         for s in range(0, frames.shape[0], self.chunk_size):
-            x = (frames[s:s + self.chunk_size] * 2 - 1).to(self.vae.dtype)
+            x = (frames[s : s + self.chunk_size] * 2 - 1).to(self.vae.dtype)
             dist = self.vae.encode(x).latent_dist
             z = dist.sample(self.generator) if self.sample_posterior else dist.mean
             parts.append(z.to(dtype) * sf)
