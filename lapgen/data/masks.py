@@ -209,7 +209,7 @@ def parse_range(text: str | None, default: float) -> tuple[float, float]:
 
 
 def smooth_trajectory(points: Sequence[tuple[float, float]], frames: int) -> np.ndarray:
-    """`(frames, 2)` positions through the keyframes with a centripetal-free uniform Catmull-Rom spline.
+    """`(frames, 2)` positions through the keyframes with a uniform Catmull-Rom spline.
 
     Keyframe k sits at frame round(k·(frames-1)/(K-1)): the first frame is the first point and the last
     frame the last point exactly; between keys the path is C1-smooth.
