@@ -1,0 +1,158 @@
+"""Studio generation with the built-in tiny models (CPU, 2 steps): outputs, CLI equivalence, failures,
+one generation at a time; the page's wiring; the `lapgen studio` command's checks."""
+
+from __future__ import annotations
+
+import shlex
+import threading
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lapgen.cli.main import app
+from lapgen.errors import LapgenError
+from lapgen.studio import authoring
+from lapgen.studio.silhouettes import tool_silhouette
+
+pytest.importorskip("gradio", reason='the studio extra is not installed (pip install -e ".[studio]")')
+
+
+def _tracks():
+    tracks = authoring.add_track([], "grasper", tool_silhouette("grasper", 128), 128)
+    tracks = authoring.add_keyframe(tracks, 40, 40)
+    return authoring.add_keyframe(tracks, 80, 90, 30, 1.2)
+
+
+def _request(**overrides):
+    from lapgen.studio.generation import GenerationRequest
+
+    fields = dict(prompt="grasper retract liver in preparation", model="tiny-sd", controlnet="tiny-controlnet",
+                  frames=4, fps=8, steps=2, guidance=3.0, seed=3)
+    fields.update(overrides)
+    return GenerationRequest(**fields)
+
+
+def test_generate_writes_video_downloads_card_and_commands(studio, tmp_path):
+    from lapgen.cards import read_card
+    from lapgen.data.video import probe, read_video
+
+    steps = []
+    result = studio.generate(_request(), tracks=_tracks(), on_step=lambda i, n: steps.append((i, n)))
+    assert steps[-2:] == [(1, 2), (2, 2)]  # denoising progress for the page's bar
+    info = probe(result.video)
+    assert info.frames == 4 and info.fps == 8 and (info.width, info.height) == (128, 128)
+    assert probe(result.side_by_side).width == 256
+    for path in result.downloads():
+        assert path.is_file() and path.stat().st_size > 0
+    card = read_card(result.video)
+    assert card["kind"] == "video" and card["models"]["model"] == "tiny-sd"
+    assert card["studio"]["commands"] == result.commands
+    assert "tiny-controlnet" in result.card_text()
+
+    # The shown commands, run as written (outputs moved aside), make the same masks and the same video.
+    animate, video = (shlex.split(c) for c in result.commands)
+    assert animate[:3] == ["lapgen", "masks", "animate"] and video[:2] == ["lapgen", "video"]
+    out_masks, out_video = tmp_path / "cli-masks", tmp_path / "cli.mp4"
+    animate[animate.index("--out") + 1] = str(out_masks)
+    video[video.index("--out") + 1] = str(out_video)
+    video[video.index("--masks") + 1] = str(out_masks)
+    runner = CliRunner()
+    for args in (animate, video):
+        res = runner.invoke(app, ["--quiet", *args[1:]])
+        assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(read_video(out_video), read_video(result.video))
+
+
+def test_failure_is_clear_and_the_studio_stays_usable(studio):
+    runs = studio.config.runs
+    with pytest.raises(LapgenError, match="unknown pipeline 'nope'"):
+        studio.generate(_request(model="nope"), tracks=_tracks())
+    with pytest.raises(LapgenError, match="no tool yet"):
+        studio.generate(_request(), tracks=[])
+    with pytest.raises(LapgenError, match="steps must be"):
+        studio.generate(_request(steps=0), tracks=_tracks())
+    not_video = runs.parent / "nothing.txt"
+    not_video.write_text("x")
+    with pytest.raises(LapgenError, match="not a video"):  # fails inside the run: its folder is removed
+        studio.generate(_request(source="video"), mask_video=str(not_video))
+    assert not runs.exists() or not any(p.name.startswith("run-") for p in runs.iterdir())
+    assert studio.generate(_request(steps=1), tracks=_tracks()).video.is_file()
+
+
+def test_one_generation_at_a_time(studio):
+    events, errors = [], []
+
+    def work(tag):
+        try:
+            studio.generate(_request(steps=2, frames=2), tracks=_tracks(),
+                            on_step=lambda i, n: events.append((tag, i)))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(tag,)) for tag in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    tags = [tag for tag, _ in events]
+    assert set(tags) == {"a", "b"} and tags in (sorted(tags), sorted(tags, reverse=True))  # never interleaved
+
+
+def test_preview_and_clips(studio, tmp_path):
+    from lapgen.data.masks import write_mask_sequence
+
+    gif = studio.preview("authored", _tracks(), None, None, 5, 8)
+    assert gif.suffix == ".gif" and gif.is_file()
+    with pytest.raises(LapgenError, match="no real clips"):
+        studio.preview("clip", None, None, "clip_000", 5, 8)
+    clips = tmp_path / "clips"
+    write_mask_sequence(clips / "clip_000" / "masks", authoring.animate_tracks(_tracks(), 6, 128))
+    (clips / "clip_000" / "clip.json").write_text("{}")
+    studio.config.clips = clips
+    from lapgen.studio.generation import clip_choices
+
+    assert clip_choices(clips) == ["clip_000"]
+    assert studio.preview("clip", None, None, "clip_000", 3, 8).is_file()
+    with pytest.raises(LapgenError, match="unknown clip"):
+        studio.clip_masks("../clip_000")  # names only, never paths
+
+
+def test_page_queues_generation_one_at_a_time(studio):
+    from lapgen.studio.app import build_app
+
+    demo = build_app(studio)
+    generate = [f for f in demo.fns.values() if f.name == "on_generate"]
+    assert len(generate) == 1 and generate[0].concurrency_limit == 1 and generate[0].concurrency_id == "gpu"
+
+
+def test_studio_command_checks_before_serving(monkeypatch):
+    runner = CliRunner()
+    res = runner.invoke(app, ["studio", "--model", "no-such-model"])
+    assert res.exit_code == 2 and "unknown diffusion pipeline model 'no-such-model'" in res.output
+    res = runner.invoke(app, ["studio", "--clips", "/no/such/folder"])
+    assert res.exit_code == 2 and "--clips folder does not exist" in res.output
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real(name, *a))
+    res = runner.invoke(app, ["studio"])
+    assert res.exit_code == 2 and 'pip install "lapgen[studio]"' in res.output
+
+
+def test_launch_binds_localhost_without_share_link(studio, monkeypatch):
+    import gradio as gr
+
+    from lapgen.studio.app import launch
+
+    seen = {}
+
+    def fake_launch(self, **kwargs):
+        seen.update(kwargs)
+        return None, "http://127.0.0.1:1/", None
+
+    monkeypatch.setattr(gr.Blocks, "launch", fake_launch)
+    launch(studio, block=False, quiet=True)
+    assert seen["server_name"] == "127.0.0.1" and seen["share"] is False
+    assert seen["max_file_size"] == "20mb" and str(studio.config.runs.resolve()) in seen["allowed_paths"]
