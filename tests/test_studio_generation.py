@@ -27,8 +27,8 @@ def _tracks():
 def _request(**overrides):
     from lapgen.studio.generation import GenerationRequest
 
-    fields = dict(prompt="grasper retract liver in preparation", model="tiny-sd", controlnet="tiny-controlnet",
-                  frames=4, fps=8, steps=2, guidance=3.0, seed=3)
+    fields = {"prompt": "grasper retract liver in preparation", "model": "tiny-sd",
+              "controlnet": "tiny-controlnet", "frames": 4, "fps": 8, "steps": 2, "guidance": 3.0, "seed": 3}
     fields.update(overrides)
     return GenerationRequest(**fields)
 
@@ -87,7 +87,7 @@ def test_one_generation_at_a_time(studio):
         try:
             studio.generate(_request(steps=2, frames=2), tracks=_tracks(),
                             on_step=lambda i, n: events.append((tag, i)))
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(tag,)) for tag in "ab"]

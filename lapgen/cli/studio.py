@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,11 +17,11 @@ def register(app: typer.Typer) -> None:
     def studio_cmd(
         host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
         port: int = typer.Option(7860, "--port", help="Port (0 = a free one)."),
-        model: Optional[str] = typer.Option(None, "--model", help="Stage-1 pipeline preselected on the page."),
-        controlnet: Optional[str] = typer.Option(None, "--controlnet", help="Stage-2 ControlNet preselected."),
-        clips: Optional[Path] = typer.Option(None, "--clips", help="Folder written by `lapgen masks clips` "
+        model: str | None = typer.Option(None, "--model", help="Stage-1 pipeline preselected on the page."),
+        controlnet: str | None = typer.Option(None, "--controlnet", help="Stage-2 ControlNet preselected."),
+        clips: Path | None = typer.Option(None, "--clips", help="Folder written by `lapgen masks clips` "
                                                                    "to pick real mask clips from."),
-        runs: Optional[Path] = typer.Option(None, "--runs", help="Where generations are written "
+        runs: Path | None = typer.Option(None, "--runs", help="Where generations are written "
                                                                  "(default: $LAPGEN_HOME/studio)."),
         device: str = typer.Option("auto", "--device", help="auto|cpu|cuda."),
         dtype: str = typer.Option("fp32", "--dtype", help="fp32|fp16|bf16."),

@@ -14,16 +14,20 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from a local tool
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 
-from lapgen.data import vocab  # noqa: E402
-from lapgen.errors import LapgenError  # noqa: E402
-from lapgen.studio import authoring, prompting  # noqa: E402
-from lapgen.studio.generation import (  # noqa: E402
-    LONG_MODES, GenerationRequest, Studio, clip_choices, model_choices,
+from lapgen.data import vocab
+from lapgen.errors import LapgenError
+from lapgen.studio import authoring, prompting
+from lapgen.studio.generation import (
+    LONG_MODES,
+    GenerationRequest,
+    Studio,
+    clip_choices,
+    model_choices,
 )
-from lapgen.studio.silhouettes import SILHOUETTES, tool_silhouette  # noqa: E402
-from lapgen.studio.uploads import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, read_upload_image  # noqa: E402
+from lapgen.studio.silhouettes import SILHOUETTES, tool_silhouette
+from lapgen.studio.uploads import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, read_upload_image
 
 SOURCE_LABELS = {"authored": "tools placed on the canvas", "video": "uploaded mask video",
                  "clip": "real clip (lapgen masks clips)"}
@@ -242,7 +246,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             try:
                 result = studio.generate(request, tracks=current, mask_video=upload, clip=clip_name,
                                          on_step=lambda i, total: progress((i, total), desc="denoising"))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure is shown; the server stays usable
                 gr.Warning(_message(exc))
                 if not isinstance(exc, LapgenError):
                     traceback.print_exception(exc, file=sys.stderr)
