@@ -156,3 +156,29 @@ def test_launch_binds_localhost_without_share_link(studio, monkeypatch):
     launch(studio, block=False, quiet=True)
     assert seen["server_name"] == "127.0.0.1" and seen["share"] is False
     assert seen["max_file_size"] == "20mb" and str(studio.config.runs.resolve()) in seen["allowed_paths"]
+
+
+def test_mask_from_a_real_frame(studio, monkeypatch):
+    """The registry segmenter runs on the uploaded frame; finding nothing is a clear message, a found mask
+    becomes a tool at the canvas size."""
+    import lapgen.models.segmentation as segmentation
+
+    rgb = np.random.default_rng(0).integers(0, 255, (96, 160, 3), dtype=np.uint8)
+    with pytest.raises(LapgenError, match="found no tool in this frame"):  # yolov8n-seg, random weights
+        studio.mask_from_frame(rgb, "yolov8n-seg")
+    with pytest.raises(LapgenError, match="unknown segmenter"):
+        studio.mask_from_frame(rgb, "../weights.pt")
+
+    found = np.zeros((96, 160), bool)
+    found[40:60, 50:140] = True
+    seen = {}
+
+    def fake_predict(model, images, **kwargs):
+        seen["shape"] = images[0].shape
+        return [(found, 1)]
+
+    monkeypatch.setattr(segmentation, "predict_union_masks", fake_predict)
+    mask = studio.mask_from_frame(rgb, "yolov8n-seg")
+    assert seen["shape"] == (96, 160, 3) and mask is found
+    tracks = authoring.add_track([], "mask from frame", mask, 128)
+    assert tracks[0].mask.shape == (128, 128) and tracks[0].mask.any()
