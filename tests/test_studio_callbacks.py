@@ -172,6 +172,10 @@ def test_uploaded_image_is_read_by_content(tmp_path):
     fake.write_text("not an image")
     with pytest.raises(LapgenError, match="not a readable image"):
         uploads.read_upload_image(str(fake))
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(good.read_bytes()[:40])  # PNG magic, then nothing decodable
+    with pytest.raises(LapgenError, match="not a readable image"):
+        uploads.read_upload_image(str(truncated))
     gif = tmp_path / "anim.png"
     Image.new("L", (32, 32)).save(gif, format="GIF")
     with pytest.raises(LapgenError, match="unsupported image type GIF"):

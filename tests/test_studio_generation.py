@@ -182,3 +182,20 @@ def test_mask_from_a_real_frame(studio, monkeypatch):
     assert seen["shape"] == (96, 160, 3) and mask is found
     tracks = authoring.add_track([], "mask from frame", mask, 128)
     assert tracks[0].mask.shape == (128, 128) and tracks[0].mask.any()
+
+
+def test_authored_masks_use_the_masks_animate_function(studio, tmp_path):
+    from lapgen.cards import read_card
+    from lapgen.data.masks import read_mask_sequence
+
+    linear = _tracks()
+    run = tmp_path / "linear"
+    folder, shown = studio.write_authored_masks(linear, 5, run)
+    assert len(shown) == 1 and shown[0].startswith("lapgen masks animate")
+    assert read_card(folder)["kind"]  # written by lapgen.models.mask_sequences.animate_masks, with its card
+    np.testing.assert_array_equal(read_mask_sequence(folder).masks, authoring.animate_tracks(linear, 5, 128))
+
+    per_key = authoring.add_keyframe(linear, 100, 40, 0, 1.0)  # rotation 0 -> 30 -> 0: not one ramp
+    folder, shown = studio.write_authored_masks(per_key, 5, tmp_path / "per-key")
+    assert shown[0].startswith("# rotation/scale set per keyframe") and "--rotate 0:30:0" in shown[1]
+    np.testing.assert_array_equal(read_mask_sequence(folder).masks, authoring.animate_tracks(per_key, 5, 128))

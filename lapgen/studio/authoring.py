@@ -94,6 +94,13 @@ def pose_range(values: list[float]) -> str:
     return ":".join(f"{v:g}" for v in values)
 
 
+def linear_poses(track: ToolTrack) -> bool:
+    """Whether rotation and scale change linearly from the first to the last keyframe: then
+    `lapgen masks animate --rotate r0:rK --scale s0:sK` expresses the track exactly."""
+    return all(pose_range(values).count(":") == 1
+               for values in ([k.rotation for k in track.keyframes], [k.scale for k in track.keyframes]))
+
+
 def animate_track(track: ToolTrack, frames: int, size: int) -> np.ndarray:
     """`(frames, size, size)` bool: the track's mask moved through its keyframes.
 
