@@ -161,7 +161,7 @@ def test_launch_binds_localhost_without_share_link(studio, monkeypatch):
 def test_mask_from_a_real_frame(studio, monkeypatch):
     """The registry segmenter runs on the uploaded frame; finding nothing is a clear message, a found mask
     becomes a tool at the canvas size."""
-    import lapgen.models.segmentation as segmentation
+    from lapgen.models import segmentation
 
     rgb = np.random.default_rng(0).integers(0, 255, (96, 160, 3), dtype=np.uint8)
     with pytest.raises(LapgenError, match="found no tool in this frame"):  # yolov8n-seg, random weights

@@ -98,7 +98,7 @@ def read_upload_image(upload: object, *, max_bytes: int = MAX_UPLOAD_BYTES, mode
             return np.asarray(img.convert(mode))
     except LapgenError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a bad upload
+    except Exception as exc:
         raise LapgenError("the uploaded file is not a readable image", hint="upload a PNG or JPEG image") from exc
 
 
