@@ -14,8 +14,10 @@ pytest.importorskip("gradio", reason='the studio extra is not installed (pip ins
 
 
 def _wait_text(page, selector: str, needle: str) -> None:
-    page.wait_for_function("([sel, needle]) => (document.querySelector(sel)?.innerText || '').includes(needle)",
-                           arg=[selector, needle])
+    page.wait_for_function(
+        "([sel, needle]) => (document.querySelector(sel)?.innerText || '').includes(needle)",
+        arg=[selector, needle],
+    )
 
 
 def _set_number(page, elem_id: str, value: int) -> None:
@@ -46,8 +48,9 @@ def test_compose_place_generate_download(studio_server, browser_page):
     page.click("#add-triplet")
     _choose(page, "phase", "cleaning-and-coagulation")
     expected = "grasper retract liver and irrigator aspirate fluid in cleaning-and-coagulation"
-    page.wait_for_function("(want) => document.querySelector('#prompt-preview textarea').value === want",
-                           arg=expected)
+    page.wait_for_function(
+        "(want) => document.querySelector('#prompt-preview textarea').value === want", arg=expected
+    )
 
     # Tools: a grasper silhouette, two keyframes clicked on the canvas.
     page.click("#add-silhouette")
@@ -71,8 +74,10 @@ def test_compose_place_generate_download(studio_server, browser_page):
     video.wait_for()
     assert video.get_attribute("src")
     downloads = page.locator("#downloads a[download]")
-    names = [downloads.nth(i).get_attribute("download") or downloads.nth(i).inner_text()
-             for i in range(downloads.count())]
+    names = [
+        downloads.nth(i).get_attribute("download") or downloads.nth(i).inner_text()
+        for i in range(downloads.count())
+    ]
     assert any(n.endswith(".mp4") for n in names) and any(n.endswith(".gif") for n in names)
     assert any(n.endswith(".zip") for n in names)
     with page.expect_download() as dl:

@@ -112,15 +112,18 @@ def test_two_keyframes_move_the_tool_from_first_to_last():
 
 def test_two_keyframes_equal_animate_mask():
     tracks = _track(keys=((30, 40, 10, 1.0), (90, 80, 40, 1.5)))
-    expected = animate_mask(tracks[0].mask, [(30, 40), (90, 80)], 7, rotate=(10, 40), scale=(1.0, 1.5),
-                            size=(128, 128))
+    expected = animate_mask(
+        tracks[0].mask, [(30, 40), (90, 80)], 7, rotate=(10, 40), scale=(1.0, 1.5), size=(128, 128)
+    )
     np.testing.assert_array_equal(authoring.animate_tracks(tracks, 7, 128), expected)
 
 
 def test_rotation_and_scale_per_keyframe():
     tracks = _track(keys=((30, 40, 0, 1.0), (64, 64, 90, 2.0), (90, 80, 0, 1.0)))
     masks = authoring.animate_tracks(tracks, 9, 128)  # keyframes at frames 0, 4, 8
-    middle = animate_mask(tracks[0].mask, [(64, 64)], 1, rotate=(90, 90), scale=(2.0, 2.0), size=(128, 128))[0]
+    middle = animate_mask(tracks[0].mask, [(64, 64)], 1, rotate=(90, 90), scale=(2.0, 2.0), size=(128, 128))[
+        0
+    ]
     np.testing.assert_array_equal(masks[4], middle)
     assert masks[4].sum() > 2 * masks[0].sum()  # scaled up twice at the middle keyframe
 
@@ -129,8 +132,10 @@ def test_several_tools_are_the_union():
     a = _track("grasper", ((30, 40, 0, 1), (60, 60, 0, 1)))
     b = _track("hook", ((90, 30, 0, 1), (70, 90, 0, 1)))
     both = a + b
-    np.testing.assert_array_equal(authoring.animate_tracks(both, 5, 128),
-                                  authoring.animate_tracks(a, 5, 128) | authoring.animate_tracks(b, 5, 128))
+    np.testing.assert_array_equal(
+        authoring.animate_tracks(both, 5, 128),
+        authoring.animate_tracks(a, 5, 128) | authoring.animate_tracks(b, 5, 128),
+    )
     canvas = authoring.render_canvas(both, 128)
     assert canvas.shape == (authoring.DISPLAY_SIZE, authoring.DISPLAY_SIZE, 3)
     assert "tool 2" in authoring.tracks_summary(both)
@@ -140,15 +145,18 @@ def test_shown_command_reproduces_the_masks(tmp_path):
     """The `lapgen masks animate` command the page shows writes the same sequence as the page."""
     from lapgen.data.masks import write_mask
 
-    tracks = _track("grasper", ((30, 40, 0, 1), (60, 60, 20, 1.2))) + _track("hook", ((90, 30, 0, 1), (70, 90, 0, 1)))
+    tracks = _track("grasper", ((30, 40, 0, 1), (60, 60, 20, 1.2))) + _track(
+        "hook", ((90, 30, 0, 1), (70, 90, 0, 1))
+    )
     files = [write_mask(tmp_path / f"tool_{i}.png", t.mask) for i, t in enumerate(tracks)]
     command = authoring.masks_animate_command(tracks, files, 6, tmp_path / "masks")
     args = shlex.split(command)
     assert args[:3] == ["lapgen", "masks", "animate"]
     result = CliRunner().invoke(app, args[1:])
     assert result.exit_code == 0, result.output
-    np.testing.assert_array_equal(read_mask_sequence(tmp_path / "masks").masks,
-                                  authoring.animate_tracks(tracks, 6, 128))
+    np.testing.assert_array_equal(
+        read_mask_sequence(tmp_path / "masks").masks, authoring.animate_tracks(tracks, 6, 128)
+    )
 
 
 def test_preview_gif_has_every_frame(tmp_path):

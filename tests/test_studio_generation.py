@@ -27,8 +27,16 @@ def _tracks():
 def _request(**overrides):
     from lapgen.studio.generation import GenerationRequest
 
-    fields = {"prompt": "grasper retract liver in preparation", "model": "tiny-sd",
-              "controlnet": "tiny-controlnet", "frames": 4, "fps": 8, "steps": 2, "guidance": 3.0, "seed": 3}
+    fields = {
+        "prompt": "grasper retract liver in preparation",
+        "model": "tiny-sd",
+        "controlnet": "tiny-controlnet",
+        "frames": 4,
+        "fps": 8,
+        "steps": 2,
+        "guidance": 3.0,
+        "seed": 3,
+    }
     fields.update(overrides)
     return GenerationRequest(**fields)
 
@@ -85,8 +93,9 @@ def test_one_generation_at_a_time(studio):
 
     def work(tag):
         try:
-            studio.generate(_request(steps=2, frames=2), tracks=_tracks(),
-                            on_step=lambda i, n: events.append((tag, i)))
+            studio.generate(
+                _request(steps=2, frames=2), tracks=_tracks(), on_step=lambda i, n: events.append((tag, i))
+            )
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -136,7 +145,9 @@ def test_studio_command_checks_before_serving(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real(name, *a)
+    )
     res = runner.invoke(app, ["studio"])
     assert res.exit_code == 2 and 'pip install "lapgen[studio]"' in res.output
 

@@ -18,5 +18,7 @@ def require_gradio() -> None:
     import importlib.util
 
     if importlib.util.find_spec("gradio") is None:
-        raise LapgenError("lapgen studio needs gradio, which is not installed",
-                          hint='install the extra: pip install "lapgen[studio]"')
+        raise LapgenError(
+            "lapgen studio needs gradio, which is not installed",
+            hint='install the extra: pip install "lapgen[studio]"',
+        )

@@ -29,11 +29,15 @@ from lapgen.studio.generation import (
 from lapgen.studio.silhouettes import SILHOUETTES, tool_silhouette
 from lapgen.studio.uploads import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, read_upload_image
 
-SOURCE_LABELS = {"authored": "tools placed on the canvas", "video": "uploaded mask video",
-                 "clip": "real clip (lapgen masks clips)"}
+SOURCE_LABELS = {
+    "authored": "tools placed on the canvas",
+    "video": "uploaded mask video",
+    "clip": "real clip (lapgen masks clips)",
+}
 # System fonts only: the default theme would fetch web fonts, and the studio must work offline.
-THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                          font_mono=["ui-monospace", "monospace"])
+THEME = gr.themes.Default(
+    font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+)
 CSS = "#canvas img {cursor: crosshair;} #status {min-height: 1.5em;}"
 
 
@@ -65,51 +69,83 @@ def build_app(studio: Studio) -> gr.Blocks:
         triplets = gr.State([])
         tracks = gr.State([])
         history = gr.State([])
-        gr.Markdown("# lapgen studio\nSay what surgical action happens and where the tools go; get a video "
-                    "(ControlVideo over your Stage-1 model and Stage-2 ControlNet). Every result shows the "
-                    "`lapgen` commands that reproduce it.")
+        gr.Markdown(
+            "# lapgen studio\nSay what surgical action happens and where the tools go; get a video "
+            "(ControlVideo over your Stage-1 model and Stage-2 ControlNet). Every result shows the "
+            "`lapgen` commands that reproduce it."
+        )
         with gr.Row():
             with gr.Column(scale=1):
                 gr.Markdown("## Model")
-                model = gr.Dropdown(models, value=cfg.model or default_model, label="Stage-1 pipeline",
-                                    elem_id="model")
-                controlnet = gr.Dropdown(controlnets, value=cfg.controlnet or default_controlnet,
-                                         label="Stage-2 ControlNet", elem_id="controlnet")
+                model = gr.Dropdown(
+                    models, value=cfg.model or default_model, label="Stage-1 pipeline", elem_id="model"
+                )
+                controlnet = gr.Dropdown(
+                    controlnets,
+                    value=cfg.controlnet or default_controlnet,
+                    label="Stage-2 ControlNet",
+                    elem_id="controlnet",
+                )
                 gr.Markdown("## Action")
-                instrument = gr.Dropdown(prompting.instrument_choices(), value=first_instrument,
-                                         label="Instrument", elem_id="instrument")
+                instrument = gr.Dropdown(
+                    prompting.instrument_choices(),
+                    value=first_instrument,
+                    label="Instrument",
+                    elem_id="instrument",
+                )
                 verb = gr.Dropdown(first_verbs, value=first_verbs[0], label="Verb", elem_id="verb")
-                target = gr.Dropdown(prompting.target_choices(first_instrument, first_verbs[0]),
-                                     value=prompting.target_choices(first_instrument, first_verbs[0])[0],
-                                     label="Target", elem_id="target")
+                target = gr.Dropdown(
+                    prompting.target_choices(first_instrument, first_verbs[0]),
+                    value=prompting.target_choices(first_instrument, first_verbs[0])[0],
+                    label="Target",
+                    elem_id="target",
+                )
                 add_triplet = gr.Button("Add triplet", elem_id="add-triplet")
-                chosen = gr.CheckboxGroup([], label="Triplets in the prompt (tick to remove)", elem_id="triplets")
+                chosen = gr.CheckboxGroup(
+                    [], label="Triplets in the prompt (tick to remove)", elem_id="triplets"
+                )
                 remove = gr.Button("Remove ticked", size="sm")
-                phase = gr.Dropdown(list(vocab.PHASES), value=prompting.DEFAULT_PHASE, label="Phase",
-                                    elem_id="phase")
-                override = gr.Textbox(label="Free-text prompt (overrides the composed one)", elem_id="override")
-                preview = gr.Textbox(prompting.compose_prompt([], prompting.DEFAULT_PHASE).prompt,
-                                     label="Prompt (the paper's template)", interactive=False,
-                                     elem_id="prompt-preview")
+                phase = gr.Dropdown(
+                    list(vocab.PHASES), value=prompting.DEFAULT_PHASE, label="Phase", elem_id="phase"
+                )
+                override = gr.Textbox(
+                    label="Free-text prompt (overrides the composed one)", elem_id="override"
+                )
+                preview = gr.Textbox(
+                    prompting.compose_prompt([], prompting.DEFAULT_PHASE).prompt,
+                    label="Prompt (the paper's template)",
+                    interactive=False,
+                    elem_id="prompt-preview",
+                )
                 warning = gr.Markdown("", elem_id="prompt-warning")
             with gr.Column(scale=1):
                 gr.Markdown("## Tools")
                 with gr.Tab("Silhouette"):
-                    silhouette = gr.Dropdown(list(SILHOUETTES), value=SILHOUETTES[0], label="Built-in tool",
-                                             elem_id="silhouette")
+                    silhouette = gr.Dropdown(
+                        list(SILHOUETTES), value=SILHOUETTES[0], label="Built-in tool", elem_id="silhouette"
+                    )
                     add_silhouette = gr.Button("Add tool", elem_id="add-silhouette")
                 with gr.Tab("Upload mask"):
-                    mask_upload = gr.File(label="Binary mask image", file_types=list(IMAGE_EXTENSIONS),
-                                          elem_id="mask-upload")
+                    mask_upload = gr.File(
+                        label="Binary mask image", file_types=list(IMAGE_EXTENSIONS), elem_id="mask-upload"
+                    )
                     add_upload = gr.Button("Add uploaded mask")
                 with gr.Tab("From a frame"):
                     frame_upload = gr.File(label="Real frame (RGB image)", file_types=list(IMAGE_EXTENSIONS))
                     segmenter = gr.Dropdown(segmenters, value=default_segmenter, label="Segmenter")
                     add_frame = gr.Button("Extract tool mask")
-                gr.Markdown("Click the canvas to place a keyframe of the current tool (the rotation and "
-                            "scale below apply to the next click).")
-                canvas = gr.Image(authoring.render_canvas([], size), label="Canvas", interactive=False,
-                                  elem_id="canvas", buttons=[], height=authoring.DISPLAY_SIZE)
+                gr.Markdown(
+                    "Click the canvas to place a keyframe of the current tool (the rotation and "
+                    "scale below apply to the next click)."
+                )
+                canvas = gr.Image(
+                    authoring.render_canvas([], size),
+                    label="Canvas",
+                    interactive=False,
+                    elem_id="canvas",
+                    buttons=[],
+                    height=authoring.DISPLAY_SIZE,
+                )
                 with gr.Row():
                     rotation = gr.Slider(-180, 180, value=0, step=5, label="Rotation (deg)")
                     scale = gr.Slider(0.25, 3, value=1, step=0.05, label="Scale")
@@ -117,17 +153,27 @@ def build_app(studio: Studio) -> gr.Blocks:
                     undo = gr.Button("Undo", size="sm")
                     clear = gr.Button("Clear tools", size="sm")
                 summary = gr.Markdown(authoring.tracks_summary([]), elem_id="tools-summary")
-                source = gr.Radio([(v, k) for k, v in SOURCE_LABELS.items()], value="authored",
-                                  label="Masks from", elem_id="mask-source")
-                mask_video = gr.File(label="Mask video (for 'uploaded mask video')",
-                                     file_types=list(VIDEO_EXTENSIONS))
+                source = gr.Radio(
+                    [(v, k) for k, v in SOURCE_LABELS.items()],
+                    value="authored",
+                    label="Masks from",
+                    elem_id="mask-source",
+                )
+                mask_video = gr.File(
+                    label="Mask video (for 'uploaded mask video')", file_types=list(VIDEO_EXTENSIONS)
+                )
                 clip = gr.Dropdown(clip_choices(cfg.clips), label="Real clip", elem_id="clip")
                 with gr.Row():
                     frames = gr.Slider(1, cfg.max_frames, value=16, step=1, label="Frames", elem_id="frames")
                     fps = gr.Slider(1, 30, value=8, step=1, label="fps", elem_id="fps")
                 preview_masks = gr.Button("Preview masks", elem_id="preview-masks")
-                mask_preview = gr.Image(label="Mask sequence preview", type="filepath", interactive=False,
-                                        elem_id="mask-preview", height=192)
+                mask_preview = gr.Image(
+                    label="Mask sequence preview",
+                    type="filepath",
+                    interactive=False,
+                    elem_id="mask-preview",
+                    height=192,
+                )
             with gr.Column(scale=1):
                 gr.Markdown("## Generate")
                 steps = gr.Slider(1, cfg.max_steps, value=20, step=1, label="Steps", elem_id="steps")
@@ -138,20 +184,32 @@ def build_app(studio: Studio) -> gr.Blocks:
                 status = gr.Markdown("", elem_id="status")
                 video = gr.Video(label="Result", interactive=False, elem_id="result-video", loop=True)
                 side = gr.Video(label="Mask | video", interactive=False, elem_id="side-by-side", loop=True)
-                downloads = gr.File(label="Downloads (mp4, gif, frames, card)", file_count="multiple",
-                                    interactive=False, elem_id="downloads")
-                commands = gr.Code(label="Equivalent CLI commands", language="shell", interactive=False,
-                                   elem_id="commands", wrap_lines=True)
-                card = gr.Code(label="Provenance card", language="yaml", interactive=False, elem_id="card",
-                               max_lines=18)
+                downloads = gr.File(
+                    label="Downloads (mp4, gif, frames, card)",
+                    file_count="multiple",
+                    interactive=False,
+                    elem_id="downloads",
+                )
+                commands = gr.Code(
+                    label="Equivalent CLI commands",
+                    language="shell",
+                    interactive=False,
+                    elem_id="commands",
+                    wrap_lines=True,
+                )
+                card = gr.Code(
+                    label="Provenance card", language="yaml", interactive=False, elem_id="card", max_lines=18
+                )
                 gallery = gr.Gallery(label="This session's generations", columns=3, elem_id="gallery")
 
         # ------------------------------------------------------------ action
         def on_instrument(name):
             verbs = prompting.verb_choices(name)
             targets = prompting.target_choices(name, verbs[0]) if verbs else []
-            return (gr.update(choices=verbs, value=verbs[0] if verbs else None),
-                    gr.update(choices=targets, value=targets[0] if targets else None))
+            return (
+                gr.update(choices=verbs, value=verbs[0] if verbs else None),
+                gr.update(choices=targets, value=targets[0] if targets else None),
+            )
 
         def on_verb(name, v):
             targets = prompting.target_choices(name, v)
@@ -178,10 +236,12 @@ def build_app(studio: Studio) -> gr.Blocks:
         instrument.change(on_instrument, instrument, [verb, target], queue=False)
         verb.change(on_verb, [instrument, verb], target, queue=False)
         prompt_inputs = [triplets, phase, override]
-        add_triplet.click(on_add_triplet, [triplets, instrument, verb, target], [triplets, chosen], queue=False
-                          ).then(refresh_prompt, prompt_inputs, [preview, warning], queue=False)
-        remove.click(on_remove, [triplets, chosen], [triplets, chosen], queue=False
-                     ).then(refresh_prompt, prompt_inputs, [preview, warning], queue=False)
+        add_triplet.click(
+            on_add_triplet, [triplets, instrument, verb, target], [triplets, chosen], queue=False
+        ).then(refresh_prompt, prompt_inputs, [preview, warning], queue=False)
+        remove.click(on_remove, [triplets, chosen], [triplets, chosen], queue=False).then(
+            refresh_prompt, prompt_inputs, [preview, warning], queue=False
+        )
         phase.change(refresh_prompt, prompt_inputs, [preview, warning], queue=False)
         override.change(refresh_prompt, prompt_inputs, [preview, warning], queue=False)
 
@@ -193,7 +253,9 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         def on_silhouette(current, name):
             try:
-                return show(authoring.add_track(current, f"{name} silhouette", tool_silhouette(name, size), size))
+                return show(
+                    authoring.add_track(current, f"{name} silhouette", tool_silhouette(name, size), size)
+                )
             except LapgenError as exc:
                 raise _page_error(exc) from exc
 
@@ -221,8 +283,13 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         add_silhouette.click(on_silhouette, [tracks, silhouette], tool_outputs, queue=False)
         add_upload.click(on_upload_mask, [tracks, mask_upload], tool_outputs, queue=False)
-        add_frame.click(on_frame, [tracks, frame_upload, segmenter], tool_outputs, concurrency_id="gpu",
-                        concurrency_limit=1)
+        add_frame.click(
+            on_frame,
+            [tracks, frame_upload, segmenter],
+            tool_outputs,
+            concurrency_id="gpu",
+            concurrency_limit=1,
+        )
         canvas.select(on_click, [tracks, rotation, scale], tool_outputs, queue=False)
         undo.click(lambda current: show(authoring.undo_keyframe(current)), tracks, tool_outputs, queue=False)
         clear.click(lambda: show([]), None, tool_outputs, queue=False)
@@ -233,38 +300,91 @@ def build_app(studio: Studio) -> gr.Blocks:
             except Exception as exc:
                 raise _page_error(exc) from exc
 
-        preview_masks.click(on_preview, [tracks, source, mask_video, clip, frames, fps], mask_preview,
-                            concurrency_id="preview", concurrency_limit=1)
+        preview_masks.click(
+            on_preview,
+            [tracks, source, mask_video, clip, frames, fps],
+            mask_preview,
+            concurrency_id="preview",
+            concurrency_limit=1,
+        )
 
         # ------------------------------------------------------------ generate
-        def on_generate(prompt, m, c, src, current, upload, clip_name, n, rate, s, g, sd, lm, past,
-                        progress=gr.Progress()):
-            request = GenerationRequest(prompt=prompt, model=m, controlnet=c, source=src, frames=int(n),
-                                        fps=float(rate), steps=int(s), guidance=float(g), seed=int(sd or 0),
-                                        long=lm)
+        def on_generate(  # Gradio injects the progress tracker through the default below
+            prompt, m, c, src, current, upload, clip_name, n, rate, s, g, sd, lm, past,
+            progress=gr.Progress(),  # noqa: B008
+        ):
+            request = GenerationRequest(
+                prompt=prompt,
+                model=m,
+                controlnet=c,
+                source=src,
+                frames=int(n),
+                fps=float(rate),
+                steps=int(s),
+                guidance=float(g),
+                seed=int(sd or 0),
+                long=lm,
+            )
             progress(0, desc="loading models")
             try:
-                result = studio.generate(request, tracks=current, mask_video=upload, clip=clip_name,
-                                         on_step=lambda i, total: progress((i, total), desc="denoising"))
+                result = studio.generate(
+                    request,
+                    tracks=current,
+                    mask_video=upload,
+                    clip=clip_name,
+                    on_step=lambda i, total: progress((i, total), desc="denoising"),
+                )
             except Exception as exc:  # noqa: BLE001 - any failure is shown; the server stays usable
                 gr.Warning(_message(exc))
                 if not isinstance(exc, LapgenError):
                     traceback.print_exception(exc, file=sys.stderr)
                 return (f"**Generation failed:** {_message(exc)}",) + (gr.skip(),) * 7
             past = [*past, (str(result.gif), f"{len(past) + 1}: {result.prompt}")]
-            return (f"**Done:** `{result.video.name}` in `{result.run_dir}`", str(result.video),
-                    str(result.side_by_side), [str(p) for p in result.downloads()],
-                    "\n".join(result.commands), result.card_text(), past, past)
+            return (
+                f"**Done:** `{result.video.name}` in `{result.run_dir}`",
+                str(result.video),
+                str(result.side_by_side),
+                [str(p) for p in result.downloads()],
+                "\n".join(result.commands),
+                result.card_text(),
+                past,
+                past,
+            )
 
-        generate.click(on_generate, [preview, model, controlnet, source, tracks, mask_video, clip, frames, fps,
-                                     steps, guidance, seed, long, history],
-                       [status, video, side, downloads, commands, card, gallery, history],
-                       concurrency_id="gpu", concurrency_limit=1)
+        generate.click(
+            on_generate,
+            [
+                preview,
+                model,
+                controlnet,
+                source,
+                tracks,
+                mask_video,
+                clip,
+                frames,
+                fps,
+                steps,
+                guidance,
+                seed,
+                long,
+                history,
+            ],
+            [status, video, side, downloads, commands, card, gallery, history],
+            concurrency_id="gpu",
+            concurrency_limit=1,
+        )
     return demo
 
 
-def launch(studio: Studio, *, host: str = "127.0.0.1", port: int | None = None, block: bool = True,
-           max_file_size: str = "20mb", quiet: bool = False) -> tuple[gr.Blocks, str]:
+def launch(
+    studio: Studio,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    block: bool = True,
+    max_file_size: str = "20mb",
+    quiet: bool = False,
+) -> tuple[gr.Blocks, str]:
     """Serve the page on `host:port` (no public share link, ever); returns the app and its local URL."""
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=1, max_size=16)
@@ -273,10 +393,22 @@ def launch(studio: Studio, *, host: str = "127.0.0.1", port: int | None = None, 
     allowed = [str(runs.resolve())]
     if studio.config.clips is not None:
         allowed.append(str(Path(studio.config.clips).resolve()))
-    _, url, _ = demo.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=True,
-                            quiet=True, show_error=False, allowed_paths=allowed, max_file_size=max_file_size,
-                            ssr_mode=False, mcp_server=False, inbrowser=False, theme=THEME, css=CSS,
-                            footer_links=[])
+    _, url, _ = demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        prevent_thread_lock=True,
+        quiet=True,
+        show_error=False,
+        allowed_paths=allowed,
+        max_file_size=max_file_size,
+        ssr_mode=False,
+        mcp_server=False,
+        inbrowser=False,
+        theme=THEME,
+        css=CSS,
+        footer_links=[],
+    )
     if not quiet:
         from lapgen.progress import notice
 

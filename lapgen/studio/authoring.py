@@ -52,16 +52,18 @@ def add_track(tracks: list[ToolTrack], label: str, mask: np.ndarray, size: int) 
     return [*tracks, ToolTrack(label, fit_mask(mask, size))]
 
 
-def add_keyframe(tracks: list[ToolTrack], x: float, y: float, rotation: float = 0.0,
-                 scale: float = 1.0) -> list[ToolTrack]:
+def add_keyframe(
+    tracks: list[ToolTrack], x: float, y: float, rotation: float = 0.0, scale: float = 1.0
+) -> list[ToolTrack]:
     """Add a keyframe to the last (current) tool."""
     if not tracks:
         raise LapgenError("add a tool first (a silhouette, an uploaded mask or a mask from a frame)")
     if scale <= 0:
         raise LapgenError(f"scale must be positive (got {scale:g})")
     last = tracks[-1]
-    updated = ToolTrack(last.label, last.mask, [*last.keyframes, Keyframe(float(x), float(y), float(rotation),
-                                                                          float(scale))])
+    updated = ToolTrack(
+        last.label, last.mask, [*last.keyframes, Keyframe(float(x), float(y), float(rotation), float(scale))]
+    )
     return [*tracks[:-1], updated]
 
 
@@ -97,8 +99,10 @@ def pose_range(values: list[float]) -> str:
 def linear_poses(track: ToolTrack) -> bool:
     """Whether rotation and scale change linearly from the first to the last keyframe: then
     `lapgen masks animate --rotate r0:rK --scale s0:sK` expresses the track exactly."""
-    return all(pose_range(values).count(":") == 1
-               for values in ([k.rotation for k in track.keyframes], [k.scale for k in track.keyframes]))
+    return all(
+        pose_range(values).count(":") == 1
+        for values in ([k.rotation for k in track.keyframes], [k.scale for k in track.keyframes])
+    )
 
 
 def animate_track(track: ToolTrack, frames: int, size: int) -> np.ndarray:
@@ -118,16 +122,18 @@ def animate_track(track: ToolTrack, frames: int, size: int) -> np.ndarray:
     rot = [k.rotation for k in keys]
     scl = [k.scale for k in keys]
     if len(keys) <= 2:
-        return animate_mask(track.mask, points, frames, rotate=(rot[0], rot[-1]), scale=(scl[0], scl[-1]),
-                            size=(size, size))
+        return animate_mask(
+            track.mask, points, frames, rotate=(rot[0], rot[-1]), scale=(scl[0], scl[-1]), size=(size, size)
+        )
     path = smooth_trajectory(points, frames)
     key_frames = np.linspace(0, frames - 1, len(keys)) if frames > 1 else np.zeros(len(keys))
     out = np.zeros((frames, size, size), bool)
     for i in range(frames):
         angle = float(np.interp(i, key_frames, rot))
         factor = float(np.interp(i, key_frames, scl))
-        out[i] = animate_mask(track.mask, [tuple(path[i])], 1, rotate=(angle, angle), scale=(factor, factor),
-                              size=(size, size))[0]
+        out[i] = animate_mask(
+            track.mask, [tuple(path[i])], 1, rotate=(angle, angle), scale=(factor, factor), size=(size, size)
+        )[0]
     return out
 
 
@@ -143,8 +149,9 @@ def animate_tracks(tracks: list[ToolTrack], frames: int, size: int) -> np.ndarra
     return out
 
 
-def render_canvas(tracks: list[ToolTrack], size: int, display: int = DISPLAY_SIZE,
-                  background: np.ndarray | None = None) -> np.ndarray:
+def render_canvas(
+    tracks: list[ToolTrack], size: int, display: int = DISPLAY_SIZE, background: np.ndarray | None = None
+) -> np.ndarray:
     """The click canvas, `(display, display, 3)` uint8: each tool drawn at each keyframe pose in its colour,
     the current tool's unplaced mask faintly when it has no keyframe yet, keyframes numbered."""
     from lapgen.data.masks import animate_mask
@@ -157,8 +164,14 @@ def render_canvas(tracks: list[ToolTrack], size: int, display: int = DISPLAY_SIZ
         if not track.keyframes:
             base[track.mask] = 0.6 * base[track.mask] + 0.4 * colour
         for k in track.keyframes:
-            placed = animate_mask(track.mask, [(k.x, k.y)], 1, rotate=(k.rotation, k.rotation),
-                                  scale=(k.scale, k.scale), size=(size, size))[0]
+            placed = animate_mask(
+                track.mask,
+                [(k.x, k.y)],
+                1,
+                rotate=(k.rotation, k.rotation),
+                scale=(k.scale, k.scale),
+                size=(size, size),
+            )[0]
             base[placed] = 0.35 * base[placed] + 0.65 * colour
     img = Image.fromarray(base.clip(0, 255).astype(np.uint8)).resize((display, display), Image.NEAREST)
     draw = ImageDraw.Draw(img)

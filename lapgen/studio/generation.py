@@ -86,7 +86,9 @@ def clip_choices(clips: Path | None) -> list[str]:
     """Clip folders (`clip_NNN`) with a finished `clip.json` in a `lapgen masks clips` output."""
     if clips is None or not Path(clips).is_dir():
         return []
-    return sorted(p.name for p in Path(clips).iterdir() if (p / "clip.json").is_file() and (p / "masks").is_dir())
+    return sorted(
+        p.name for p in Path(clips).iterdir() if (p / "clip.json").is_file() and (p / "masks").is_dir()
+    )
 
 
 class Studio:
@@ -121,10 +123,12 @@ class Studio:
         with self._lock:
             model = load_segmenter(segmenter, device="cpu")
             device = ultralytics_device(self.config.device)
-            (mask, count), = predict_union_masks(model, [rgb], imgsz=model_imgsz(model), device=device)
+            ((mask, count),) = predict_union_masks(model, [rgb], imgsz=model_imgsz(model), device=device)
         if count == 0 or not mask.any():
-            raise LapgenError(f"segmenter '{segmenter}' found no tool in this frame",
-                              hint="try another frame or segmenter, or upload a mask")
+            raise LapgenError(
+                f"segmenter '{segmenter}' found no tool in this frame",
+                hint="try another frame or segmenter, or upload a mask",
+            )
         return mask
 
     # ---------------------------------------------------------------- validation
@@ -183,27 +187,46 @@ class Studio:
                 raise LapgenError(f"tool '{t.label}' has no keyframe", hint="click on the canvas to place it")
         command = masks_animate_command(tracks, tool_files, frames, run / "masks")
         if all(linear_poses(t) for t in tracks):
-            tools = [ToolPath(str(f), path_text(t.keyframes), pose_range([k.rotation for k in t.keyframes]),
-                              pose_range([k.scale for k in t.keyframes])) for t, f in zip(tracks, tool_files)]
+            tools = [
+                ToolPath(
+                    str(f),
+                    path_text(t.keyframes),
+                    pose_range([k.rotation for k in t.keyframes]),
+                    pose_range([k.scale for k in t.keyframes]),
+                )
+                for t, f in zip(tracks, tool_files)
+            ]
             animate_masks(tools, frames, run / "masks", size=(size, size))
             return run / "masks", [command]
         write_mask_sequence(run / "masks", animate_tracks(tracks, frames, size))
-        note = ("# rotation/scale set per keyframe (more than two values): the command below needs "
-                "`lapgen masks animate` to accept one --rotate/--scale value per keyframe")
+        note = (
+            "# rotation/scale set per keyframe (more than two values): the command below needs "
+            "`lapgen masks animate` to accept one --rotate/--scale value per keyframe"
+        )
         return run / "masks", [note, command]
 
     def clip_masks(self, clip: str | None) -> Path:
         """The mask folder of a clip chosen by name from the server's `--clips` folder."""
         choices = clip_choices(self.config.clips)
         if not choices:
-            raise LapgenError("this server has no real clips", hint="start it with `lapgen studio --clips DIR` "
-                              "where DIR was written by `lapgen masks clips`")
+            raise LapgenError(
+                "this server has no real clips",
+                hint="start it with `lapgen studio --clips DIR` "
+                "where DIR was written by `lapgen masks clips`",
+            )
         if clip not in choices:
             raise LapgenError(f"unknown clip {clip!r}", hint="pick one from the list")
         return Path(self.config.clips) / clip / "masks"
 
-    def preview(self, source: str, tracks: list[ToolTrack] | None, mask_video: object | None, clip: str | None,
-                frames: int, fps: float) -> Path:
+    def preview(
+        self,
+        source: str,
+        tracks: list[ToolTrack] | None,
+        mask_video: object | None,
+        clip: str | None,
+        frames: int,
+        fps: float,
+    ) -> Path:
         """A GIF of the mask sequence a generation would use (before any model runs)."""
         from lapgen.data.masks import read_mask_sequence
         from lapgen.studio.authoring import preview_gif
@@ -226,9 +249,15 @@ class Studio:
         return preview_gif(masks, folder / "masks.gif", fps)
 
     # ---------------------------------------------------------------- generate
-    def generate(self, req: GenerationRequest, *, tracks: list[ToolTrack] | None = None,
-                 mask_video: object | None = None, clip: str | None = None,
-                 on_step: Callable[[int, int], None] | None = None) -> GenerationResult:
+    def generate(
+        self,
+        req: GenerationRequest,
+        *,
+        tracks: list[ToolTrack] | None = None,
+        mask_video: object | None = None,
+        clip: str | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> GenerationResult:
         """Make one video: masks from the authored tools, an uploaded mask video or a real clip.
 
         Everything cheap is checked before models load; a failure removes the run folder and raises a
@@ -253,32 +282,79 @@ class Studio:
                     masks = store_upload_video(mask_video, run)
                 else:
                     masks = self.clip_masks(clip)
-                config = VideoConfig(prompt=req.prompt.strip(), masks=str(masks), out=str(run / "video.mp4"),
-                                     model=req.model, controlnet=req.controlnet, frames=frames, fps=float(req.fps),
-                                     steps=int(req.steps), guidance=float(req.guidance), seed=int(req.seed),
-                                     resolution=self.config.resolution, long=req.long, gif=True, save_frames=True,
-                                     side_by_side=True, device=self.config.device, dtype=self.config.dtype)
+                config = VideoConfig(
+                    prompt=req.prompt.strip(),
+                    masks=str(masks),
+                    out=str(run / "video.mp4"),
+                    model=req.model,
+                    controlnet=req.controlnet,
+                    frames=frames,
+                    fps=float(req.fps),
+                    steps=int(req.steps),
+                    guidance=float(req.guidance),
+                    seed=int(req.seed),
+                    resolution=self.config.resolution,
+                    long=req.long,
+                    gif=True,
+                    save_frames=True,
+                    side_by_side=True,
+                    device=self.config.device,
+                    dtype=self.config.dtype,
+                )
                 commands.append(video_command(config))
-                result = generate_video(config, pipe=self.pipeline(req.model, req.controlnet), on_step=on_step)
+                result = generate_video(
+                    config, pipe=self.pipeline(req.model, req.controlnet), on_step=on_step
+                )
                 extras = result.extras
                 frames_zip = Path(shutil.make_archive(str(run / "video_frames"), "zip", extras["frames"]))
-                update_card(result.out, models={"model": req.model, "controlnet": req.controlnet},
-                            studio={"mask_source": req.source, "commands": commands})
+                update_card(
+                    result.out,
+                    models={"model": req.model, "controlnet": req.controlnet},
+                    studio={"mask_source": req.source, "commands": commands},
+                )
             except BaseException:
                 shutil.rmtree(run, ignore_errors=True)
                 raise
-        return GenerationResult(run, config.prompt, result.out, Path(extras["gif"]), Path(extras["side_by_side"]),
-                                frames_zip, result.card, commands)
+        return GenerationResult(
+            run,
+            config.prompt,
+            result.out,
+            Path(extras["gif"]),
+            Path(extras["side_by_side"]),
+            frames_zip,
+            result.card,
+            commands,
+        )
 
 
 def video_command(config: Any) -> str:
     """The `lapgen video` command equivalent to a `VideoConfig` the studio runs."""
-    parts = ["lapgen", "video", "--prompt", config.prompt, "--masks", str(config.masks),
-             "--model", str(config.model), "--controlnet", str(config.controlnet)]
+    parts = [
+        "lapgen",
+        "video",
+        "--prompt",
+        config.prompt,
+        "--masks",
+        str(config.masks),
+        "--model",
+        str(config.model),
+        "--controlnet",
+        str(config.controlnet),
+    ]
     if config.frames is not None:
         parts += ["--frames", str(config.frames)]
-    parts += ["--fps", f"{config.fps:g}", "--steps", str(config.steps), "--guidance", f"{config.guidance:g}",
-              "--seed", str(config.seed), "--long", config.long]
+    parts += [
+        "--fps",
+        f"{config.fps:g}",
+        "--steps",
+        str(config.steps),
+        "--guidance",
+        f"{config.guidance:g}",
+        "--seed",
+        str(config.seed),
+        "--long",
+        config.long,
+    ]
     if config.resolution != 128:
         parts += ["--resolution", str(config.resolution)]
     if config.device != "auto":

@@ -55,15 +55,17 @@ def label_to_triplet(label: str) -> int:
     return value
 
 
-def add_triplet(selected: Iterable[int], instrument: str | None, verb: str | None,
-                target: str | None) -> list[int]:
+def add_triplet(
+    selected: Iterable[int], instrument: str | None, verb: str | None, target: str | None
+) -> list[int]:
     """`selected` plus the triplet (instrument, verb, target), ascending and unique.
 
     An incomplete choice is a LapgenError naming the missing part; an invalid combination is one too
     (`vocab.triplet_id`), although the page never offers one.
     """
-    missing = [name for name, value in (("instrument", instrument), ("verb", verb), ("target", target))
-               if not value]
+    missing = [
+        name for name, value in (("instrument", instrument), ("verb", verb), ("target", target)) if not value
+    ]
     if missing:
         raise LapgenError(f"choose a {missing[0]} before adding the triplet")
     triplet = vocab.triplet_id(str(instrument), str(verb), str(target))
@@ -87,8 +89,11 @@ class PromptPreview:
     def warning(self) -> str:
         if not self.unknown:
             return ""
-        return ("words outside the CholecT50 vocabulary: " + ", ".join(self.unknown)
-                + " (the models were trained on '<instrument> <verb> <target> in <phase>' captions)")
+        return (
+            "words outside the CholecT50 vocabulary: "
+            + ", ".join(self.unknown)
+            + " (the models were trained on '<instrument> <verb> <target> in <phase>' captions)"
+        )
 
 
 def compose_prompt(triplets: Iterable[int], phase: str | None, override: str | None = "") -> PromptPreview:

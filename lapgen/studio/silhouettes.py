@@ -23,8 +23,14 @@ SILHOUETTES: tuple[str, ...] = ("grasper", "bipolar", "hook", "scissors", "clipp
 # Lengths are fractions of the image size.
 _SHAFT_ANGLE = 35.0  # degrees below the +x axis: the shaft comes from the lower-right corner
 _SHAFT_LENGTH = 0.8
-_SHAFT_WIDTH = {"grasper": 0.075, "bipolar": 0.07, "hook": 0.06, "scissors": 0.075, "clipper": 0.09,
-                "irrigator": 0.085}
+_SHAFT_WIDTH = {
+    "grasper": 0.075,
+    "bipolar": 0.07,
+    "hook": 0.06,
+    "scissors": 0.075,
+    "clipper": 0.09,
+    "irrigator": 0.085,
+}
 
 Polygon = list[tuple[float, float]]
 
@@ -32,19 +38,29 @@ Polygon = list[tuple[float, float]]
 def _tip_shapes(name: str) -> list[Polygon]:
     """Polygons of the tool tip in the unit frame (u along the shaft towards the border, v across)."""
     if name == "grasper":  # two opened, slightly fenestrated jaws
-        return [[(0.0, -0.035), (-0.16, -0.075), (-0.17, -0.05), (0.0, -0.005)],
-                [(0.0, 0.035), (-0.16, 0.075), (-0.17, 0.05), (0.0, 0.005)]]
+        return [
+            [(0.0, -0.035), (-0.16, -0.075), (-0.17, -0.05), (0.0, -0.005)],
+            [(0.0, 0.035), (-0.16, 0.075), (-0.17, 0.05), (0.0, 0.005)],
+        ]
     if name == "bipolar":  # two thin parallel prongs
-        return [[(0.0, -0.03), (-0.15, -0.028), (-0.15, -0.012), (0.0, -0.008)],
-                [(0.0, 0.03), (-0.15, 0.028), (-0.15, 0.012), (0.0, 0.008)]]
+        return [
+            [(0.0, -0.03), (-0.15, -0.028), (-0.15, -0.012), (0.0, -0.008)],
+            [(0.0, 0.03), (-0.15, 0.028), (-0.15, 0.012), (0.0, 0.008)],
+        ]
     if name == "hook":  # a thin rod bent at a right angle (L-hook electrode)
-        return [[(0.0, -0.012), (-0.13, -0.012), (-0.13, 0.06), (-0.105, 0.06), (-0.105, 0.012), (0.0, 0.012)]]
+        return [
+            [(0.0, -0.012), (-0.13, -0.012), (-0.13, 0.06), (-0.105, 0.06), (-0.105, 0.012), (0.0, 0.012)]
+        ]
     if name == "scissors":  # two curved blades, nearly closed
-        return [[(0.0, -0.03), (-0.08, -0.03), (-0.17, 0.005), (-0.09, -0.0), (0.0, 0.0)],
-                [(0.0, 0.03), (-0.07, 0.028), (-0.16, 0.02), (-0.08, 0.008), (0.0, 0.0)]]
+        return [
+            [(0.0, -0.03), (-0.08, -0.03), (-0.17, 0.005), (-0.09, -0.0), (0.0, 0.0)],
+            [(0.0, 0.03), (-0.07, 0.028), (-0.16, 0.02), (-0.08, 0.008), (0.0, 0.0)],
+        ]
     if name == "clipper":  # broad, short parallel jaws holding a clip gap
-        return [[(0.0, -0.045), (-0.12, -0.045), (-0.12, -0.012), (0.0, -0.012)],
-                [(0.0, 0.045), (-0.12, 0.045), (-0.12, 0.012), (0.0, 0.012)]]
+        return [
+            [(0.0, -0.045), (-0.12, -0.045), (-0.12, -0.012), (0.0, -0.012)],
+            [(0.0, 0.045), (-0.12, 0.045), (-0.12, 0.012), (0.0, 0.012)],
+        ]
     if name == "irrigator":  # a plain tube with a rounded end (drawn as an ellipse below)
         return []
     raise LapgenError(f"unknown tool silhouette {name!r}", hint="valid: " + ", ".join(SILHOUETTES))
@@ -65,8 +81,10 @@ def tool_silhouette(name: str, size: int = 128, *, angle: float = _SHAFT_ANGLE) 
     tip = (0.44 * size, 0.44 * size)  # px; the shaft then runs past the lower-right border
 
     def to_px(poly: Polygon) -> list[tuple[float, float]]:
-        return [(tip[0] + size * (u * du[0] + v * dv[0]), tip[1] + size * (u * du[1] + v * dv[1]))
-                for u, v in poly]
+        return [
+            (tip[0] + size * (u * du[0] + v * dv[0]), tip[1] + size * (u * du[1] + v * dv[1]))
+            for u, v in poly
+        ]
 
     half = _SHAFT_WIDTH[name] / 2
     shaft = [(0.0, -half), (_SHAFT_LENGTH, -half), (_SHAFT_LENGTH, half), (0.0, half)]

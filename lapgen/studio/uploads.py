@@ -42,8 +42,9 @@ def check_size(upload: object, max_bytes: int = MAX_UPLOAD_BYTES) -> Path:
     if size == 0:
         raise LapgenError("the uploaded file is empty")
     if size > max_bytes:
-        raise LapgenError(f"the uploaded file is too large ({size / 2**20:.1f} MiB; limit "
-                          f"{max_bytes / 2**20:.0f} MiB)")
+        raise LapgenError(
+            f"the uploaded file is too large ({size / 2**20:.1f} MiB; limit {max_bytes / 2**20:.0f} MiB)"
+        )
     return path
 
 
@@ -99,7 +100,9 @@ def read_upload_image(upload: object, *, max_bytes: int = MAX_UPLOAD_BYTES, mode
     except LapgenError:
         raise
     except Exception as exc:
-        raise LapgenError("the uploaded file is not a readable image", hint="upload a PNG or JPEG image") from exc
+        raise LapgenError(
+            "the uploaded file is not a readable image", hint="upload a PNG or JPEG image"
+        ) from exc
 
 
 def store_upload_video(upload: object, folder: Path, *, max_bytes: int = MAX_UPLOAD_BYTES) -> Path:
@@ -109,8 +112,10 @@ def store_upload_video(upload: object, folder: Path, *, max_bytes: int = MAX_UPL
         head = fh.read(16)
     suffix = sniff_video(head)
     if suffix is None:
-        raise LapgenError("the uploaded file is not a video (MP4, WebM, AVI or GIF)",
-                          hint="upload the mask sequence as a video, e.g. one written by `lapgen masks`")
+        raise LapgenError(
+            "the uploaded file is not a video (MP4, WebM, AVI or GIF)",
+            hint="upload the mask sequence as a video, e.g. one written by `lapgen masks`",
+        )
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"uploaded_masks{suffix}"
     shutil.copyfile(path, target)
