@@ -210,3 +210,16 @@ def test_authored_masks_use_the_masks_animate_function(studio, tmp_path):
     folder, shown = studio.write_authored_masks(per_key, 5, tmp_path / "per-key")
     assert shown[0].startswith("# rotation/scale set per keyframe") and "--rotate 0:30:0" in shown[1]
     np.testing.assert_array_equal(read_mask_sequence(folder).masks, authoring.animate_tracks(per_key, 5, 128))
+
+
+def test_uploaded_mask_video_previews_and_generates(studio, tmp_path):
+    from lapgen.data.video import probe, write_mp4
+
+    masks = authoring.animate_tracks(_tracks(), 5, 128)
+    upload = write_mp4(np.repeat((masks[..., None] * 255).astype(np.uint8), 3, -1), tmp_path / "up.bin", fps=8)
+    gif = studio.preview("video", None, str(upload), None, 3, 8)
+    assert gif.is_file()
+    result = studio.generate(_request(source="video", frames=3, steps=1), mask_video=str(upload))
+    assert probe(result.video).frames == 3
+    assert (result.run_dir / "uploaded_masks.mp4").is_file()
+    assert "--masks " + str(result.run_dir / "uploaded_masks.mp4") in result.commands[0]
