@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -95,6 +96,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternating repeats; the minimum is reported")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lapgen-bench-eval-"))
+    try:
+        run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # about 0.7 GB of random weights and features
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
     os.environ["LAPGEN_HOME"] = str(work / "home")
     from lapgen import progress
     from tests.fixtures.metrics import make_image_set, write_random_clip, write_random_inception
