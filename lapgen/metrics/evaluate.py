@@ -240,6 +240,8 @@ def _seed_summary(cfg: FidelityConfig, per_seed: list[dict[str, Any]]) -> dict[s
     first = dict(per_seed[0])
     spread = summarize([r["value"] for r in per_seed])
     spread.update(method="seeds", gens=[r["gen"] for r in per_seed])
-    first.update(value=spread["mean"], spread=spread, gen=str(Path(per_seed[0]["gen"]).parent),
+    import os
+
+    first.update(value=spread["mean"], spread=spread, gen=os.path.commonpath([r["gen"] for r in per_seed]),
                  n_gen=[r["n_gen"] for r in per_seed], std=None, seeds=len(per_seed))
     return first
