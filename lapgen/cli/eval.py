@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 
@@ -19,7 +19,7 @@ eval_app = typer.Typer(help="Measure generated images: FID, KID, CLIP-FID, CMMD,
                             "Table-1 style reports.", no_args_is_help=True)
 
 
-def _write_json(out: Optional[Path], overwrite: bool, payload: Any, kind: str) -> None:
+def _write_json(out: Path | None, overwrite: bool, payload: Any, kind: str) -> None:
     from lapgen.cards import make_card, write_card
     from lapgen.outputs import atomic_file
 
@@ -30,7 +30,7 @@ def _write_json(out: Optional[Path], overwrite: bool, payload: Any, kind: str) -
     write_card(out, make_card(kind, output=str(out)))
 
 
-def _check_out(out: Optional[Path], overwrite: bool) -> None:
+def _check_out(out: Path | None, overwrite: bool) -> None:
     from lapgen.errors import LapgenError
     from lapgen.outputs import check_writable_parent
 
@@ -69,7 +69,7 @@ def _print_results(results: list[dict[str, Any]]) -> None:
     stdout.print(table)
 
 
-def _emit(results: list[dict[str, Any]], as_json: bool, out: Optional[Path], overwrite: bool) -> None:
+def _emit(results: list[dict[str, Any]], as_json: bool, out: Path | None, overwrite: bool) -> None:
     from lapgen.metrics.evaluate import SCHEMA
 
     payload: Any = results[0] if len(results) == 1 else {"schema": SCHEMA, "results": results}
@@ -82,11 +82,11 @@ def _emit(results: list[dict[str, Any]], as_json: bool, out: Optional[Path], ove
 
 def _fidelity(metrics: tuple[str, ...], help_text: str, single_weights: str):
     def command(
-        sets: List[Path] = typer.Argument(..., metavar="GEN... REAL", help="Generated set(s), then the real "
+        sets: list[Path] = typer.Argument(..., metavar="GEN... REAL", help="Generated set(s), then the real "
                                           "set: image folders or lapgen datasets (metadata.jsonl)."),
         protocol: str = typer.Option("clean", "--protocol", help="Inception resize: clean (clean-fid, the "
                                      "paper's numbers) or torch-fidelity (TF1 bilinear)."),
-        weights: Optional[str] = typer.Option(None, "--weights", help=f"Weights of the {single_weights} "
+        weights: str | None = typer.Option(None, "--weights", help=f"Weights of the {single_weights} "
                                               "(file or registry name; default: the registry)."),
         inception: str = typer.Option("inception-v3", "--inception", help="FID/KID extractor (see `lapgen "
                                       "eval extractors`)."),
@@ -94,34 +94,34 @@ def _fidelity(metrics: tuple[str, ...], help_text: str, single_weights: str):
                                            "(the paper: clip-vit-b-32)."),
         clip: str = typer.Option("clip-vit-b-32", "--clip", help="CMMD backbone: clip-vit-b-32 (lapgen's "
                                  "default) or clip-vit-l-14-336 (the CMMD reference, the paper's code)."),
-        clip_fid_weights: Optional[str] = typer.Option(None, "--clip-fid-weights", help="ViT-B/32 weights "
+        clip_fid_weights: str | None = typer.Option(None, "--clip-fid-weights", help="ViT-B/32 weights "
                                                        "for CLIP-FID in `eval fidelity`."),
-        cmmd_weights: Optional[str] = typer.Option(None, "--cmmd-weights", help="Weights of the --clip model "
+        cmmd_weights: str | None = typer.Option(None, "--cmmd-weights", help="Weights of the --clip model "
                                                    "for CMMD in `eval fidelity`."),
         kid_subsets: int = typer.Option(100, "--kid-subsets", help="KID subsets."),
-        kid_subset_size: Optional[int] = typer.Option(None, "--kid-subset-size", help="KID subset size "
+        kid_subset_size: int | None = typer.Option(None, "--kid-subset-size", help="KID subset size "
                                                       "(default min(N_gen, N_real, 1000), recorded)."),
         kid_seed: int = typer.Option(2020, "--kid-seed", help="KID subset seed (torch-fidelity's default)."),
-        seeds: Optional[int] = typer.Option(None, "--seeds", help="The GEN sets are K seed replicates of one "
+        seeds: int | None = typer.Option(None, "--seeds", help="The GEN sets are K seed replicates of one "
                                             "model (K folders, or one folder of K sub-folders): mean ± sd."),
-        splits: Optional[int] = typer.Option(None, "--splits", help="Also report the spread over K disjoint "
+        splits: int | None = typer.Option(None, "--splits", help="Also report the spread over K disjoint "
                                              "splits (values at size N/K)."),
         split_seed: int = typer.Option(0, "--split-seed", help="Seed of the disjoint splits."),
-        gen_split: Optional[str] = typer.Option(None, "--gen-split", help="Split of a GEN dataset."),
-        real_split: Optional[str] = typer.Option(None, "--real-split", help="Split of a REAL dataset."),
-        real_limit: Optional[int] = typer.Option(None, "--real-limit", help="Sample this many REAL images "
+        gen_split: str | None = typer.Option(None, "--gen-split", help="Split of a GEN dataset."),
+        real_split: str | None = typer.Option(None, "--real-split", help="Split of a REAL dataset."),
+        real_limit: int | None = typer.Option(None, "--real-limit", help="Sample this many REAL images "
                                                  "(the paper: 10000)."),
         real_seed: int = typer.Option(42, "--real-seed", help="Seed of the REAL sample (the paper: 42)."),
         fid_method: str = typer.Option("auto", "--fid-method", help="tr sqrt route: auto, eig "
                                        "(torch-fidelity), sqrtm (clean-fid), gram."),
-        model: Optional[str] = typer.Option(None, "--model", help="Label: model (default: GEN's card)."),
-        setup: Optional[str] = typer.Option(None, "--setup", help="Label: setup (default: GEN's card)."),
-        epoch: Optional[int] = typer.Option(None, "--epoch", help="Label: epoch (default: GEN's card)."),
+        model: str | None = typer.Option(None, "--model", help="Label: model (default: GEN's card)."),
+        setup: str | None = typer.Option(None, "--setup", help="Label: setup (default: GEN's card)."),
+        epoch: int | None = typer.Option(None, "--epoch", help="Label: epoch (default: GEN's card)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         batch_size: int = typer.Option(50, "--batch-size", help="Images per forward pass (recorded)."),
         workers: int = typer.Option(2, "--workers", help="Image decoding/resizing threads."),
         cache: bool = typer.Option(True, "--cache/--no-cache", help="Use the feature cache."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
+        out: Path | None = typer.Option(None, "--out", help="Also write the JSON result to this file."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout (progress on stderr)."),
     ) -> None:
@@ -151,10 +151,10 @@ def _fidelity(metrics: tuple[str, ...], help_text: str, single_weights: str):
 def f1_command(
     gen: Path = typer.Argument(..., help="Generated set with metadata.jsonl naming each image's "
                                "conditioning_image_file_name (a ControlNet `lapgen sample` output)."),
-    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="YOLOv8-seg: registry name, run folder "
+    segmenter: str | None = typer.Option(None, "--segmenter", help="YOLOv8-seg: registry name, run folder "
                                             "or .pt file (default: the default segmenter)."),
     conf: float = typer.Option(0.25, "--conf", help="Detection confidence threshold (recorded)."),
-    imgsz: Optional[int] = typer.Option(None, "--imgsz", help="Inference size (default: the segmenter's "
+    imgsz: int | None = typer.Option(None, "--imgsz", help="Inference size (default: the segmenter's "
                                         "training size)."),
     empty_as_one: bool = typer.Option(False, "--empty-as-one", help="Macro F1: score images where both "
                                       "masks are empty as 1.0 instead of excluding them."),
@@ -163,11 +163,11 @@ def f1_command(
     instance: bool = typer.Option(False, "--instance", help="Also the paper code's instance-level F1 "
                                   "(ultralytics val, single class, mask IoU 0.5)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per prediction batch."),
-    model: Optional[str] = typer.Option(None, "--model", help="Label: model (default: GEN's card)."),
-    setup: Optional[str] = typer.Option(None, "--setup", help="Label: setup."),
-    epoch: Optional[int] = typer.Option(None, "--epoch", help="Label: epoch."),
+    model: str | None = typer.Option(None, "--model", help="Label: model (default: GEN's card)."),
+    setup: str | None = typer.Option(None, "--setup", help="Label: setup."),
+    epoch: int | None = typer.Option(None, "--epoch", help="Label: epoch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the JSON result to this file."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout (progress on stderr)."),
 ) -> None:
@@ -198,7 +198,7 @@ def f1_command(
 
 
 def report_command(
-    inputs: List[Path] = typer.Argument(..., metavar="RUN_OR_JSON...", help="Eval JSON files (lapgen eval "
+    inputs: list[Path] = typer.Argument(..., metavar="RUN_OR_JSON...", help="Eval JSON files (lapgen eval "
                                         "... --out) or folders holding them."),
     out: Path = typer.Option(..., "--out", help="Report file (.md); the JSON and the plot go beside it."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing report files."),
