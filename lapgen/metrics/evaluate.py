@@ -162,7 +162,8 @@ def evaluate_fidelity(cfg: FidelityConfig) -> list[dict[str, Any]]:
                 gen_f = feats(g, ext, protocol, f"GEN {g.root.name}")
                 results.append(_one_result(cfg, metric, protocol, ext, g, real, gen_f, real_f, subset_size))
     order = {m: i for i, m in enumerate(FIDELITY_METRICS)}
-    results.sort(key=lambda r: (order[r["metric"]], cfg.gen.index(Path(r["gen"])) if Path(r["gen"]) in cfg.gen else 0))
+    position = {str(p): i for i, p in enumerate(cfg.gen)}
+    results.sort(key=lambda r: (order[r["metric"]], position.get(r["gen"], 0)))
     if cfg.seeds is not None:
         results = [_seed_summary(cfg, [r for r in results if r["metric"] == m]) for m in cfg.metrics
                    if any(r["metric"] == m for r in results)]
