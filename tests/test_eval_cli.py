@@ -234,3 +234,19 @@ def test_protocol_is_recorded_and_changes_the_value(args, image_sets, small_ince
     assert clean["preprocessing"] != tf["preprocessing"] and clean["value"] != tf["value"]
     gi, ri = (_feats(*small_inception, image_sets[k], "torch-fidelity") for k in ("gen", "real"))
     assert tf["value"] == pytest.approx(frechet_distance(gi, ri), rel=1e-6)
+
+
+def test_labels_from_the_card_and_the_trained_model(args, image_sets, tmp_path):
+    from lapgen.cards import make_card, write_card
+    from lapgen.registry import register_artifact
+
+    run = tmp_path / "run"
+    run.mkdir()
+    register_artifact("t50-unet-run", "pipeline", run, make_card("pipeline", training={"epochs": 5, "steps": 9}),
+                      make_default=False)
+    gen = make_image_set(tmp_path / "gen", 10, shift=0.1, seed=90)
+    write_card(gen, make_card("generated-set", model="t50-unet-run", controlnet=None, setup="t50-unet"))
+    out = _run(["eval", "cmmd", str(gen), str(image_sets["real"]), *args[-4:], "--json"])
+    assert (out["model"], out["setup"], out["epoch"]) == ("t50-unet-run", "t50-unet", 5)
+    over = _run(["eval", "cmmd", str(gen), str(image_sets["real"]), *args[-4:], "--epoch", "7", "--json"])
+    assert over["epoch"] == 7

@@ -57,8 +57,26 @@ class FidelityConfig:
     labels: dict[str, Any] = field(default_factory=dict)  # model / setup / epoch overrides
 
 
+def _trained_epochs(name: Any) -> int | None:
+    """`training.epochs` from the card of the registry entry `name` (a lapgen-trained model), if any."""
+    if not isinstance(name, str) or not name:
+        return None
+    from lapgen.registry import resolve
+
+    try:
+        card = resolve(name).card or {}
+    except LapgenError:
+        return None
+    epochs = (card.get("training") or {}).get("epochs") if isinstance(card.get("training"), dict) else None
+    return int(epochs) if isinstance(epochs, (int, float)) and not isinstance(epochs, bool) else None
+
+
 def card_labels(card: dict[str, Any] | None) -> dict[str, Any]:
-    """`model`, `setup`, `epoch` from a generated set's card (top level, `config` or `parent`), if present."""
+    """`model`, `setup`, `epoch` from a generated set's card (top level, `config` or `parent`), if present.
+
+    Without an `epoch`, the epochs of the model that made the set (its ControlNet if any, else its pipeline,
+    read from the registry entry's card `training.epochs`) label the result.
+    """
     out: dict[str, Any] = {}
     if not card:
         return out
@@ -69,6 +87,10 @@ def card_labels(card: dict[str, Any] | None) -> dict[str, Any]:
             if isinstance(value, (str, int, float)) and not isinstance(value, bool):
                 out[name] = value
                 break
+    if "epoch" not in out:
+        epochs = _trained_epochs(card.get("controlnet")) or _trained_epochs(card.get("model"))
+        if epochs is not None:
+            out["epoch"] = epochs
     return out
 
 
