@@ -187,14 +187,14 @@ def test_load_clip_from_local_safetensors(tmp_path, own_home):
     from safetensors.torch import save_file
 
     (tmp_path / "cfg").mkdir()
-    (tmp_path / "cfg" / "lapgen-test-tiny-clip.json").write_text(json.dumps(_TINY_CLIP))
+    (tmp_path / "cfg" / "lapgen-test-loading-clip.json").write_text(json.dumps(_TINY_CLIP))
     open_clip.add_model_config(tmp_path / "cfg")
     torch.manual_seed(0)
-    reference = open_clip.create_model("lapgen-test-tiny-clip").eval()
+    reference = open_clip.create_model("lapgen-test-loading-clip").eval()
     weights = {k: v.contiguous() for k, v in reference.state_dict().items()}
     save_file(weights, tmp_path / "tiny-clip.safetensors")
     registry.add_entry("tinyclip", str(tmp_path / "tiny-clip.safetensors"), kind="feature-extractor")
-    model, preprocess = loading.load_clip("tinyclip", device="cpu", arch="lapgen-test-tiny-clip")
+    model, preprocess = loading.load_clip("tinyclip", device="cpu", arch="lapgen-test-loading-clip")
     from PIL import Image
 
     x = preprocess(Image.fromarray(np.full((40, 50, 3), 120, np.uint8))).unsqueeze(0)
@@ -244,7 +244,8 @@ def test_inception_without_weights_fails_offline(monkeypatch, tmp_path):
     assert "weights-inception-2015-12-05-6726825d.pth" in err.value.one_line()
 
 
-def test_recognizer_without_checkpoint_names_the_official_files():
+def test_recognizer_without_checkpoint_names_the_official_files(own_home):
+    # a private home: other tests train recognizers, and a trained run becomes the default of its kind
     with pytest.raises(LapgenError) as err:
         loading.load_recognizer()
     msg = err.value.one_line()
