@@ -12,7 +12,10 @@ generated + N real 128x128 PNGs (default N = 1000). Measured side by side in one
 (b) a second generated set against the same real set: the real features come from lapgen's cache.
     Goal: <= 0.55x the first lapgen evaluation.
 
-    python benchmarks/eval_suite.py [--n 1000] [--batch-size 50] [--repeats 2]
+    python benchmarks/eval_suite.py [--n 1000] [--batch-size 50] [--repeats 2] [--quick]
+
+`--quick` is a smoke run (N = 100, one repeat): at that size model loading weighs more, so the ratios
+are not the N = 1,000 figures.
 """
 
 from __future__ import annotations
@@ -94,7 +97,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="images per set")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=2, help="alternating repeats; the minimum is reported")
+    parser.add_argument("--quick", action="store_true", help="smoke run: N = 100, one repeat")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.repeats = 100, 1
     work = Path(tempfile.mkdtemp(prefix="lapgen-bench-eval-"))
     try:
         run(args, work)

@@ -6,7 +6,7 @@ the direct way calls scikit-learn's `average_precision_score(..., sample_weight=
 replicate. Both give the same APs (checked here and in tests/test_triplets.py). Measured side by side in
 one run on the paper's set size (10,000 images, 100 triplet classes).
 
-    python benchmarks/map_bootstrap.py [--n 10000] [--reps 20]
+    python benchmarks/map_bootstrap.py [--n 10000] [--reps 20] [--quick]
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 images, 5 replicates")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.reps = 2_000, 5
     rng = np.random.default_rng(0)
     y = (rng.random((args.n, 100)) < 0.03).astype(np.int64)
     y[rng.integers(0, args.n, 100), np.arange(100)] = 1

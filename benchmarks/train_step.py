@@ -14,7 +14,8 @@ switched off for the measured runs (they are not part of a step). `--width-scale
 channel widths for machines without ~16 GB of free RAM (full SD 1.5 UNet training state: weights, grads
 and two AdamW moments of 860 M parameters).
 
-Usage: python benchmarks/train_step.py [--steps 4] [--rounds 2] [--threads 1] [--width-scale 1.0]
+Usage: python benchmarks/train_step.py [--steps 4] [--rounds 2] [--threads 1] [--width-scale 1.0] [--quick]
+(`--quick`: a smoke run at width 0.25, 2 steps, one round.)
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -172,7 +172,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three loops")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared CPU)")
     parser.add_argument("--width-scale", type=float, default=1.0, help="UNet channel width factor (1 = SD 1.5)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: width 0.25, 2 steps, one round")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.width_scale, args.steps, args.rounds = 0.25, 2, 1
     import torch
 
     from lapgen import progress
@@ -183,8 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     n_unet = sum(p.numel() for p in pipe.unet.parameters())
     need = n_unet * 4 * 4 / 2**30 + 3
     if available_gb() < need:
-        sys.exit(f"needs about {need:.0f} GB of free RAM for a {n_unet / 1e6:.0f} M-parameter UNet; "
-                 f"try --width-scale 0.5")
+        print(f"SKIP train_step needs about {need:.0f} GB of free RAM for a {n_unet / 1e6:.0f} M-parameter "
+              f"UNet ({available_gb():.0f} GB free); try --width-scale 0.5")
+        return
     print(f"UNet {n_unet / 1e6:.0f} M parameters (width scale {args.width_scale}), VAE "
           f"{sum(p.numel() for p in pipe.vae.parameters()) / 1e6:.0f} M, text encoder "
           f"{sum(p.numel() for p in pipe.text_encoder.parameters()) / 1e6:.0f} M; {RES} px, batch {BATCH}, "
@@ -206,8 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"lapgen loop, --cache-latents:                        {cached:.3f} s/step")
     print(f"lapgen loop, no cache:                               {uncached:.3f} s/step")
     print("time split of one uncached step: " + ", ".join(f"{k} {v:.3f} s" for k, v in split.items()))
-    print(f"RESULT train_step_cached_vs_ideal ratio={cached / ideal:.3f} goal=<=1.05")
-    print(f"RESULT train_step_cache_speedup ratio={uncached / cached:.3f} goal=>1.0")
+    print(f"RESULT train_step_cached_vs_ideal ratio={cached / ideal:.3f} goal<=1.05")
+    print(f"RESULT train_step_cache_speedup ratio={uncached / cached:.3f} goal>1.0")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ Also printed: exact FLOPs per guided step counted on the meta device (16 frames 
 `--width-div 4` runs (b) on the same layout with a quarter of the channel widths (same levels, heads and
 token counts) when CPU time is short.
 
-Run: `python benchmarks/video_scaling.py` (about 40 min on 2 busy CPU cores; `--quick` for a smoke run).
+Run: `python benchmarks/video_scaling.py` (about 40 min on 2 busy CPU cores; `--quick` for a smoke run:
+(a) with 1 step, (b) at 32 and 64 frames with `--width-div 4`).
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ def main() -> None:
     parser.add_argument("--long-steps", type=int, default=1, help="steps of (b) (time is linear in steps)")
     parser.add_argument("--lengths", default="32,64,128,250")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="lengths 32,64 only (smoke run)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: (a) 1 step; (b) lengths 32,64 at --width-div 4")
     parser.add_argument("--part", choices=("a", "b", "smoother", "all"), default="all")
     parser.add_argument(
         "--width-div",
@@ -218,6 +220,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     lengths = [32, 64] if args.quick else [int(v) for v in args.lengths.split(",")]
+    if args.quick:
+        args.steps, args.width_div = 1, max(args.width_div, 4)
     results = flop_report()
     if args.part in ("a", "all"):
         results.append(part_a(build(1), args.steps))
