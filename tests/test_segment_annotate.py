@@ -192,6 +192,59 @@ def test_annotate_resumes_after_interruption(stamped_frames, tmp_path):
     assert not (tmp_path / "cn.partial").exists()
 
 
+def test_resume_keeps_settings_apart(stamped_frames, tmp_path):
+    """A re-run may change --keep-empty (it only filters the result) but not what shapes the masks."""
+    out = tmp_path / "cn"
+    first = Scripted({2, 5}, fail_on_call=2)
+    with pytest.raises(KeyboardInterrupt):
+        annotate(MaskConfig(source=stamped_frames, out=out, batch=3), (first, {"name": "s"}))
+    with pytest.raises(LapgenError, match=r"cn.partial: an interrupted run with other settings \(conf\)"):
+        annotate(
+            MaskConfig(source=stamped_frames, out=out, batch=3, conf=0.1), (Scripted({2, 5}), {"name": "s"})
+        )
+    with pytest.raises(LapgenError, match=r"other settings \(segmenter\)"):
+        annotate(MaskConfig(source=stamped_frames, out=out, batch=3), (Scripted({2, 5}), {"name": "other"}))
+    second = Scripted({2, 5})
+    s = annotate(
+        MaskConfig(source=stamped_frames, out=out, batch=3, keep_empty=True), (second, {"name": "s"})
+    )
+    assert second.seen == 5 and (s["kept"], s["dropped_empty"], s["empty"]) == (8, 0, 6)
+    recs = read_records(out)
+    assert [int(_binary(out / r["conditioning_image_file_name"]).any()) for r in recs] == [
+        0,
+        0,
+        1,
+        0,
+        0,
+        1,
+        0,
+        0,
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["images", "lapgen.yaml", "masks", "metadata.jsonl"]
+    masks = tmp_path / "m"
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(
+            MaskConfig(source=stamped_frames, out=masks, batch=3), (Scripted(set(), 2), {"name": "s"})
+        )
+    with pytest.raises(LapgenError, match=r"other settings \(iou\)"):
+        predict_folder(
+            MaskConfig(source=stamped_frames, out=masks, iou=0.5), (Scripted(set()), {"name": "s"})
+        )
+
+
+def test_no_tool_anywhere_leaves_nothing_and_keep_empty_works(stamped_frames, tmp_path):
+    """The error's own advice (--keep-empty) must work when followed, and the failed run leaves no folder."""
+    out = tmp_path / "cn"
+    with pytest.raises(LapgenError, match="no tool in any of the 8 frames.*--keep-empty"):
+        annotate(MaskConfig(source=stamped_frames, out=out), (Scripted(set()), {"name": "s"}))
+    assert list(tmp_path.iterdir()) == [stamped_frames]
+    s = annotate(
+        MaskConfig(source=stamped_frames, out=out, keep_empty=True), (Scripted(set()), {"name": "s"})
+    )
+    assert (s["kept"], s["empty"]) == (8, 8)
+    assert all(not _binary(out / r["conditioning_image_file_name"]).any() for r in read_records(out))
+
+
 def test_predict_resumes(stamped_frames, tmp_path):
     images = stamped_frames / "images"
     out = tmp_path / "m"

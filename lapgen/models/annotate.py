@@ -11,7 +11,10 @@ ControlNet conditioning (Iliash et al. 2024; data-formats.md 5.5).
   plus `metadata.jsonl` (`file_name` = mask, `image` = source image, `instances`, `tool_fraction`).
 
 Work is batched and resumable: every finished batch appends its results to `progress.jsonl` in the
-staging folder, and a re-run skips what is already there.
+staging folder, and a re-run skips what is already there. `run.json` beside it records the options that
+shape the masks (source, split, segmenter, conf, iou, imgsz); a re-run with other values is refused
+rather than mixing masks of two settings. `keep_empty` only decides what the final dataset holds, so it
+may change between an interrupted run and its re-run.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from lapgen.outputs import finalize_output_dir, prepare_output_dir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 PROGRESS = "progress.jsonl"
+RUN_FILE = "run.json"  # the options a staged run was started with (see `_claim_stage`)
 # (RGB images) -> [(union mask (H, W) bool, instance count)]
 Predictor = Callable[[list[np.ndarray]], list[tuple[np.ndarray, int]]]
 
@@ -118,6 +122,42 @@ def _read_progress(stage: Path) -> dict[str, dict]:
     return done
 
 
+def _claim_stage(stage: Path, signature: dict[str, Any]) -> None:
+    """Record `signature` in a new staging folder, or check that a staged run was made with it."""
+    wanted = json.loads(json.dumps(signature, sort_keys=True, default=str))
+    path = stage / RUN_FILE
+    if path.exists():
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            found = None
+    else:
+        found = None if (stage / PROGRESS).exists() else wanted
+    if found != wanted:
+        changed = sorted(k for k in wanted if not isinstance(found, dict) or found.get(k) != wanted[k])
+        raise LapgenError(
+            f"an interrupted run with other settings ({', '.join(changed) or 'unknown'}) is in the "
+            "staging folder",
+            path=stage,
+            hint="re-run with the same options, or delete that folder to start over",
+        )
+    if not path.exists():
+        path.write_text(json.dumps(wanted, sort_keys=True), encoding="utf-8")
+
+
+def _signature(config: MaskConfig, source: Path, info: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues: everything that shapes the masks."""
+    segmenter = {k: v for k, v in info.items() if k not in ("device", "conf", "iou", "imgsz")}
+    return {
+        "source": str(source.absolute()),
+        "segmenter": segmenter,
+        "conf": config.conf,
+        "iou": config.iou,
+        "imgsz": info.get("imgsz", config.imgsz),
+        **extra,
+    }
+
+
 def _run(
     items: list[tuple[str, Path, str]],
     stage: Path,
@@ -154,31 +194,34 @@ def annotate(config: MaskConfig, predictor: tuple[Predictor, dict[str, Any]] | N
     records = read_records(source, config.split)
     predict, info = predictor or load_predictor(config)
     stage = prepare_output_dir(config.out, overwrite=config.overwrite)
+    _claim_stage(stage, _signature(config, source, info, split=config.split))
     items = [
         (str(i), source / rec["file_name"], mask_name(rec["file_name"])) for i, rec in enumerate(records)
     ]
 
     def write(key: str, path: Path, rel: str, mask: np.ndarray, count: int) -> dict:
-        keep = bool(mask.any()) or config.keep_empty
-        if keep:
-            write_mask(stage / rel, mask)
-            _link_or_copy(path, stage / records[int(key)]["file_name"])
-        return {"keep": keep, "instances": count, "tool_pixels": int(mask.sum())}
+        write_mask(stage / rel, mask)  # every mask; which frames stay is decided at the end
+        return {"instances": count, "tool_pixels": int(mask.sum())}
 
     done = _run(items, stage, predict, config.batch, write, "annotating")
-    lines, kept, instances = [], 0, 0
-    for i, rec in enumerate(records):
-        row = done[str(i)]
-        instances += row["instances"]
-        if row["keep"]:
-            kept += 1
-            lines.append(record_line({**rec, "conditioning_image_file_name": items[i][2]}) + "\n")
-    if not lines:
+    keep = [done[str(i)]["tool_pixels"] > 0 or config.keep_empty for i in range(len(records))]
+    if not any(keep):
+        shutil.rmtree(stage, ignore_errors=True)  # a finished run with nothing to keep: leave nothing
         raise LapgenError(
             f"the segmenter found no tool in any of the {len(records)} frames",
             path=source,
             hint="lower --conf, check the segmenter, or pass --keep-empty",
         )
+    lines, kept, instances = [], 0, 0
+    for i, rec in enumerate(records):
+        instances += done[str(i)]["instances"]
+        if keep[i]:
+            kept += 1
+            _link_or_copy(items[i][1], stage / rec["file_name"])
+            lines.append(record_line({**rec, "conditioning_image_file_name": items[i][2]}) + "\n")
+        else:
+            (stage / items[i][2]).unlink(missing_ok=True)
+    _remove_empty_dirs(stage)
     (stage / "metadata.jsonl").write_text("".join(lines), encoding="utf-8")
     empty = sum(1 for i in range(len(records)) if done[str(i)]["tool_pixels"] == 0)
     summary = {
@@ -210,8 +253,16 @@ def annotate(config: MaskConfig, predictor: tuple[Predictor, dict[str, Any]] | N
         ),
     )
     (stage / PROGRESS).unlink()
+    (stage / RUN_FILE).unlink()
     finalize_output_dir(config.out)
     return summary
+
+
+def _remove_empty_dirs(root: Path) -> None:
+    """Remove folders under `root` left empty by dropped frames (deepest first)."""
+    for folder, _dirs, _files in os.walk(root, topdown=False):
+        if Path(folder) != root and not any(Path(folder).iterdir()):
+            Path(folder).rmdir()
 
 
 def list_images(folder: Path) -> list[str]:
@@ -247,6 +298,7 @@ def predict_folder(
     names = list_images(source)
     predict, info = predictor or load_predictor(config)
     stage = prepare_output_dir(config.out, overwrite=config.overwrite)
+    _claim_stage(stage, _signature(config, source, info))
     items = [(name, source / name, str(PurePosixPath(name).with_suffix(".png"))) for name in names]
 
     def write(key: str, path: Path, rel: str, mask: np.ndarray, count: int) -> dict:
@@ -273,5 +325,6 @@ def predict_folder(
         ),
     )
     (stage / PROGRESS).unlink()
+    (stage / RUN_FILE).unlink()
     finalize_output_dir(config.out)
     return summary
