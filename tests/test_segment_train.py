@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,8 @@ def test_cli_train_registers_offline(tmp_path, monkeypatch, copy_yolo_dataset):
     assert attempts == []
     summary = json.loads(result.stdout)
     assert summary["registered"] == "my-seg" and summary["epochs"] == 2
+    counts = re.findall(r"training\b.*?(\d+)/(\d+)", result.stderr)  # the epoch bar's final state
+    assert counts and counts[-1] == ("2", "2"), result.stderr
     from lapgen import registry
 
     entry = registry.resolve("my-seg", kind="segmenter")

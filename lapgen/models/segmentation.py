@@ -356,8 +356,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     with progress.make_progress() as bar:
         task = bar.add_task("training", total=config.epochs)
 
-        def on_epoch_end(trainer: Any) -> None:  # ultralytics callback, once per finished epoch
-            bar.update(task, completed=trainer.epoch + 1)
+        def on_epoch_end(trainer: Any) -> None:  # ultralytics callback, per finished epoch
+            # ultralytics fires it once more after the final validation of best.pt: stay at the total
+            bar.update(task, completed=min(trainer.epoch + 1, config.epochs))
 
         model.add_callback("on_fit_epoch_end", on_epoch_end)
         for event, function in config.callbacks.items():
