@@ -155,6 +155,40 @@ def test_animate_two_tools_union_and_errors(tmp_path):
     assert again.exit_code == 2 and "already exists" in again.output
 
 
+def test_animate_per_keyframe_rotation_and_scale(tmp_path):
+    """One --rotate/--scale value per keyframe: each keyframe's frame has exactly that pose, and frames
+    between keyframes are linearly interpolated (checked against single-pose placements)."""
+    from lapgen.data.masks import animate_mask, read_mask, read_mask_sequence
+
+    tool = _tool(tmp_path)
+    out = tmp_path / "per-key"
+    argv = ["masks", "animate", "--mask", str(tool), "--path", "20,30;48,32;80,20", "--rotate", "0:90:0",
+            "--scale", "1:2:1", "--frames", "9", "--out", str(out)]
+    res = runner.invoke(app, argv)
+    assert res.exit_code == 0, res.output
+    seq = read_mask_sequence(out).masks
+    mask = read_mask(tool)
+
+    def placed(xy, angle, factor):
+        return animate_mask(mask, [xy], 1, rotate=(angle,), scale=(factor,))[0]
+
+    np.testing.assert_array_equal(seq[0], placed((20, 30), 0, 1))
+    np.testing.assert_array_equal(seq[4], placed((48, 32), 90, 2))  # keyframe 1 sits at frame 4 of 9
+    np.testing.assert_array_equal(seq[8], placed((80, 20), 0, 1))
+    from lapgen.data.masks import smooth_trajectory
+
+    xy = tuple(smooth_trajectory([(20, 30), (48, 32), (80, 20)], 9)[2])
+    np.testing.assert_array_equal(seq[2], placed(xy, 45, 1.5))  # halfway between keyframes 0 and 1
+    # a start:end pair still ramps over the whole clip, whatever the number of keyframes
+    ramp = animate_mask(mask, [(20, 30), (48, 32), (80, 20)], 9, rotate=(0, 80))
+    np.testing.assert_array_equal(ramp[2], placed(xy, 20, 1))
+    # a count that is neither 1, 2 nor one per keyframe is refused before anything is written
+    bad = runner.invoke(app, [*argv[:6], "--rotate", "0:10:20:30", "--frames", "9", "--out",
+                              str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "4 rotation values for a path of 3 keyframes" in bad.output
+    assert not (tmp_path / "bad").exists()
+
+
 # ---- extraction ----------------------------------------------------------------------------------
 
 

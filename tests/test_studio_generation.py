@@ -208,8 +208,19 @@ def test_authored_masks_use_the_masks_animate_function(studio, tmp_path):
 
     per_key = authoring.add_keyframe(linear, 100, 40, 0, 1.0)  # rotation 0 -> 30 -> 0: not one ramp
     folder, shown = studio.write_authored_masks(per_key, 5, tmp_path / "per-key")
-    assert shown[0].startswith("# rotation/scale set per keyframe") and "--rotate 0:30:0" in shown[1]
+    assert len(shown) == 1 and "--rotate 0:30:0" in shown[0]
     np.testing.assert_array_equal(read_mask_sequence(folder).masks, authoring.animate_tracks(per_key, 5, 128))
+    # the shown command, run as the user would, writes the same sequence
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from lapgen.cli.main import app
+
+    argv = shlex.split(shown[0].replace(str(folder), str(tmp_path / "cli-masks")))[1:]
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(read_mask_sequence(tmp_path / "cli-masks").masks, read_mask_sequence(folder).masks)
 
 
 def test_uploaded_mask_video_previews_and_generates(studio, tmp_path):

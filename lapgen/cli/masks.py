@@ -36,9 +36,12 @@ def animate_cmd(
         ..., "--path", help='Centroid keyframes "x0,y0;x1,y1;..." in px; one per mask.'
     ),
     rotate: list[str] = typer.Option(
-        [], "--rotate", help='Degrees "a0:a1" (counter-clockwise); one per mask.'
+        [], "--rotate", help='Degrees (counter-clockwise): "a", "a0:a1" (a ramp over the clip) or one value per '
+        'keyframe "a0:a1:...:aK"; one per mask.'
     ),
-    scale: list[str] = typer.Option([], "--scale", help='Scale "s0:s1"; one per mask.'),
+    scale: list[str] = typer.Option(
+        [], "--scale", help='Scale: "s", "s0:s1" or one value per keyframe "s0:...:sK"; one per mask.'
+    ),
     frames: int = typer.Option(..., "--frames", help="Number of frames."),
     size: str | None = typer.Option(None, "--size", help="Canvas WIDTHxHEIGHT (default: the first mask's)."),
     out: Path = typer.Option(..., "--out", help="Output folder of NNNNNN.png masks."),

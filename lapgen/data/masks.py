@@ -192,20 +192,38 @@ def parse_points(text: str) -> list[tuple[float, float]]:
     return points
 
 
-def parse_range(text: str | None, default: float) -> tuple[float, float]:
-    """`"a0:a1"` (or a single value) -> (a0, a1); None -> (default, default)."""
+def parse_poses(text: str | None, default: float) -> tuple[float, ...]:
+    """`"v0:v1:...:vK"` (or a single value) -> (v0, ..., vK); None or "" -> (default,).
+
+    One value holds for every frame, two ramp linearly from the first frame to the last, and one value per
+    keyframe is interpolated linearly between keyframes (see `pose_curve`)."""
     if text is None or text == "":
-        return (default, default)
-    parts = text.split(":")
+        return (default,)
     try:
-        values = [float(p) for p in parts]
+        return tuple(float(p) for p in text.split(":"))
     except ValueError:
-        raise LapgenError(f"bad range {text!r}", hint='write "start:end", e.g. "0:30"') from None
-    if len(values) == 1:
-        return (values[0], values[0])
-    if len(values) != 2:
-        raise LapgenError(f"bad range {text!r}", hint='write "start:end", e.g. "0:30"')
-    return (values[0], values[1])
+        raise LapgenError(f"bad pose values {text!r}",
+                          hint='write "start:end" (e.g. "0:30") or one value per keyframe ("0:90:0")') from None
+
+
+def pose_curve(values: Sequence[float], keyframes: int, frames: int, what: str = "value") -> np.ndarray:
+    """`(frames,)` per-frame rotation or scale from `parse_poses` values for a path of `keyframes` points.
+
+    1 value: constant. 2 values: a linear ramp from the first frame to the last (for any number of
+    keyframes). One value per keyframe (K > 2): piecewise linear between keyframes, which sit where
+    `smooth_trajectory` puts them, at frame k·(frames-1)/(K-1).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 1:
+        return np.full(frames, v[0])
+    if len(v) == 2:
+        return v[0] + (v[1] - v[0]) * (np.linspace(0.0, 1.0, frames) if frames > 1 else np.zeros(1))
+    if len(v) != keyframes:
+        raise LapgenError(f"{len(v)} {what} values for a path of {keyframes} keyframes",
+                          hint="give one value, two (start:end) or one per keyframe")
+    if frames == 1:
+        return v[:1].copy()
+    return np.interp(np.linspace(0, keyframes - 1, frames), np.arange(keyframes), v)
 
 
 def smooth_trajectory(points: Sequence[tuple[float, float]], frames: int) -> np.ndarray:
@@ -237,22 +255,23 @@ def mask_centroid(mask: np.ndarray) -> tuple[float, float]:
 
 
 def animate_mask(mask: np.ndarray, points: Sequence[tuple[float, float]], frames: int,
-                 rotate: tuple[float, float] = (0.0, 0.0), scale: tuple[float, float] = (1.0, 1.0),
+                 rotate: Sequence[float] = (0.0,), scale: Sequence[float] = (1.0,),
                  size: tuple[int, int] | None = None) -> np.ndarray:
     """Move a tool mask so its centroid follows the trajectory; rotate (degrees, counter-clockwise) and
-    scale about the centroid, linearly from the first to the last value. Returns `(frames, H, W)` bool."""
+    scale about the centroid. `rotate`/`scale`: one value, `(start, end)` (a linear ramp over the frames)
+    or one value per keyframe (piecewise linear, `pose_curve`). Returns `(frames, H, W)` bool."""
     import cv2
 
     mask = binarize(mask)
     width, height = size or (mask.shape[1], mask.shape[0])
     cx, cy = mask_centroid(mask)
     path = smooth_trajectory(points, frames)
-    ramp = np.linspace(0.0, 1.0, frames) if frames > 1 else np.zeros(1)
+    angles = pose_curve(rotate, len(points), frames, "rotation")
+    factors = pose_curve(scale, len(points), frames, "scale")
     src = mask.astype(np.uint8) * 255
     out = np.zeros((frames, height, width), bool)
     for i in range(frames):
-        angle = rotate[0] + (rotate[1] - rotate[0]) * ramp[i]
-        factor = scale[0] + (scale[1] - scale[0]) * ramp[i]
+        angle, factor = float(angles[i]), float(factors[i])
         if factor <= 0:
             raise LapgenError(f"scale must stay positive (got {factor:g} at frame {i})")
         affine = cv2.getRotationMatrix2D((cx, cy), angle, factor)  # about the centroid

@@ -23,7 +23,7 @@ from lapgen.data.masks import (
     SegmentFn,
     animate_mask,
     parse_points,
-    parse_range,
+    parse_poses,
     read_mask,
     read_mask_sequence,
     resize_frame,
@@ -61,8 +61,8 @@ def make_segment_fn(
 class ToolPath:
     mask: str  # the tool's mask image (white tool on black)
     path: str  # "x0,y0;x1,y1;..." pixels
-    rotate: str | None = None  # "a0:a1" degrees
-    scale: str | None = None  # "s0:s1"
+    rotate: str | None = None  # degrees: "a" | "a0:a1" (ramp) | "a0:a1:...:aK" (one per keyframe)
+    scale: str | None = None  # "s" | "s0:s1" | "s0:...:sK"
 
 
 def animate_masks(
@@ -84,7 +84,7 @@ def animate_masks(
     for tool in tools:  # validate everything before writing
         mask = read_mask(tool.mask)
         parsed.append(
-            (mask, parse_points(tool.path), parse_range(tool.rotate, 0.0), parse_range(tool.scale, 1.0))
+            (mask, parse_points(tool.path), parse_poses(tool.rotate, 0.0), parse_poses(tool.scale, 1.0))
         )
     canvas = size or (parsed[0][0].shape[1], parsed[0][0].shape[0])
     union = np.zeros((frames, canvas[1], canvas[0]), bool)

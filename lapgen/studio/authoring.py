@@ -96,45 +96,23 @@ def pose_range(values: list[float]) -> str:
     return ":".join(f"{v:g}" for v in values)
 
 
-def linear_poses(track: ToolTrack) -> bool:
-    """Whether rotation and scale change linearly from the first to the last keyframe: then
-    `lapgen masks animate --rotate r0:rK --scale s0:sK` expresses the track exactly."""
-    return all(
-        pose_range(values).count(":") == 1
-        for values in ([k.rotation for k in track.keyframes], [k.scale for k in track.keyframes])
-    )
-
-
 def animate_track(track: ToolTrack, frames: int, size: int) -> np.ndarray:
-    """`(frames, size, size)` bool: the track's mask moved through its keyframes.
-
-    Position: the smooth trajectory of `animate_mask`. Rotation and scale: piecewise linear between
-    keyframes, which sit at frames round(k (F-1) / (K-1)) like the trajectory's keyframes. With two
-    keyframes this is one `animate_mask(..., rotate=(r0, r1), scale=(s0, s1))` call; with more, the same
-    function is called per frame with that frame's pose.
-    """
-    from lapgen.data.masks import animate_mask, smooth_trajectory
+    """`(frames, size, size)` bool: the track's mask moved through its keyframes by `animate_mask`, with
+    one rotation and scale per keyframe (piecewise linear between keyframes), which is what
+    `lapgen masks animate --rotate r0:...:rK --scale s0:...:sK` does."""
+    from lapgen.data.masks import animate_mask
 
     keys = track.keyframes
     if not keys:
         raise LapgenError(f"tool '{track.label}' has no keyframe", hint="click on the canvas to place it")
-    points = [(k.x, k.y) for k in keys]
-    rot = [k.rotation for k in keys]
-    scl = [k.scale for k in keys]
-    if len(keys) <= 2:
-        return animate_mask(
-            track.mask, points, frames, rotate=(rot[0], rot[-1]), scale=(scl[0], scl[-1]), size=(size, size)
-        )
-    path = smooth_trajectory(points, frames)
-    key_frames = np.linspace(0, frames - 1, len(keys)) if frames > 1 else np.zeros(len(keys))
-    out = np.zeros((frames, size, size), bool)
-    for i in range(frames):
-        angle = float(np.interp(i, key_frames, rot))
-        factor = float(np.interp(i, key_frames, scl))
-        out[i] = animate_mask(
-            track.mask, [tuple(path[i])], 1, rotate=(angle, angle), scale=(factor, factor), size=(size, size)
-        )[0]
-    return out
+    return animate_mask(
+        track.mask,
+        [(k.x, k.y) for k in keys],
+        frames,
+        rotate=[k.rotation for k in keys],
+        scale=[k.scale for k in keys],
+        size=(size, size),
+    )
 
 
 def animate_tracks(tracks: list[ToolTrack], frames: int, size: int) -> np.ndarray:

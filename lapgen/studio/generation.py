@@ -171,39 +171,30 @@ class Studio:
     def write_authored_masks(self, tracks: list[ToolTrack], frames: int, run: Path) -> tuple[Path, list[str]]:
         """Tool masks as files + the animated sequence in `run/masks`; returns it and the CLI command(s).
 
-        When every tool's rotation and scale are linear ramps (always the case with two keyframes) this is
-        `lapgen.models.mask_sequences.animate_masks`, the function behind `lapgen masks animate`. With
-        per-keyframe poses that command cannot express, `animate_tracks` calls `animate_mask` frame by
-        frame, and the page says that the shown command needs per-keyframe `--rotate`/`--scale` values.
+        This is `lapgen.models.mask_sequences.animate_masks`, the function behind `lapgen masks animate`,
+        with each tool's path and its per-keyframe rotation and scale (`"r0:rK"` when they form one ramp).
         """
-        from lapgen.data.masks import write_mask, write_mask_sequence
+        from lapgen.data.masks import write_mask
         from lapgen.models.mask_sequences import ToolPath, animate_masks
-        from lapgen.studio.authoring import linear_poses, path_text, pose_range
+        from lapgen.studio.authoring import path_text, pose_range
 
         size = self.config.resolution
-        tool_files = [write_mask(run / "tools" / f"tool_{i + 1}.png", t.mask) for i, t in enumerate(tracks)]
         for t in tracks:
             if not t.keyframes:
                 raise LapgenError(f"tool '{t.label}' has no keyframe", hint="click on the canvas to place it")
+        tool_files = [write_mask(run / "tools" / f"tool_{i + 1}.png", t.mask) for i, t in enumerate(tracks)]
         command = masks_animate_command(tracks, tool_files, frames, run / "masks")
-        if all(linear_poses(t) for t in tracks):
-            tools = [
-                ToolPath(
-                    str(f),
-                    path_text(t.keyframes),
-                    pose_range([k.rotation for k in t.keyframes]),
-                    pose_range([k.scale for k in t.keyframes]),
-                )
-                for t, f in zip(tracks, tool_files)
-            ]
-            animate_masks(tools, frames, run / "masks", size=(size, size))
-            return run / "masks", [command]
-        write_mask_sequence(run / "masks", animate_tracks(tracks, frames, size))
-        note = (
-            "# rotation/scale set per keyframe (more than two values): the command below needs "
-            "`lapgen masks animate` to accept one --rotate/--scale value per keyframe"
-        )
-        return run / "masks", [note, command]
+        tools = [
+            ToolPath(
+                str(f),
+                path_text(t.keyframes),
+                pose_range([k.rotation for k in t.keyframes]),
+                pose_range([k.scale for k in t.keyframes]),
+            )
+            for t, f in zip(tracks, tool_files)
+        ]
+        animate_masks(tools, frames, run / "masks", size=(size, size))
+        return run / "masks", [command]
 
     def clip_masks(self, clip: str | None) -> Path:
         """The mask folder of a clip chosen by name from the server's `--clips` folder."""
