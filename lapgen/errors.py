@@ -10,6 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _strip_period(text: str) -> str:
+    """Drop a closing full stop (parts are joined with '; '), but keep an ellipsis such as 'a, b, ...'."""
+    return text if text.endswith("...") else text.rstrip(".")
+
+
 class LapgenError(Exception):
     """An error caused by the user's input or environment, reported as one line (exit code 2)."""
 
@@ -18,11 +23,11 @@ class LapgenError(Exception):
     def __init__(self, message: str, *, path: str | Path | None = None, hint: str | None = None):
         self.path = None if path is None else Path(path)
         self.hint = hint
-        parts = [message.rstrip(".")]
+        parts = [_strip_period(message)]
         if path is not None and str(path) not in message:
             parts[0] = f"{path}: {parts[0]}"
         if hint:
-            parts.append(hint.rstrip("."))
+            parts.append(_strip_period(hint))
         super().__init__("; ".join(parts))
 
     def one_line(self) -> str:

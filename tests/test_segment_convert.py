@@ -331,6 +331,13 @@ def test_cli_convert_json_and_overwrite(tmp_path, cholecseg8k_dir, artnet_dir):
     assert runner.invoke(app, args + ["--overwrite"]).exit_code == 0
     none = runner.invoke(app, ["segment", "convert", "--out", str(tmp_path / "x")])
     assert none.exit_code == 2 and "no source given" in none.stderr
+    nowhere = runner.invoke(
+        app, ["segment", "convert", "--cholecseg8k", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]
+    )
+    assert nowhere.exit_code == 2 and nowhere.stderr.count("\n") == 1
+    assert nowhere.stderr.strip().endswith(
+        "CholecSeg8k folder not found; pass the folder holding video01/, video09/, ..."
+    )
     bad = runner.invoke(
         app,
         [
