@@ -228,6 +228,21 @@ def test_per_tool_classes(tmp_path, cholecseg8k_dir, artnet_dir):
     assert line[0] == "2"
 
 
+def test_artnet_alone(tmp_path, artnet_dir):
+    """Either source alone works: ART-Net only (Train -> train, Test -> val, negatives empty labels)."""
+    out = tmp_path / "art"
+    summary = convert(ConvertConfig(out=out, artnet=artnet_dir))
+    assert "cholecseg8k" not in summary and summary["names"] == ["tool"]
+    assert summary["splits"]["train"]["images"] == 6 and summary["splits"]["val"]["images"] == 4
+    assert summary["splits"]["train"]["empty"] == 3 and summary["splits"]["val"]["empty"] == 2
+    for sample in artnet.find_samples(artnet_dir):
+        split = "train" if sample.split == "train" else "val"
+        size, source = artnet.read_tool_mask(sample)
+        polys = read_label_file(out / "labels" / split / f"{sample.key}.txt", size)
+        assert bool(polys) == sample.positive
+        assert mask_iou(polygons_to_mask([p for _, p in polys], size), source) >= 0.95
+
+
 def test_edge_cases_end_to_end(tmp_path, edge_cholecseg8k_dir):
     out = tmp_path / "edge"
     summary = convert(ConvertConfig(out=out, cholecseg8k=edge_cholecseg8k_dir))
