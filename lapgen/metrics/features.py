@@ -23,9 +23,11 @@ cache key:
 
 Weights: `--weights PATH` (or a registry name) wins; else the checkpoint registry's `feature-extractor`
 entry when it has a local file; else the libraries' own cache/download (torch-fidelity release file,
-open_clip `openai` tag). Features run in fp32; the cache key is SHA-256 over (ordered relative path and
-file SHA-256 of every image, extractor name, weights SHA-256, preprocessing id, CACHE_VERSION), so changed
-images or weights never hit a stale entry.
+open_clip `openai` tag). The networks are built by `lapgen.models.loading` (`clip_from_file`,
+`inception_from_file`), the same builders as the registry's `load_clip` / `load_inception`. Features
+run in fp32; the cache key is SHA-256 over (ordered relative path and file SHA-256 of every image,
+extractor name, weights SHA-256, preprocessing id, CACHE_VERSION), so changed images or weights never
+hit a stale entry.
 """
 
 from __future__ import annotations
@@ -190,15 +192,6 @@ def inception_pool3(net: Any, x: Any) -> Any:
     return torch.flatten(x, 1)
 
 
-def _is_torchscript(path: Path) -> bool:
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
-
-
 class FeatureExtractor:
     """One registry extractor with resolved weights; the network is built on first use (cache hits skip it)."""
 
@@ -218,38 +211,15 @@ class FeatureExtractor:
                 "dim": self.spec.dim, "input_size": self.spec.input_size, "precision": "fp32"}
 
     def _build(self) -> Any:
+        """The network, built by the same loaders as the registry's (`lapgen.models.loading`)."""
         import torch
 
-        path = self.weights_path
-        try:
-            if self.spec.family == "inception":
-                import torch_fidelity.feature_extractor_inceptionv3 as tfi
+        from lapgen.models.loading import clip_from_file, inception_from_file
 
-                # Read safely (torch-fidelity's own loader unpickles with weights_only=False) and hand the
-                # state to torch-fidelity through its URL loader hook, as lapgen.models.loading does.
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                if not isinstance(state, dict):
-                    raise LapgenError("Inception weights are not a state_dict", path=path)
-                original = tfi.load_state_dict_from_url
-                tfi.load_state_dict_from_url = lambda *a, **k: state
-                try:
-                    model = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-                finally:
-                    tfi.load_state_dict_from_url = original
-            else:
-                import open_clip
-
-                if _is_torchscript(path):  # OpenAI's released ViT-*.pt archives
-                    model = open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
-                else:
-                    model = open_clip.create_model(self.spec.open_clip_model, pretrained=str(path),
-                                                   precision="fp32", device="cpu")
-        except LapgenError:
-            raise
-        except Exception as exc:
-            raise LapgenError(f"cannot load {self.name} weights ({exc.__class__.__name__}: "
-                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})", path=path,
-                              hint="pass --weights pointing at the right file for this extractor") from exc
+        if self.spec.family == "inception":
+            model = inception_from_file(self.weights_path, label=self.name)
+        else:
+            model = clip_from_file(self.spec.open_clip_model, self.weights_path, label=self.name)[0]
         return model.to(torch.device(self.device)).float().eval().requires_grad_(False)
 
     @property

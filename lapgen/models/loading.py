@@ -30,6 +30,7 @@ __all__ = [
     "resolve_device", "resolve_dtype", "resolve_entry", "ensure_local", "safe_state_dict",
     "weights_fingerprint",
     "load_sd_pipeline", "load_controlnet", "load_segmenter", "load_recognizer", "load_clip", "load_inception",
+    "clip_from_file", "inception_from_file",
 ]
 
 def resolve_entry(source: Any, kind: str) -> Entry:
@@ -250,13 +251,77 @@ def weights_fingerprint(source: Any, kind: str = "feature-extractor") -> str:
     return str(entry.path or entry.source)
 
 
+def _load_error(label: str, path: Path, exc: BaseException) -> LapgenError:
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return LapgenError(f"cannot load {label} weights ({exc.__class__.__name__}{': ' + first if first else ''})",
+                       path=path, hint="point at the weights file of this model (safetensors, a tensor "
+                                       "state dict, or OpenAI's TorchScript CLIP .pt)")
+
+
+def clip_from_file(arch: str, path: str | Path, *, label: str | None = None) -> tuple[Any, Any]:
+    """open_clip model `arch` (fp32, CPU, eval) with the weights of a local file loaded strictly, and its
+    evaluation transform.
+
+    The one CLIP builder of lapgen: `load_clip` (registry entries) and the metrics' feature extractors
+    (`lapgen.metrics.features`) both call it. The file is read by `safe_state_dict`: safetensors, a tensor
+    state dict (`torch.load(weights_only=True)`) or OpenAI's TorchScript `ViT-*.pt` (same key names as
+    open_clip's CLIP, so it loads into the named architecture).
+    """
+    import open_clip
+
+    path = Path(path)
+    label = label or arch
+    if not path.is_file():
+        raise LapgenError(f"{label}: weights file does not exist", path=path)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
+        model.load_state_dict(safe_state_dict(path), strict=True)
+    except LapgenError:
+        raise
+    except Exception as exc:  # wrong architecture, wrong file: one line naming the file
+        raise _load_error(label, path, exc) from exc
+    return model.float().eval(), preprocess
+
+
+def inception_from_state(state: dict[str, Any], features: tuple[str, ...] = ("2048",)) -> Any:
+    """torch-fidelity's FID `FeatureExtractorInceptionV3` built from an in-memory state dict.
+
+    torch-fidelity's constructor fetches its weights with `load_state_dict_from_url` (and unpickles them
+    fully); lapgen hands it the safely read state through that hook instead.
+    """
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    original = tfi.load_state_dict_from_url
+    tfi.load_state_dict_from_url = lambda *a, **k: state
+    try:
+        return tfi.FeatureExtractorInceptionV3("inception-v3-compat", list(features)).eval()
+    finally:
+        tfi.load_state_dict_from_url = original
+
+
+def inception_from_file(path: str | Path, *, features: tuple[str, ...] = ("2048",),
+                        label: str = "inception-v3") -> Any:
+    """torch-fidelity's FID Inception (CPU, eval) with the weights of a local file (`safe_state_dict`).
+
+    The one Inception builder of lapgen: `load_inception` and the metrics' feature extractors call it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LapgenError(f"{label}: weights file does not exist", path=path)
+    state = safe_state_dict(path)
+    try:
+        return inception_from_state(state, features)
+    except Exception as exc:  # a state dict of another network
+        raise _load_error(label, path, exc) from exc
+
+
 def load_clip(source: Any = "clip-vit-b-32", *, device: Any = "auto", dtype: Any = "fp32",
               arch: str | None = None) -> tuple[Any, Any]:
     """An open_clip CLIP model (eval, on `device`) and its evaluation preprocessing transform.
 
     Local weights (an entry's path) load into the entry's architecture (`arch` overrides it, needed for
-    user entries that are not built-ins); otherwise open_clip's pretrained tag is fetched (or read from
-    the hub cache) unless offline.
+    user entries that are not built-ins) through `clip_from_file`; otherwise open_clip's pretrained tag is
+    fetched (or read from the hub cache) unless offline.
     """
     import open_clip
 
@@ -268,16 +333,7 @@ def load_clip(source: Any = "clip-vit-b-32", *, device: Any = "auto", dtype: Any
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     if entry.path is not None:
-        if not entry.path.exists():
-            raise LapgenError(f"CLIP '{entry.name}': weights file does not exist", path=entry.path)
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
-        state = safe_state_dict(entry.path)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise LapgenError(f"CLIP '{entry.name}': weights do not match architecture {arch}",
-                              path=entry.path,
-                              hint="check that the file is the model the entry names") from exc
+        model, preprocess = clip_from_file(arch, entry.path, label=f"CLIP '{entry.name}' ({arch})")
     else:
         _check_hub_available(entry)
         try:
@@ -292,32 +348,21 @@ def load_inception(source: Any = "inception-v3", *, device: Any = "auto",
                    features: tuple[str, ...] = ("2048",)) -> Any:
     """torch-fidelity's FID `FeatureExtractorInceptionV3` (input: uint8 (N, 3, H, W); fp32 inside).
 
-    Local weights are read with `safe_state_dict` (torch-fidelity itself would unpickle them fully).
+    Local weights are read with `safe_state_dict` (torch-fidelity itself would unpickle them fully) by
+    `inception_from_file`.
     """
     import torch_fidelity.feature_extractor_inceptionv3 as tfi
 
     entry = resolve_entry(source if source is not None else "inception-v3", "feature-extractor")
     if entry.options.get("loader", "torch-fidelity") != "torch-fidelity":
         raise LapgenError(f"'{entry.name}' is not an Inception model", hint="use inception-v3")
-    name = "inception-v3-compat"
     if entry.path is not None:
-        if not entry.path.exists():
-            raise LapgenError(f"Inception '{entry.name}': weights file does not exist", path=entry.path)
-        state = safe_state_dict(entry.path)
-        original = tfi.load_state_dict_from_url
-        tfi.load_state_dict_from_url = lambda *a, **k: state  # hand torch-fidelity the safely read weights
-        try:
-            model = tfi.FeatureExtractorInceptionV3(name, list(features))
-        except RuntimeError as exc:
-            raise LapgenError(f"Inception '{entry.name}': weights do not match torch-fidelity's InceptionV3",
-                              path=entry.path) from exc
-        finally:
-            tfi.load_state_dict_from_url = original
+        model = inception_from_file(entry.path, features=features, label=f"Inception '{entry.name}'")
     else:
         if hub_offline():
             raise _offline_error(entry)
         try:
-            model = tfi.FeatureExtractorInceptionV3(name, list(features))
+            model = tfi.FeatureExtractorInceptionV3("inception-v3-compat", list(features))
         except (OSError, RuntimeError) as exc:  # URLError is an OSError
             raise _offline_error(entry) from exc
     return model.to(resolve_device(device)).eval()
