@@ -26,15 +26,41 @@ COMMAND_MODULES = (
 _state = {"debug": False}
 
 
+# Typer >= 0.2x vendors click as `typer._click`; older versions use click itself. Find the classes it raises.
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_NO_ARGS_IS_HELP = getattr(sys.modules[_USAGE_ERROR.__module__], "NoArgsIsHelpError", ())
+
+
+def _usage_error(exc) -> None:
+    """A bad command line (unknown option, a value of the wrong type, a missing argument) as one line and
+    exit code 2, like every other user error; `--help` still shows the full usage."""
+    where = exc.ctx.command_path if exc.ctx is not None else "lapgen"
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    click.echo(f"lapgen: error: {where}: {message}; see '{where} --help'", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
 class LapgenGroup(TyperGroup):
-    """Top-level group: turns a `LapgenError` into one line on stderr and exit code 2."""
+    """Top-level group: turns a `LapgenError` or a usage error into one line on stderr and exit code 2."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:  # keep registration order, not alphabetical
         return list(self.commands)
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _NO_ARGS_IS_HELP:
+            raise
+        except _USAGE_ERROR as exc:  # bad global options
+            _usage_error(exc)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except _NO_ARGS_IS_HELP:
+            raise
+        except _USAGE_ERROR as exc:  # bad options of a command (parsed inside the group's invoke)
+            _usage_error(exc)
         except LapgenError as exc:
             if _state["debug"]:
                 raise
