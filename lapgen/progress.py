@@ -46,6 +46,22 @@ def warn(message: str) -> None:
     stderr.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
 
 
+class _Progress(Progress):
+    """A rich Progress that clears its bar instead of leaving it behind when the work inside it fails (or
+    is abandoned), so a failed command's only output is its one error line."""
+
+    def abort(self) -> None:
+        """Stop without leaving the bar on the console."""
+        self.live.transient = True
+        self.stop()
+
+    def __exit__(self, exc_type, exc_val, exc_tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            super().__exit__(exc_type, exc_val, exc_tb)
+
+
 def make_progress(*, rate_unit: str | None = None) -> Progress:
     """A rich Progress on stderr with count, rate and ETA; disabled when quiet."""
     columns = [
@@ -58,7 +74,7 @@ def make_progress(*, rate_unit: str | None = None) -> Progress:
     ]
     if rate_unit:
         columns.append(TextColumn("{task.fields[rate]}"))
-    return Progress(*columns, console=stderr, disable=_quiet, transient=False)
+    return _Progress(*columns, console=stderr, disable=_quiet, transient=False)
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

@@ -121,9 +121,12 @@ def register(app: typer.Typer) -> None:
 
         try:
             result = generate_video(config, on_step=on_step)
-        finally:
+        except BaseException:
             if "task" in state:
-                progress.stop()
+                progress.abort()  # an error leaves no half-drawn bar, only its one line
+            raise
+        if "task" in state:
+            progress.stop()
         if as_json:
             typer.echo(
                 json.dumps(
