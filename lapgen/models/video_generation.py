@@ -128,6 +128,9 @@ def _validate(config: VideoConfig):
     smoother = parse_smoother_steps(config.smoother_steps)
     if smoother and max(smoother) >= config.steps:
         raise LapgenError(f"--smoother-steps {config.smoother_steps} outside 0..{config.steps - 1}")
+    from lapgen.models.controlvideo import get_interpolator
+
+    get_interpolator(config.interpolator)  # an unknown name fails before the masks are read (and noticed)
     words = unknown_words(config.prompt)
     if words:
         warn(
@@ -183,10 +186,8 @@ def generate_video(
     from lapgen.cards import make_card, write_card
     from lapgen.data.masks import write_mask_sequence
     from lapgen.data.video import write_gif, write_mp4
-    from lapgen.models.controlvideo import get_interpolator
 
     out, seq, smoother = _validate(config)
-    get_interpolator(config.interpolator)  # unknown names fail before loading models
     mask_digest = hashlib.sha256(np.ascontiguousarray(seq.masks).tobytes()).hexdigest()
     entries = {}
     if pipe is None:
