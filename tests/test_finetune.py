@@ -168,3 +168,25 @@ def test_finetune_bad_inputs_are_one_line_errors(frames_dir, tiny_sd_dir, tiny_c
     msg = _cli_error(["finetune", "--config", str(recipe), "--data", str(frames_dir), "--out", out])
     assert "unknown recipe keys: learning_rat" in msg
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+
+
+def test_errors_known_before_training_cost_no_training_and_leave_no_output(frames_dir, tiny_sd_dir, tmp_path):
+    """A bad --name, an uncached hub base (offline) and a base whose weights cannot be loaded stop the command
+    with one line before any optimiser step, and leave neither RUN nor RUN.partial."""
+    import shutil
+
+    common = ["--data", str(frames_dir), "--max-steps", "1", "--batch-size", "2", "--device", "cpu"]
+    out = tmp_path / "x"
+    for name, why in (("sd15", "is a built-in model name"), ("a/b", "invalid model name")):
+        msg = _cli_error(["finetune", *common, "--base", str(tiny_sd_dir), "--out", str(out), "--name", name])
+        assert why in msg
+        assert not out.exists() and not (tmp_path / "x.partial").exists()
+    msg = _cli_error(["finetune", *common, "--base", "hf:nobody-lapgen/not-cached", "--out", str(out)])
+    assert "not on this machine and HF_HUB_OFFLINE is set" in msg and "lapgen models add" in msg
+    assert not out.exists() and not (tmp_path / "x.partial").exists()
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_sd_dir, broken)
+    shutil.rmtree(broken / "unet")
+    msg = _cli_error(["finetune", *common, "--base", str(broken), "--out", str(out)])
+    assert "could not be loaded" in msg
+    assert not out.exists() and not (tmp_path / "x.partial").exists()

@@ -51,6 +51,10 @@ class ControlNetStage(DiffusionStage):
             from lapgen.registry import resolve
 
             self.init_entry = resolve(config.controlnet_init, "controlnet")
+            if self.init_entry.hub_id and self.init_entry.path is None:  # offline and not cached: fail now
+                from lapgen.models.loading import ensure_local
+
+                ensure_local(self.init_entry, "controlnet")
         if config.validation_masks and len(config.validation_masks) != len(config.validation_prompts):
             raise LapgenError(f"{len(config.validation_masks)} validation masks for "
                               f"{len(config.validation_prompts)} validation prompts",

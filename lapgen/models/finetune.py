@@ -24,6 +24,10 @@ def check_base_pipeline(source: str):
     from lapgen.registry import detect_kind, resolve
 
     entry = resolve(source, "pipeline")
+    if entry.hub_id and entry.path is None:  # offline and not cached: fail now, not after the setup
+        from lapgen.models.loading import ensure_local
+
+        ensure_local(entry, "pipeline")
     if entry.path is not None:
         detected = detect_kind(entry.path) if entry.path.exists() else None
         if detected not in (None, "pipeline") or not (entry.path / "model_index.json").is_file():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -95,6 +96,10 @@ class TrainConfig:
             raise LapgenError("--lr must be positive")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise LapgenError("--snr-gamma must be positive")
+        if self.name is not None:  # registered at the very end: a bad name must not cost a whole training run
+            from lapgen.registry import check_name
+
+            check_name(self.name)
 
 
 class DiffusionStage:
@@ -243,16 +248,22 @@ def run_training(config: TrainConfig, stage: DiffusionStage, *,
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision,
                                                                       torch.float32)
     stage.weight_dtype = weight_dtype
-    stage.load(accelerator.device, weight_dtype)
-
-    cache_info: dict[str, Any] = {}
-    if config.cache_latents:
-        cache_info = attach_training_cache(stage, accelerator)
-    loader = torch.utils.data.DataLoader(stage.dataset, batch_size=config.batch_size,
-                                         sampler=EpochSampler(len(stage.dataset), config.seed),
-                                         collate_fn=make_collate(stage.tokenizer),
-                                         num_workers=config.num_workers, drop_last=False)
-    result = train_loop(config, stage, accelerator, loader, run_dir, resume_from, on_step_end)
+    try:
+        stage.load(accelerator.device, weight_dtype)
+        cache_info: dict[str, Any] = {}
+        if config.cache_latents:
+            cache_info = attach_training_cache(stage, accelerator)
+        loader = torch.utils.data.DataLoader(stage.dataset, batch_size=config.batch_size,
+                                             sampler=EpochSampler(len(stage.dataset), config.seed),
+                                             collate_fn=make_collate(stage.tokenizer),
+                                             num_workers=config.num_workers, drop_last=False)
+        result = train_loop(config, stage, accelerator, loader, run_dir, resume_from, on_step_end)
+    except LapgenError:
+        # A user error before the first checkpoint (weights that cannot be loaded, a bad image): nothing to
+        # resume from, so leave no staging folder behind. With a checkpoint, `--resume latest` continues.
+        if accelerator.is_main_process and not list_checkpoints(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
     accelerator.wait_for_everyone()
     registered = None
