@@ -250,3 +250,17 @@ def test_labels_from_the_card_and_the_trained_model(args, image_sets, tmp_path):
     assert (out["model"], out["setup"], out["epoch"]) == ("t50-unet-run", "t50-unet", 5)
     over = _run(["eval", "cmmd", str(gen), str(image_sets["real"]), *args[-4:], "--epoch", "7", "--json"])
     assert over["epoch"] == 7
+
+
+def test_map_comparability_follows_the_paper_row():
+    """Generated rows compare with a global (one pseudo-video) mAP; the real-frames row (0.2990, the
+    published RDV AP_IVT) with a video-wise one."""
+    from lapgen.metrics.report import comparability
+
+    gen = {"metric": "map", "value": 0.2, "setup": "t50+80-unet+clip", "epoch": 10}
+    real = {"metric": "map", "value": 0.3, "setup": "real", "model": "frames"}
+    assert not any("mode" in w for w in comparability({**gen, "variant": "global"})[1])
+    assert any("paper: one pseudo-video = global" in w for w in comparability({**gen, "variant": "video"})[1])
+    assert not any("mode" in w for w in comparability({**real, "variant": "video"})[1])
+    assert any("video-wise" in w for w in comparability({**real, "variant": "global"})[1])
+    assert any("published Rendezvous" in w for w in comparability(real)[1])
