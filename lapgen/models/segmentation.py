@@ -142,10 +142,16 @@ def load_yolo(path_or_yaml: str | Path, *, task: str = "segment") -> "YOLO":
             hint="download the .pt file yourself and pass its path (lapgen never downloads "
             "weights), or register it with `lapgen models add NAME PATH`",
         )
+    import pickle
+
     try:
         model = YOLO(target)  # task inferred from the checkpoint / config, then checked
     except (RuntimeError, ValueError, KeyError, AttributeError) as exc:
         raise LapgenError(f"cannot load YOLO model ({exc.__class__.__name__}: {exc})", path=target) from exc
+    except (TypeError, EOFError, OSError, pickle.UnpicklingError) as exc:  # ultralytics: TypeError
+        raise LapgenError(f"cannot load YOLO model: the file is empty, truncated or not a YOLO checkpoint "
+                          f"({exc.__class__.__name__})", path=source,
+                          hint="re-export or re-download the .pt file") from exc
     if model.task != task:
         raise LapgenError(
             f"YOLO model is a '{model.task}' model, not a '{task}' model",
