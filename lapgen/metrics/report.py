@@ -109,6 +109,10 @@ def _as_results(data: Any, source: Path) -> list[dict[str, Any]]:
             value = value.get("ivt", value.get("value"))
         data = {**data, "metric": "map", "value": value}
     if data.get("metric") in COLUMNS and "value" in data:
+        value = data["value"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise LapgenError(f"the {data['metric']} result's value is not a number: {value!r}", path=source,
+                              hint="pass the files written by `lapgen eval ... --out`")
         return [{**data, "_source": str(source)}]
     return []
 
@@ -317,6 +321,7 @@ def write_report(report: dict[str, Any], out: Path, *, overwrite: bool = False) 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".lapgen-report-") as tmp:
         has_plot = plot_epochs(report, Path(tmp) / "plot.png")
+        markdown = render_markdown(report, png_path.name if has_plot else None)  # before any file is written
         with atomic_file(json_path, "w") as fh:
             fh.write(json.dumps(report, indent=1) + "\n")
         written = [out, json_path]
@@ -324,7 +329,7 @@ def write_report(report: dict[str, Any], out: Path, *, overwrite: bool = False) 
             Path(tmp, "plot.png").replace(png_path)
             written.append(png_path)
         with atomic_file(out, "w") as fh:
-            fh.write(render_markdown(report, png_path.name if has_plot else None))
+            fh.write(markdown)
     write_card(out, make_card("eval-report", inputs=sorted({d["source"] for d in report["details"]}),
                               outputs=[str(p) for p in written]))
     return written
