@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -34,6 +35,12 @@ def check_writable_parent(out: Path) -> None:
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise LapgenError("output location is not writable", path=out,
                           hint="choose another --out or fix the folder's permissions")
+    try:  # permission bits do not tell for root, read-only mounts or pseudo file systems: really try
+        with tempfile.TemporaryFile(dir=probe, prefix=".lapgen-probe-"):
+            pass
+    except OSError as exc:
+        raise LapgenError(f"output location is not writable ({exc.strerror})", path=out,
+                          hint="choose another --out or fix the folder's permissions") from exc
 
 
 def prepare_output_dir(out: str | Path, *, overwrite: bool = False, resume: bool = True) -> Path:
