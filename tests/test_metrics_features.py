@@ -327,3 +327,26 @@ def test_lapgen_inception_clean_through_torch_fidelity(inception_weights, image_
     gen, real = (compute_features(open_image_set(image_sets[k]), ext, "clean", use_cache=False).features
                  for k in ("gen", "real"))
     assert frechet_distance(gen, real) == pytest.approx(ref["frechet_inception_distance"], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["inception-v3", "clip-vit-b-32", "clip-vit-l-14-336"])
+def test_builtin_extractor_specs_match_their_networks_and_registry_entries(name):
+    """Each built-in extractor's dimension and input size are those of the network it names (open_clip's
+    config, torch-fidelity's Inception), and its registry entry names the same architecture, so
+    `--clip clip-vit-l-14-336` builds the CMMD reference's ViT-L/14 @ 336 (768-d) from a local file."""
+    import open_clip
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    from lapgen import registry
+    from lapgen.metrics.features import get_spec
+
+    spec = get_spec(name)
+    entry = registry.resolve(name, kind="feature-extractor")
+    if spec.family == "inception":
+        assert (spec.dim, spec.input_size) == (2048, tfi.FeatureExtractorInceptionV3.INPUT_IMAGE_SIZE)
+        assert entry.options["loader"] == "torch-fidelity"
+        return
+    cfg = open_clip.get_model_config(spec.open_clip_model)
+    assert (spec.dim, spec.input_size) == (cfg["embed_dim"], cfg["vision_cfg"]["image_size"])
+    assert cfg["quick_gelu"]  # OpenAI's weights were trained with QuickGELU
+    assert entry.options["arch"] == spec.open_clip_model and entry.options["pretrained"] == "openai"
