@@ -302,8 +302,8 @@ def _local_entry(source: str, kind: str | None) -> Entry:
         raise LapgenError("model path does not exist", path=path,
                           hint="check the path, or see `lapgen models list` for registered names")
     path = path.resolve()
+    card = read_card(path, required=False)  # a path the user gave: a broken card is an error, not "no card"
     detected = detect_kind(path)
-    card = _safe_card(path)
     if card and card.get("kind") and card["kind"] not in KINDS:  # e.g. a frames-dataset folder
         raise LapgenError(f"this is a {card['kind']} written by lapgen, not a model", path=path,
                           hint="point at a model folder or file, or a name from `lapgen models list`")
