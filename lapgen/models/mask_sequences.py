@@ -83,6 +83,8 @@ def animate_masks(
     parsed = []
     for tool in tools:  # validate everything before writing
         mask = read_mask(tool.mask)
+        if not mask.any():  # say which of the --mask files it is
+            raise LapgenError("the tool mask is empty", path=tool.mask, hint="draw the tool in white (255) on black")
         parsed.append(
             (mask, parse_points(tool.path), parse_poses(tool.rotate, 0.0), parse_poses(tool.scale, 1.0))
         )
