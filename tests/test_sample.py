@@ -95,3 +95,47 @@ def test_sample_bad_inputs(frames_dir, tiny_sd_dir, tiny_controlnet_dir, tmp_pat
                                     "--prompt", "x"])
     assert "no records" in error(["--model", str(tiny_sd_dir), "--prompts-from", str(frames_dir), "--split", "val"])
     assert not (tmp_path / "g").exists() and not (tmp_path / "g.partial").exists()
+
+
+def test_resume_only_with_the_same_settings(tiny_sd_dir, tmp_path, monkeypatch):
+    """An interrupted set resumes with the same settings; other settings are refused (one line) instead of
+    mixing two sets, and `--overwrite` starts over."""
+    from lapgen.errors import LapgenError
+    from lapgen.models import sampling
+
+    def cfg(**kw) -> SampleConfig:
+        base = dict(out=str(tmp_path / "g"), model=str(tiny_sd_dir), prompt="grasper in preparation", n=3,
+                    steps=2, batch_size=1, seed=0, device="cpu")
+        return SampleConfig(**{**base, **kw})
+
+    real, calls = sampling._save_png, []
+
+    def dies_on_second_image(image, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(image, path)
+
+    monkeypatch.setattr(sampling, "_save_png", dies_on_second_image)
+    with pytest.raises(KeyboardInterrupt):
+        sample_images(cfg())
+    monkeypatch.setattr(sampling, "_save_png", real)
+    partial = tmp_path / "g.partial"
+    assert [p.name for p in (partial / "images").iterdir()] == ["00000.png"]
+    first = (partial / "images" / "00000.png").read_bytes()
+    with pytest.raises(LapgenError, match=r"unfinished set made with other settings \(seed\)"):
+        sample_images(cfg(seed=7))
+    assert (partial / "images" / "00000.png").read_bytes() == first  # untouched
+    assert sample_images(cfg(seed=7, overwrite=True)).generated == 3  # started over
+    meta = [json.loads(x) for x in (tmp_path / "g" / "metadata.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in meta] == [7, 8, 9] and not (tmp_path / "g" / ".sample-config.json").exists()
+    assert (tmp_path / "g" / "images" / "00000.png").read_bytes() != first
+
+
+def test_hub_model_not_on_this_machine_fails_before_any_output(tmp_path):
+    result = runner.invoke(app, ["sample", "--model", "hf:nobody-lapgen/not-cached", "--prompt", "x",
+                                 "--n", "1", "--device", "cpu", "--out", str(tmp_path / "g")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not on this machine and HF_HUB_OFFLINE is set" in lines[0]
+    assert not (tmp_path / "g").exists() and not (tmp_path / "g.partial").exists()

@@ -104,6 +104,55 @@ def _save_png(image, path: Path) -> None:
     tmp.replace(path)
 
 
+STATE_FILE = ".sample-config.json"  # in GEN.partial: the settings a resumed run must match
+
+
+def _fingerprint(config: SampleConfig, entry, cn_entry, resolution: int) -> dict[str, Any]:
+    """What decides the pixels and the plan of a set (not the batch size, device or number of processes)."""
+    def local(path: str | None) -> str | None:
+        return None if path is None else str(Path(path).resolve())
+
+    return {"model": entry.weights_location(),
+            "controlnet": cn_entry.weights_location() if cn_entry else None,
+            "prompts_from": local(config.prompts_from),
+            "split": config.split if config.prompts_from else None,
+            "prompt": config.prompt, "mask": local(config.mask), "n": config.n, "steps": config.steps,
+            "guidance": config.guidance, "seed": config.seed, "resolution": resolution, "dtype": config.dtype}
+
+
+def _open_stage(config: SampleConfig, out: Path, fingerprint: dict[str, Any], state) -> Path:
+    """The staging folder `GEN.partial`, resumed only when it was started with the same settings.
+
+    Finished images are skipped on a re-run, so resuming a folder made with another model, seed or prompt set
+    would silently mix two sets: that is an error, or a fresh start with `--overwrite`. A staging folder
+    without the settings file (written by hand or by an older lapgen) is adopted as is.
+    """
+    import json
+
+    from lapgen.outputs import prepare_output_dir, staging_path
+
+    stage = staging_path(out)
+    try:
+        previous = json.loads((stage / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        previous = None
+    state.wait_for_everyone()  # every rank has read the old settings before the main process rewrites them
+    differs = previous is not None and previous != fingerprint
+    if differs and not config.overwrite:
+        changed = ", ".join(k for k in fingerprint if previous.get(k) != fingerprint[k])
+        raise LapgenError(f"{stage.name} holds an unfinished set made with other settings ({changed})",
+                          path=stage, hint="re-run the command that started it to finish it, or pass "
+                          "--overwrite to start over")
+    if state.is_main_process:
+        prepare_output_dir(out, overwrite=config.overwrite, resume=not differs)
+        (stage / STATE_FILE).write_text(json.dumps(fingerprint, sort_keys=True))
+        (stage / "images").mkdir(exist_ok=True)
+        if config.controlnet:
+            (stage / "masks").mkdir(exist_ok=True)
+    state.wait_for_everyone()
+    return stage
+
+
 def sample_images(config: SampleConfig) -> SampleResult:
     """Generate `config.n` images into `config.out` (atomic; resumable; each process its share)."""
     import torch
@@ -113,8 +162,8 @@ def sample_images(config: SampleConfig) -> SampleResult:
     from lapgen.data.frames import write_records
     from lapgen.models.controlnet import mask_image
     from lapgen.models.device import resolve_device
-    from lapgen.models.loading import load_controlnet, load_sd_pipeline, resolve_entry
-    from lapgen.outputs import finalize_output_dir, prepare_output_dir
+    from lapgen.models.loading import ensure_local, load_controlnet, load_sd_pipeline, resolve_entry
+    from lapgen.outputs import check_writable_parent, finalize_output_dir
     from lapgen.progress import make_progress
 
     if config.steps < 1 or config.batch_size < 1:
@@ -123,7 +172,12 @@ def sample_images(config: SampleConfig) -> SampleResult:
     entry = resolve_entry(config.model, "pipeline")
     cn_entry = resolve_entry(config.controlnet, "controlnet") if config.controlnet else None
     out = Path(config.out)
-    stage = prepare_output_dir(out, overwrite=config.overwrite, resume=True)
+    if out.exists() and not config.overwrite:
+        raise LapgenError("output already exists", path=out, hint="pass --overwrite or choose another --out")
+    check_writable_parent(out)
+    for e in (entry, cn_entry):
+        if e is not None and e.hub_id and e.path is None:  # offline and not cached: fail before any work
+            ensure_local(e, e.kind)
     use_cuda = resolve_device(config.device).type == "cuda"
     state = PartialState(cpu=not use_cuda)
     device = "cpu" if state.device.type == "cpu" else str(state.device)  # MULTI_CPU reports cpu:RANK
@@ -138,9 +192,7 @@ def sample_images(config: SampleConfig) -> SampleResult:
     res = config.resolution or _default_resolution(entry, pipe)
     if res % 8:
         raise LapgenError(f"--resolution {res} must be a multiple of 8")
-    (stage / "images").mkdir(exist_ok=True)
-    if cn_entry is not None:
-        (stage / "masks").mkdir(exist_ok=True)
+    stage = _open_stage(config, out, _fingerprint(config, entry, cn_entry, res), state)
 
     generated = 0
     with state.split_between_processes(list(range(len(items)))) as mine:
@@ -183,5 +235,6 @@ def sample_images(config: SampleConfig) -> SampleResult:
                                     controlnet=cn_entry.name if cn_entry else None, parent=entry.name,
                                     resolution=res, images=len(items), processes=state.num_processes))
         finalize_output_dir(out)
+        (out / STATE_FILE).unlink(missing_ok=True)
     state.wait_for_everyone()
     return SampleResult(out=out, images=len(items), generated=generated)
