@@ -381,10 +381,20 @@ def add_entry(name: str, source: str, kind: str | None = None, description: str 
         if not path.exists():
             raise LapgenError("model path does not exist", path=path, hint="give an existing file or folder")
         path = path.resolve()
+        card = _safe_card(path)
+        if card and card.get("kind") and card["kind"] not in KINDS:  # e.g. a frames-dataset folder
+            raise LapgenError(f"this is a {card['kind']} written by lapgen, not a model", path=path,
+                              hint="point at a model folder or weights file")
+        # What the folder itself says (its card, or a diffusers/ultralytics layout) must agree with the kind;
+        # file names are only a guess, so a file may be registered under any kind.
+        known = _card_kind(card) or (detect_kind(path) if path.is_dir() else None)
         kind = kind or (base.kind if base else detect_kind(path))
         if kind is None:
             raise LapgenError(f"cannot tell what kind of model {path.name} is", path=path,
                               hint=f"pass --kind ({', '.join(KINDS)})")
+        if known is not None and known != kind:
+            raise LapgenError(f"{path.name} is a {KIND_LABELS[known]}, not a {KIND_LABELS[kind]}", path=path,
+                              hint=f"register it as --kind {known}" if base is None else "use another name")
         raw.update(kind=kind, source=str(path), path=str(path))
     if description:
         raw["description"] = description

@@ -264,6 +264,25 @@ def test_lapgen_dataset_folder_is_not_a_model(tmp_path):
     assert registry.detect_kind(yolo_data) is None
 
 
+def test_add_refuses_a_dataset_or_a_folder_of_another_kind(tmp_path):
+    data = tmp_path / "frames"
+    write_card(data, make_card("frames-dataset"))
+    line = _one_line_error(runner.invoke(app, ["models", "add", "x", str(data), "--kind", "pipeline"]))
+    assert "this is a frames-dataset written by lapgen, not a model" in line
+    cn = _controlnet_dir(tmp_path)
+    line = _one_line_error(runner.invoke(app, ["models", "add", "x", str(cn), "--kind", "pipeline"]))
+    assert "cn is a ControlNet, not a diffusion pipeline" in line and "--kind controlnet" in line
+    line = _one_line_error(runner.invoke(app, ["models", "add", "sd15", str(cn)]))
+    assert "not a diffusion pipeline" in line
+    assert registry.list_entries() == [registry.resolve(n) for n in registry.builtin_names()]  # nothing added
+    # agreeing kinds still register; a weights file may take any kind (its name is only a guess)
+    assert runner.invoke(app, ["models", "add", "x", str(cn), "--kind", "controlnet"]).exit_code == 0
+    weights = tmp_path / "clip_yolo.pt"
+    weights.write_bytes(b"w")
+    assert runner.invoke(app, ["models", "add", "y", str(weights), "--kind", "recognizer"]).exit_code == 0
+    assert registry.resolve("y").kind == "recognizer"
+
+
 def test_builtin_table_is_plain_data():
     from lapgen.registry_builtins import BUILTIN_DEFAULTS, BUILTINS
 
