@@ -139,3 +139,23 @@ def test_no_half_written_dataset_after_a_worker_error(tmp_path, synthetic_cholec
     result = runner.invoke(app, ["prepare", "--cholect50", str(t50), "--out", str(tmp_path / "o"), "--size", "16",
                                  "--workers", "2"])
     assert result.exit_code == 0 and (tmp_path / "o" / "metadata.jsonl").exists()
+
+
+def test_a_full_disk_is_reported_as_an_output_error(tmp_path, monkeypatch, synthetic_cholect50,
+                                                    synthetic_cholec80):
+    """A write failure names the output image and says what to do; it is never blamed on the input frame."""
+    import errno
+
+    from PIL import Image
+
+    real_save = Image.Image.save
+
+    def full_disk(self, fp, *args, **kwargs):
+        if str(fp).endswith(".png.tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    for source, root in (("--cholect50", synthetic_cholect50), ("--cholec80", synthetic_cholec80)):
+        line = _fails([source, root], tmp_path / "o", "cannot write the output image (No space left on device")
+        assert "o.partial" in line and "free disk space" in line and "corrupt" not in line

@@ -176,8 +176,13 @@ def save_resized(image, size: int, dest: Path) -> None:
         image = image.convert("RGB")
     small = image.resize((size, size), Image.BILINEAR, reducing_gap=None)
     tmp = dest.with_name(f".{dest.name}.tmp")
-    small.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    os.replace(tmp, dest)
+    try:
+        small.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        os.replace(tmp, dest)
+    except OSError as exc:  # disk full, quota, permissions: the output's fault, not the input's
+        raise LapgenError(f"cannot write the output image ({exc.strerror or exc})", path=dest,
+                          hint="free disk space or fix the output folder's permissions, then re-run to resume"
+                          ) from exc
 
 
 def run_job(job: Job, stage: str, size: int, tick=None) -> int:
@@ -195,12 +200,13 @@ def run_job(job: Job, stage: str, size: int, tick=None) -> int:
         for idx, dest in todo.items():
             src = Path(job.src) / f"{idx:06d}.png"
             try:
-                with Image.open(src) as im:
-                    im.load()
-                    save_resized(im, size, dest)
+                im = Image.open(src)
+                im.load()
             except OSError as exc:
                 raise LapgenError(f"cannot read frame ({exc})", path=src,
                                   hint="the PNG is corrupt or truncated; re-download the video's frames") from exc
+            with im:
+                save_resized(im, size, dest)
             tick(1)
         return len(todo)
     from lapgen.data.video import iter_indexed_frames
