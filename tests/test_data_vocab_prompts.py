@@ -120,3 +120,76 @@ def test_official_splits():
         assert set(s["train"]) | set(s["val"]) | set(s["test"]) == all50 and len(s["train"]) == 35
     with pytest.raises(LapgenError):
         vocab.video_split("fold6")
+
+
+# data-formats.md 1.3 and 1.5 copied as text, independently of vocab.py: the whole table, not spot checks.
+_TRIPLET_TABLE = """
+grasper,dissect,cystic_plate grasper,dissect,gallbladder grasper,dissect,omentum
+grasper,grasp,cystic_artery grasper,grasp,cystic_duct grasper,grasp,cystic_pedicle
+grasper,grasp,cystic_plate grasper,grasp,gallbladder grasper,grasp,gut grasper,grasp,liver
+grasper,grasp,omentum grasper,grasp,peritoneum grasper,grasp,specimen_bag
+grasper,pack,gallbladder grasper,retract,cystic_duct grasper,retract,cystic_pedicle
+grasper,retract,cystic_plate grasper,retract,gallbladder grasper,retract,gut
+grasper,retract,liver grasper,retract,omentum grasper,retract,peritoneum
+bipolar,coagulate,abdominal_wall_cavity bipolar,coagulate,blood_vessel
+bipolar,coagulate,cystic_artery bipolar,coagulate,cystic_duct bipolar,coagulate,cystic_pedicle
+bipolar,coagulate,cystic_plate bipolar,coagulate,gallbladder bipolar,coagulate,liver
+bipolar,coagulate,omentum bipolar,coagulate,peritoneum bipolar,dissect,adhesion
+bipolar,dissect,cystic_artery bipolar,dissect,cystic_duct bipolar,dissect,cystic_plate
+bipolar,dissect,gallbladder bipolar,dissect,omentum bipolar,grasp,cystic_plate
+bipolar,grasp,liver bipolar,grasp,specimen_bag bipolar,retract,cystic_duct
+bipolar,retract,cystic_pedicle bipolar,retract,gallbladder bipolar,retract,liver
+bipolar,retract,omentum hook,coagulate,blood_vessel hook,coagulate,cystic_artery
+hook,coagulate,cystic_duct hook,coagulate,cystic_pedicle hook,coagulate,cystic_plate
+hook,coagulate,gallbladder hook,coagulate,liver hook,coagulate,omentum hook,cut,blood_vessel
+hook,cut,peritoneum hook,dissect,blood_vessel hook,dissect,cystic_artery
+hook,dissect,cystic_duct hook,dissect,cystic_plate hook,dissect,gallbladder
+hook,dissect,omentum hook,dissect,peritoneum hook,retract,gallbladder hook,retract,liver
+scissors,coagulate,omentum scissors,cut,adhesion scissors,cut,blood_vessel
+scissors,cut,cystic_artery scissors,cut,cystic_duct scissors,cut,cystic_plate
+scissors,cut,liver scissors,cut,omentum scissors,cut,peritoneum scissors,dissect,cystic_plate
+scissors,dissect,gallbladder scissors,dissect,omentum clipper,clip,blood_vessel
+clipper,clip,cystic_artery clipper,clip,cystic_duct clipper,clip,cystic_pedicle
+clipper,clip,cystic_plate irrigator,aspirate,fluid irrigator,dissect,cystic_duct
+irrigator,dissect,cystic_pedicle irrigator,dissect,cystic_plate irrigator,dissect,gallbladder
+irrigator,dissect,omentum irrigator,irrigate,abdominal_wall_cavity
+irrigator,irrigate,cystic_pedicle irrigator,irrigate,liver irrigator,retract,gallbladder
+irrigator,retract,liver irrigator,retract,omentum grasper,null_verb,null_target
+bipolar,null_verb,null_target hook,null_verb,null_target scissors,null_verb,null_target
+clipper,null_verb,null_target irrigator,null_verb,null_target
+""".split()
+_VOCAB_TABLE = {
+    "instrument": "grasper bipolar hook scissors clipper irrigator",
+    "verb": "grasp retract dissect coagulate clip cut aspirate irrigate pack null_verb",
+    "target": "gallbladder cystic_plate cystic_duct cystic_artery cystic_pedicle blood_vessel fluid "
+              "abdominal_wall_cavity liver adhesion omentum peritoneum gut specimen_bag null_target",
+    "phase": "preparation carlot-triangle-dissection clipping-and-cutting gallbladder-dissection "
+             "gallbladder-packaging cleaning-and-coagulation gallbladder-extraction",
+}
+_SPLITS = {
+    "rdv": {"train": "1 2 4 5 13 15 18 22 23 25 26 27 31 35 36 40 43 47 48 49 52 56 57 60 62 65 66 68 70 75 "
+                     "79 92 96 103 110", "val": "8 12 29 50 78", "test": "6 10 14 32 42 51 73 74 80 111"},
+    "challenge": {"val": "5 18 36 65 74", "test": "92 96 103 110 111"},
+}
+_FOLDS = ["79 2 51 6 25 14 66 23 50 111", "80 32 5 15 40 47 26 48 70 96", "31 57 36 18 52 68 10 8 73 103",
+          "42 29 60 27 65 75 22 49 12 110", "78 43 62 35 74 1 56 4 13 92"]
+_CHOLEC80_ONLY = ("3 7 9 11 16 17 19 20 21 24 28 30 33 34 37 38 39 41 44 45 46 53 54 55 58 59 61 63 64 67 69 "
+                  "71 72 76 77")
+
+
+def _ids(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split())
+
+
+def test_tables_equal_the_published_ones():
+    assert len(_TRIPLET_TABLE) == 100 and list(vocab.TRIPLETS) == _TRIPLET_TABLE
+    assert list(vocab.INSTRUMENTS) == _VOCAB_TABLE["instrument"].split()
+    assert list(vocab.VERBS) == _VOCAB_TABLE["verb"].split()
+    assert list(vocab.TARGETS) == _VOCAB_TABLE["target"].split()
+    assert list(vocab.PHASES) == _VOCAB_TABLE["phase"].split()
+    for part in ("train", "val", "test"):
+        assert vocab.RDV_SPLIT[part] == _ids(_SPLITS["rdv"][part])
+    for part in ("val", "test"):
+        assert vocab.CHALLENGE_SPLIT[part] == _ids(_SPLITS["challenge"][part])
+    assert [tuple(f) for f in vocab.CROSSVAL_FOLDS] == [_ids(f) for f in _FOLDS]  # order in a fold matters
+    assert vocab.CHOLEC80_ONLY_VIDEOS == _ids(_CHOLEC80_ONLY)
