@@ -38,6 +38,36 @@ _FIELDS = {
 }
 
 
+def check_recipe_value(recipe: Path, key: str, value: Any) -> None:
+    """A recipe value must have its TrainConfig field's type (YAML `five` where a number belongs is an error
+    here, not a TypeError deep in training)."""
+    import types
+    import typing
+
+    from lapgen.models.training import TrainConfig
+
+    def fits(v: Any, tp: Any) -> bool:
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if tp is typing.Any:
+            return True
+        if tp is type(None):
+            return v is None
+        if origin in (typing.Union, types.UnionType):
+            return any(fits(v, a) for a in args)
+        if origin is list:
+            return isinstance(v, list) and all(fits(x, args[0]) for x in v) if args else isinstance(v, list)
+        if tp is float:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+        if tp is int:
+            return isinstance(v, int) and not isinstance(v, bool)
+        return isinstance(v, tp)
+
+    expected = typing.get_type_hints(TrainConfig)[key]
+    if not fits(value, expected):
+        name = expected.__name__ if isinstance(expected, type) else str(expected).replace("typing.", "")
+        raise LapgenError(f"recipe key {key} must be {name}, got {value!r}", path=recipe)
+
+
 def build_config(ctx: click.Context, recipe: Optional[Path], params: dict[str, Any]):
     """TrainConfig from a YAML recipe (optional) overridden by the options given on the command line."""
     from dataclasses import fields
@@ -61,6 +91,8 @@ def build_config(ctx: click.Context, recipe: Optional[Path], params: dict[str, A
         if unknown:
             raise LapgenError(f"unknown recipe keys: {', '.join(unknown)}", path=recipe,
                               hint="valid keys: " + ", ".join(sorted(known)))
+        for key, value in loaded.items():
+            check_recipe_value(recipe, key, value)
         values.update(loaded)
     for option, value in params.items():
         source = ctx.get_parameter_source(option)
