@@ -145,8 +145,11 @@ def load_rgb(path: str | Path) -> np.ndarray:
     """An image as (H, W, 3) uint8 RGB."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except OSError as exc:  # e.g. a truncated PNG: its header (checked up front) reads, its pixels do not
+        raise LapgenError(f"cannot read image ({exc})", path=path, hint="remove or replace the file") from exc
 
 
 def set_digest(image_set: ImageSet) -> str:

@@ -51,8 +51,12 @@ def conditioning_mask(path: Path) -> np.ndarray:
     """A binary conditioning mask (0/255, single channel or grey RGB) -> (H, W) bool, foreground > 127."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("L") if img.mode in ("1", "P", "LA") else img)
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("L") if img.mode in ("1", "P", "LA") else img)
+    except OSError as exc:
+        raise LapgenError(f"cannot read conditioning mask ({exc})", path=path,
+                          hint="re-create the mask or remove its image from the set") from exc
     if arr.ndim == 3:
         rgb = arr[..., :3]
         if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
