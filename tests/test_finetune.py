@@ -67,6 +67,11 @@ def test_finetune_cli_writes_a_loadable_pipeline(frames_dir, tiny_sd_dir, tmp_pa
     assert val and Image.open(val[-1]).size == (128, 128)
     readme = (out / "README.md").read_text()
     assert readme.startswith("---") and "base_model:" in readme and "lapgen" in readme
+    # the usage snippet prompts with a training prompt (same template and phase spelling as the data)
+    import re
+
+    trained_on = {json.loads(x)["text"] for x in (frames_dir / "metadata.jsonl").read_text().splitlines()}
+    assert re.search(r"pipe\('([^']*)'", readme).group(1) in trained_on
     card = __import__("yaml").safe_load((out / "lapgen.yaml").read_text())
     assert card["kind"] == "pipeline" and card["stage"] == "finetune" and card["training"]["steps"] == 3
     assert card["config"]["mixed_precision"] == "fp16" and card["training"]["mixed_precision"] == "no"

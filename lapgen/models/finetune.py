@@ -162,10 +162,17 @@ class FinetuneStage(DiffusionStage):
                      f"{self.config.resolution} px), following Iliash et al. 2024 (Stage 1).",
                      usage=("from diffusers import StableDiffusionPipeline\n"
                             f"pipe = StableDiffusionPipeline.from_pretrained(\"{folder.name.removesuffix('.partial')}\")\n"
-                            f"image = pipe(\"grasper retract gallbladder in calot-triangle-dissection\", "
+                            f"image = pipe({example_prompt(self.records)!r}, "
                             f"height={self.config.resolution}, width={self.config.resolution}, "
                             "num_inference_steps=100, guidance_scale=3).images[0]"),
                      config=self.config, result=result)
+
+
+def example_prompt(records: list[dict[str, Any]]) -> str:
+    """A prompt of the training data for the model card's usage snippet (same template and phase spelling as
+    training, e.g. the dataset's `carlot-triangle-dissection` unless it was prepared with `paper-calot`)."""
+    with_action = [r["text"] for r in records if " in " in r["text"]]
+    return (with_action or [r["text"] for r in records])[0]
 
 
 def _data_inputs(data: str, split: str, n: int) -> dict[str, Any]:
