@@ -71,3 +71,30 @@ def test_rife_slot_needs_a_user_model(tmp_path):
     a, b = torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
     torch.testing.assert_close(interp(a, b), torch.full((1, 3, 8, 8), 0.5))
     assert torch.equal(get_interpolator("rife", model=lambda a, b: a * 0)(b, b), b)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_model_file_by_name_colon_path(tmp_path):
+    """`rife:PATH` is how a model file reaches the interpolator by name (the CLI's --interpolator)."""
+    from lapgen.models.controlvideo import get_interpolator
+
+    class Blend(torch.nn.Module):
+        def forward(self, a, b):
+            return 0.25 * a + 0.75 * b
+
+    torch.jit.script(Blend()).save(str(tmp_path / "blend.pt"))
+    a = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    b = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(get_interpolator(f"rife:{tmp_path / 'blend.pt'}")(a, b), 0.25 * a + 0.75 * b)
+    torch.export.save(torch.export.export(Blend(), (a, b)), str(tmp_path / "blend.pt2"))
+    torch.testing.assert_close(get_interpolator(f"rife:{tmp_path / 'blend.pt2'}")(a, b), 0.25 * a + 0.75 * b)
+    with pytest.raises(LapgenError, match="RIFE model file not found"):
+        get_interpolator(f"rife:{tmp_path / 'missing.pt'}")
+    (tmp_path / "junk.pt").write_bytes(b"not a TorchScript archive")
+    with pytest.raises(LapgenError, match="cannot load the RIFE model") as err:
+        get_interpolator(f"rife:{tmp_path / 'junk.pt'}")
+    assert "\n" not in str(err.value)
+    with pytest.raises(LapgenError, match="'flow' takes no model file"):
+        get_interpolator(f"flow:{tmp_path / 'blend.pt'}")
+    with pytest.raises(LapgenError, match="unknown interpolator 'film'"):
+        get_interpolator(f"film:{tmp_path / 'blend.pt'}")

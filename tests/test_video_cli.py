@@ -142,6 +142,8 @@ def test_unknown_prompt_words_warn_but_run(tmp_path, mask_dir, tiny_sd_dir, tiny
         (["--frames", "99"], "only 12"),
         (["--out", "clip.avi"], ".mp4"),
         (["--smoother-steps", "x"], "--smoother-steps"),
+        (["--interpolator", "rife"], "--interpolator rife:PATH"),
+        (["--interpolator", "flow:model.pt"], "takes no model file"),
     ],
 )
 def test_bad_inputs_are_one_line_errors(tmp_path, mask_dir, tiny_sd_dir, tiny_controlnet_dir, extra, needle):
@@ -231,6 +233,37 @@ def test_interrupted_run_resumes_to_the_same_video(tmp_path, mask_dir, tiny_sd_d
         sorted((tmp_path / "ref_frames").glob("*.png")), sorted((tmp_path / "run_frames").glob("*.png"))
     ):
         assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_rife_model_file_from_the_command_line(tmp_path, mask_dir, tiny_sd_dir, tiny_controlnet_dir):
+    """--interpolator rife:PATH runs the user's model in the smoother: a TorchScript pixel average must
+    give exactly the video of the built-in linear interpolator."""
+    import torch
+    from PIL import Image
+
+    class Average(torch.nn.Module):
+        def forward(self, a, b, t: float):
+            return a * (1 - t) + b * t
+
+    torch.jit.script(Average()).save(str(tmp_path / "avg.pt"))
+    videos = {}
+    for name, spec in (("linear", "linear"), ("rife", f"rife:{tmp_path / 'avg.pt'}")):
+        args = ["video", "--prompt", "grasper retract liver", "--masks", str(mask_dir), "--frames", "4"]
+        args += ["--steps", "2", "--smoother-steps", "1", "--interpolator", spec, "--save-frames"]
+        args += [
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / f"{name}.mp4"),
+            *_models(tiny_sd_dir, tiny_controlnet_dir),
+        ]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+        frames = sorted((tmp_path / f"{name}_frames").glob("*.png"))
+        videos[name] = np.stack([np.asarray(Image.open(f)) for f in frames])
+    assert videos["rife"].shape == (4, 128, 128, 3)
+    np.testing.assert_array_equal(videos["rife"], videos["linear"])
 
 
 def test_list_interpolators():

@@ -54,7 +54,9 @@ def register(app: typer.Typer) -> None:
             1, "--clips-per-pass", help="Long mode: stack equal-length clips per call (faster, more memory)."
         ),
         interpolator: str = typer.Option(
-            "flow", "--interpolator", help="Smoother interpolator: flow|linear|rife."
+            "flow",
+            "--interpolator",
+            help="Smoother interpolator: flow|linear|rife:PATH (your RIFE-style model file).",
         ),
         smoother_steps: str = typer.Option(
             "auto", "--smoother-steps", help='"auto" (60%% of the steps, 2 steps), "none", or "60,61".'

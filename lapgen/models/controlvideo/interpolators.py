@@ -9,7 +9,8 @@ Registry (names users type with `--interpolator`):
 - `linear`: the pixel average; fast, but ghosts moving tools.
 - `rife`: a user-supplied RIFE-style model (the original ControlVideo uses RIFE's IFNet_HDv3 at t=0.5).
   lapgen never downloads weights: pass `model=` (a callable `(a, b) -> mid` or `(a, b, t) -> mid`) or
-  `path=` (a TorchScript `.pt` or torch.export `.pt2` file with that signature).
+  `path=` (a TorchScript `.pt` or torch.export `.pt2` file with that signature). By name, the file
+  follows a colon: `rife:/models/rife.pt` (what `lapgen video --interpolator` takes).
 
 Every interpolator maps `(x, x)` to `x` exactly, so identical frames stay identical through the smoother.
 """
@@ -42,9 +43,16 @@ def list_interpolators() -> dict[str, str]:
 
 
 def get_interpolator(name: str | Interpolator, **options: Any) -> Interpolator:
-    """An interpolator by registry name (or a callable, returned as is)."""
+    """An interpolator by registry name, `NAME:PATH` for a model file (`rife:rife.pt`), or a callable
+    (returned as is)."""
     if callable(name):
         return name
+    if name not in _REGISTRY and ":" in name:
+        name, path = name.split(":", 1)
+        factory = _REGISTRY.get(name, (None,))[0]
+        if factory is not None and "path" not in inspect.signature(factory).parameters:
+            raise LapgenError(f"interpolator {name!r} takes no model file", hint=f"use --interpolator {name}")
+        options = {**options, "path": path}
     if name not in _REGISTRY:
         raise LapgenError(
             f"unknown interpolator {name!r}", hint=f"choose one of: {', '.join(sorted(_REGISTRY))}"
@@ -132,6 +140,18 @@ class FlowMidpoint:
         return out
 
 
+def _takes_time(model: Callable) -> bool:
+    """Whether a midpoint model is called `(a, b, t)` rather than `(a, b)`."""
+    forward = getattr(model, "forward", model)
+    schema = getattr(forward, "schema", None)  # TorchScript methods hide their Python signature
+    if schema is not None:
+        return len(schema.arguments) - 1 >= 3  # the first argument is self
+    try:
+        return len(inspect.signature(forward).parameters) >= 3
+    except (TypeError, ValueError):
+        return True
+
+
 class ModelMidpoint:
     """Midpoint from a user-supplied RIFE-style model `(a, b[, t]) -> mid` on `(N, 3, H, W)` in [0, 1]."""
 
@@ -144,27 +164,36 @@ class ModelMidpoint:
         if model is None and path is None:
             raise LapgenError(
                 "the rife interpolator needs a model",
-                hint="pass a TorchScript RIFE file (interpolator option path=...), "
-                "or use --interpolator flow; lapgen never downloads RIFE weights",
+                hint="name your RIFE-style TorchScript (.pt) or torch.export (.pt2) file as "
+                "--interpolator rife:PATH, or use --interpolator flow; lapgen never downloads RIFE weights",
             )
+        self._loaded_device: torch.device | None = None  # a model read from a file follows the frames
         if model is None:
             path = Path(path)
             if not path.is_file():
                 raise LapgenError("RIFE model file not found", path=path)
-            if path.suffix == ".pt2":  # torch.export archive
-                model = torch.export.load(str(path)).module()
-            else:  # TorchScript
-                model = torch.jit.load(str(path), map_location=device or "cpu").eval()
+            try:
+                if path.suffix == ".pt2":  # torch.export archive
+                    model = torch.export.load(str(path)).module()
+                else:  # TorchScript
+                    model = torch.jit.load(str(path), map_location=device or "cpu").eval()
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise LapgenError(
+                    f"cannot load the RIFE model ({' '.join(str(exc).split())[:160]})",
+                    path=path,
+                    hint="give a TorchScript (.pt, torch.jit.save) or torch.export (.pt2) file",
+                ) from exc
+            self._loaded_device = torch.device(device or "cpu")
         self.model = model
-        try:
-            self.takes_time = len(inspect.signature(getattr(model, "forward", model)).parameters) >= 3
-        except (TypeError, ValueError):  # TorchScript modules may hide their signature
-            self.takes_time = True
+        self.takes_time = _takes_time(model)
 
     @torch.no_grad()
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         _check_pair(a, b)
         same = (a == b).flatten(1).all(dim=1)  # (N,) pairs that must map to themselves
+        if self._loaded_device is not None and self._loaded_device != a.device:
+            self.model.to(a.device)  # e.g. frames decoded on the GPU, file loaded on the CPU
+            self._loaded_device = a.device
         mid = self.model(a, b, 0.5) if self.takes_time else self.model(a, b)
         mid = mid.to(a.dtype).clamp(0, 1)
         return torch.where(same[:, None, None, None], a, mid)
@@ -172,4 +201,6 @@ class ModelMidpoint:
 
 register_interpolator("flow", FlowMidpoint, "optical-flow midpoint (OpenCV Farnebäck), weight-free; default")
 register_interpolator("linear", lambda: linear_midpoint, "pixel average of the two neighbours")
-register_interpolator("rife", ModelMidpoint, "user-supplied RIFE-style model (path= TorchScript file)")
+register_interpolator(
+    "rife", ModelMidpoint, "user-supplied RIFE-style model: rife:PATH (TorchScript .pt or torch.export .pt2)"
+)
