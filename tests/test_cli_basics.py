@@ -82,3 +82,26 @@ def test_help_does_not_import_heavy_libraries():
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "lapgen", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("lapgen ")
+
+
+def test_readme_quick_start_and_the_ci_script_agree():
+    """README's Quick start is one ```bash block of exactly two one-line commands (install + the main job,
+    install + tests), and `.ci/run` extracts and runs the second one."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(\w*)\n(.*?)```", section, re.S)
+    assert len(blocks) == 1 and blocks[0][0] == "bash"
+    commands = [line for line in blocks[0][1].splitlines() if line.strip()]
+    assert len(commands) == 2 and not any(line.rstrip().endswith("\\") for line in commands)
+    main_job, tests = commands
+    assert "pip install" in main_job and re.search(r"lapgen (demo|prepare)\b", main_job)
+    assert "pip install" in tests and '".[test]"' in tests and "pytest" in tests
+    script = (root / ".ci" / "run").read_text()
+    extract = next(line for line in script.splitlines() if line.startswith("test_command="))
+    done = subprocess.run(["bash", "-c", f'{extract}\nprintf %s "$test_command"'], cwd=root,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout == tests
