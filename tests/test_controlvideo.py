@@ -66,6 +66,33 @@ def test_single_frame_equals_diffusers_controlnet_pipeline(controlvideo_pipe):
     assert all(type(v).__name__ == "AttnProcessor2_0" for v in p.unet.attn_processors.values())
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_constructed_from_the_objects_of_a_controlnet_pipeline(controlvideo_pipe):
+    """Keyword construction with the components a StableDiffusionControlNetPipeline is built from, and
+    diffusers' `from_pipe` from such a pipeline, give the same pipeline as `from_components`."""
+    from diffusers import StableDiffusionControlNetPipeline
+
+    from lapgen.models.controlvideo import ControlVideoPipeline
+
+    p = controlvideo_pipe
+    parts = {
+        k: getattr(p, k) for k in ("vae", "text_encoder", "tokenizer", "unet", "controlnet", "scheduler")
+    }
+    ref = StableDiffusionControlNetPipeline(
+        **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    direct = ControlVideoPipeline(**parts)
+    piped = ControlVideoPipeline.from_pipe(ref)
+    masks = make_moving_masks(3, step=15)
+    kw = {"num_inference_steps": 2, "output_type": "latent", "smoother_steps": []}
+    want = p(PROMPT, masks, generator=_gen(), **kw).frames
+    for built in (direct, piped):
+        assert set(built.components) == set(parts)
+        assert all(built.components[k] is v for k, v in parts.items())
+        built.set_progress_bar_config(disable=True)
+        assert torch.equal(built(PROMPT, masks, generator=_gen(), **kw).frames, want)
+
+
 def test_identical_masks_shared_noise_give_identical_frames(controlvideo_pipe):
     mask = make_moving_masks(1)[0]
     one = controlvideo_pipe(
