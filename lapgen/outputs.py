@@ -9,6 +9,7 @@ files are written to a temporary name and renamed.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -79,6 +80,44 @@ def finalize_output_dir(out: str | Path) -> Path:
     else:
         stage.rename(out)
     return out
+
+
+STAGE_SETTINGS = "run.json"  # inside a staging folder: the settings its content was made with
+
+
+def claim_stage(stage: str | Path, settings: dict) -> None:
+    """Record `settings` in a new staging folder, or check that the staged content was made with them.
+
+    A resumed run must not mix outputs of two settings (another segmenter, threshold, size, ...). A
+    staging folder that already holds work but no settings record is refused too. `release_stage`
+    removes the record before the folder is finalised.
+    """
+    stage = Path(stage)
+    wanted = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    record = stage / STAGE_SETTINGS
+    if record.exists():
+        try:
+            found = json.loads(record.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            found = None
+    else:
+        found = wanted if not any(stage.iterdir()) else None
+    if found != wanted:
+        changed = sorted(k for k in wanted if not isinstance(found, dict) or found.get(k) != wanted[k])
+        raise LapgenError(
+            f"an interrupted run with other settings ({', '.join(changed) or 'unknown'}) is in the "
+            "staging folder",
+            path=stage,
+            hint="re-run with the same options, or delete that folder to start over",
+        )
+    if not record.exists():
+        with atomic_file(record, "w") as fh:
+            fh.write(json.dumps(wanted, sort_keys=True))
+
+
+def release_stage(stage: str | Path) -> None:
+    """Remove the settings record of `claim_stage` (call just before `finalize_output_dir`)."""
+    (Path(stage) / STAGE_SETTINGS).unlink(missing_ok=True)
 
 
 @contextmanager

@@ -361,3 +361,65 @@ def test_from_video_with_the_default_segmenter(tmp_path):
     masks = sorted((tmp_path / "m").glob("*.png"))
     assert len(masks) == 3 and Image.open(masks[0]).size == (64, 64)
     assert set(np.unique(np.asarray(Image.open(masks[0])))) <= {0, 255}
+
+
+class _Threshold:
+    """A deterministic stand-in segmenter (bright pixels); raises KeyboardInterrupt on call `stop_at`."""
+
+    def __init__(self, stop_at: int | None = None):
+        self.stop_at, self.calls, self.frames = stop_at, 0, 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        self.frames += len(batch)
+        return [((f.mean(-1) > 128), int((f.mean(-1) > 128).any())) for f in batch]
+
+
+def test_from_video_resumes_only_with_the_same_settings(tmp_path):
+    from lapgen.data.video import write_mp4
+    from lapgen.models.mask_sequences import masks_from_video
+
+    frames = np.zeros((6, 32, 32, 3), np.uint8)
+    for i in range(6):
+        frames[i, 8:16, 2 + 3 * i : 10 + 3 * i] = 255
+    write_mp4(frames, tmp_path / "clip.mp4", fps=25)
+    out, info = tmp_path / "masks", {"name": "threshold"}
+    with pytest.raises(KeyboardInterrupt):
+        masks_from_video(tmp_path / "clip.mp4", out, _Threshold(stop_at=2), batch=2, segmenter_info=info)
+    assert len(list((tmp_path / "masks.partial").glob("0*.png"))) == 2
+    with pytest.raises(LapgenError, match=r"other settings \(size\)"):
+        masks_from_video(tmp_path / "clip.mp4", out, _Threshold(), size=16, batch=2, segmenter_info=info)
+    with pytest.raises(LapgenError, match=r"other settings \(segmenter\)"):
+        masks_from_video(tmp_path / "clip.mp4", out, _Threshold(), batch=2, segmenter_info={"name": "other"})
+    again = _Threshold()
+    result = masks_from_video(tmp_path / "clip.mp4", out, again, batch=2, segmenter_info=info)
+    assert again.frames == 4 and result["frames"] == 6  # only the frames the first run did not finish
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(6)] + ["lapgen.yaml"]
+    whole = masks_from_video(
+        tmp_path / "clip.mp4", tmp_path / "ref", _Threshold(), batch=2, segmenter_info=info
+    )
+    assert whole["frames"] == 6
+    for i in range(6):
+        assert np.array_equal(
+            np.asarray(Image.open(out / f"{i:06d}.png")),
+            np.asarray(Image.open(tmp_path / "ref" / f"{i:06d}.png")),
+        )
+
+
+def test_clips_resume_only_with_the_same_plan(tmp_path, clip_data):
+    from lapgen.models.mask_sequences import extract_clips
+
+    t50, c80 = clip_data
+    out, info = tmp_path / "clips", {"name": "threshold"}
+    kw = {"seconds": 2, "n": 3, "size": 16, "segmenter_info": info}
+    with pytest.raises(KeyboardInterrupt):  # the first clip (50 frames = 4 segment calls) finishes
+        extract_clips(c80, t50, out, _Threshold(stop_at=5), seed=0, **kw)
+    assert len(list((tmp_path / "clips.partial").glob("clip_*/clip.json"))) == 1
+    with pytest.raises(LapgenError, match=r"other settings \(seed\)"):
+        extract_clips(c80, t50, out, _Threshold(), seed=1, **kw)
+    again = _Threshold()
+    result = extract_clips(c80, t50, out, again, seed=0, **kw)
+    assert result["clips"] == 3 and again.frames == 2 * 50
+    assert not (out / "run.json").exists()

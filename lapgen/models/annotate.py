@@ -11,10 +11,10 @@ ControlNet conditioning (Iliash et al. 2024; data-formats.md 5.5).
   plus `metadata.jsonl` (`file_name` = mask, `image` = source image, `instances`, `tool_fraction`).
 
 Work is batched and resumable: every finished batch appends its results to `progress.jsonl` in the
-staging folder, and a re-run skips what is already there. `run.json` beside it records the options that
-shape the masks (source, split, segmenter, conf, iou, imgsz); a re-run with other values is refused
-rather than mixing masks of two settings. `keep_empty` only decides what the final dataset holds, so it
-may change between an interrupted run and its re-run.
+staging folder, and a re-run skips what is already there. The staging folder also records the options
+that shape the masks (source, split, segmenter, conf, iou, imgsz; `outputs.claim_stage`), and a re-run
+with other values is refused rather than mixing masks of two settings. `keep_empty` only decides what
+the final dataset holds, so it may change between an interrupted run and its re-run.
 """
 
 from __future__ import annotations
@@ -31,11 +31,10 @@ import numpy as np
 from lapgen import cards, progress
 from lapgen.data.masks import write_mask
 from lapgen.errors import LapgenError
-from lapgen.outputs import finalize_output_dir, prepare_output_dir
+from lapgen.outputs import claim_stage, finalize_output_dir, prepare_output_dir, release_stage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 PROGRESS = "progress.jsonl"
-RUN_FILE = "run.json"  # the options a staged run was started with (see `_claim_stage`)
 # (RGB images) -> [(union mask (H, W) bool, instance count)]
 Predictor = Callable[[list[np.ndarray]], list[tuple[np.ndarray, int]]]
 
@@ -122,29 +121,6 @@ def _read_progress(stage: Path) -> dict[str, dict]:
     return done
 
 
-def _claim_stage(stage: Path, signature: dict[str, Any]) -> None:
-    """Record `signature` in a new staging folder, or check that a staged run was made with it."""
-    wanted = json.loads(json.dumps(signature, sort_keys=True, default=str))
-    path = stage / RUN_FILE
-    if path.exists():
-        try:
-            found = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            found = None
-    else:
-        found = None if (stage / PROGRESS).exists() else wanted
-    if found != wanted:
-        changed = sorted(k for k in wanted if not isinstance(found, dict) or found.get(k) != wanted[k])
-        raise LapgenError(
-            f"an interrupted run with other settings ({', '.join(changed) or 'unknown'}) is in the "
-            "staging folder",
-            path=stage,
-            hint="re-run with the same options, or delete that folder to start over",
-        )
-    if not path.exists():
-        path.write_text(json.dumps(wanted, sort_keys=True), encoding="utf-8")
-
-
 def _signature(config: MaskConfig, source: Path, info: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """What a resumed run must share with the run it continues: everything that shapes the masks."""
     segmenter = {k: v for k, v in info.items() if k not in ("device", "conf", "iou", "imgsz")}
@@ -194,7 +170,7 @@ def annotate(config: MaskConfig, predictor: tuple[Predictor, dict[str, Any]] | N
     records = read_records(source, config.split)
     predict, info = predictor or load_predictor(config)
     stage = prepare_output_dir(config.out, overwrite=config.overwrite)
-    _claim_stage(stage, _signature(config, source, info, split=config.split))
+    claim_stage(stage, _signature(config, source, info, split=config.split))
     items = [
         (str(i), source / rec["file_name"], mask_name(rec["file_name"])) for i, rec in enumerate(records)
     ]
@@ -253,7 +229,7 @@ def annotate(config: MaskConfig, predictor: tuple[Predictor, dict[str, Any]] | N
         ),
     )
     (stage / PROGRESS).unlink()
-    (stage / RUN_FILE).unlink()
+    release_stage(stage)
     finalize_output_dir(config.out)
     return summary
 
@@ -298,7 +274,7 @@ def predict_folder(
     names = list_images(source)
     predict, info = predictor or load_predictor(config)
     stage = prepare_output_dir(config.out, overwrite=config.overwrite)
-    _claim_stage(stage, _signature(config, source, info))
+    claim_stage(stage, _signature(config, source, info))
     items = [(name, source / name, str(PurePosixPath(name).with_suffix(".png"))) for name in names]
 
     def write(key: str, path: Path, rel: str, mask: np.ndarray, count: int) -> dict:
@@ -325,6 +301,6 @@ def predict_folder(
         ),
     )
     (stage / PROGRESS).unlink()
-    (stage / RUN_FILE).unlink()
+    release_stage(stage)
     finalize_output_dir(config.out)
     return summary

@@ -31,7 +31,7 @@ from lapgen.data.masks import (
     write_mask_sequence,
 )
 from lapgen.errors import LapgenError
-from lapgen.outputs import finalize_output_dir, prepare_output_dir
+from lapgen.outputs import claim_stage, finalize_output_dir, prepare_output_dir, release_stage
 
 
 def make_segment_fn(
@@ -54,7 +54,7 @@ def make_segment_fn(
     def segment(frames: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
         return predict_union_masks(model, frames, conf=conf, imgsz=imgsz, device=dev)
 
-    return segment, info
+    return segment, {**info, "conf": conf, "imgsz": imgsz}
 
 
 @dataclass
@@ -124,6 +124,9 @@ def masks_from_video(
 
     info = probe(video)
     stage = prepare_output_dir(out, overwrite=overwrite, resume=True)
+    claim_stage(  # a resumed run continues only with the same video, size and segmenter
+        stage, {"video": str(Path(video).absolute()), "size": size, "segmenter": segmenter_info}
+    )
     done = sorted(stage.glob("[0-9]*.png"))
     previous = read_mask(done[-1]) if done else None
     reused = 0
@@ -154,6 +157,7 @@ def masks_from_video(
         stage,
         make_card("mask-sequence", method="from-video", video=str(video), segmenter=segmenter_info, **result),
     )
+    release_stage(stage)
     finalize_output_dir(out)
     return result
 
@@ -188,6 +192,19 @@ def extract_clips(
     if on_plan:
         on_plan(len(clips))
     stage = prepare_output_dir(out, overwrite=overwrite, resume=True)
+    claim_stage(  # finished clips of an interrupted run are kept only if they come from the same plan
+        stage,
+        {
+            "cholec80": str(Path(cholec80).absolute()),
+            "cholect50": str(Path(cholect50).absolute()),
+            "seconds": seconds,
+            "n": n,
+            "seed": seed,
+            "size": size,
+            "prompt_format": prompt_format,
+            "segmenter": segmenter_info,
+        },
+    )
     records = write_clips(clips, cholec80, stage, segment, size=size, advance=advance)
     (stage / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     result = {
@@ -209,6 +226,7 @@ def extract_clips(
             **result,
         ),
     )
+    release_stage(stage)
     finalize_output_dir(out)
     return result
 
