@@ -50,7 +50,27 @@ def configure_ultralytics() -> None:
     if any(SETTINGS.get(k) for k in _INTEGRATIONS if k in SETTINGS):
         SETTINGS.update({k: False for k in _INTEGRATIONS if k in SETTINGS})
     trainer_module.check_amp = _offline_check_amp
+    _restore_pil_open()
     _configured["done"] = True
+
+
+def _restore_pil_open() -> None:
+    """Undo ultralytics' process-wide patch of `PIL.Image.open`.
+
+    Importing ultralytics replaces `PIL.Image.open` with a wrapper that, the first time a file cannot be
+    identified, pip-installs and imports pi-heif (HEIC support). Offline that turns every corrupt image any
+    lapgen code opens afterwards into a ModuleNotFoundError traceback; online it installs a package. lapgen
+    reads PNG/JPEG only and reports unreadable files itself.
+    """
+    from PIL import Image
+
+    try:
+        import ultralytics.utils.patches as patches
+    except ImportError:  # pragma: no cover - an ultralytics without the patch
+        return
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is getattr(patches, "image_open", None):
+        Image.open = original
 
 
 def seed_fonts(config_dir: Path) -> list[Path]:
