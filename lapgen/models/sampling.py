@@ -66,6 +66,10 @@ def plan_items(config: SampleConfig) -> list[dict[str, Any]]:
             raise LapgenError("--prompt with a ControlNet needs --mask PATH", hint="or use --prompts-from DIR")
         if config.mask and not Path(config.mask).is_file():
             raise LapgenError("mask not found", path=config.mask)
+        if config.mask and config.controlnet:
+            from lapgen.data.masks import read_mask
+
+            read_mask(config.mask)  # a corrupt mask fails here, before models load and GEN.partial exists
         item: dict[str, Any] = {"text": config.prompt}
         if config.controlnet:
             item["mask"] = str(Path(config.mask).resolve())
