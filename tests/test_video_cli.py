@@ -195,6 +195,28 @@ def test_existing_output_and_missing_default_controlnet(tmp_path, mask_dir, tiny
     assert len(res.output.strip().splitlines()) == 1
 
 
+def test_registry_defaults_make_the_short_command_work(
+    tmp_path, monkeypatch, mask_dir, tiny_sd_dir, tiny_controlnet_dir
+):
+    """Once a Stage-1 and a Stage-2 model are the registry's defaults, `lapgen video --prompt P --masks DIR`
+    needs nothing else (--out defaults to clip.mp4; steps and frames cut only to keep the test short)."""
+    from lapgen.cards import read_card
+    from lapgen.data.video import probe
+
+    monkeypatch.setenv("LAPGEN_HOME", str(tmp_path / "home"))  # keep the session's registry untouched
+    monkeypatch.chdir(tmp_path)
+    for name, path in (("stage1", tiny_sd_dir), ("stage2", tiny_controlnet_dir)):
+        assert runner.invoke(app, ["models", "add", name, str(path)]).exit_code == 0
+        assert runner.invoke(app, ["models", "use", name]).exit_code == 0
+    as_written = ["video", "--prompt", "grasper retract liver", "--masks", str(mask_dir)]
+    res = runner.invoke(app, [*as_written, "--frames", "3", "--steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert probe(tmp_path / "clip.mp4", count=True).frames == 3
+    card = read_card(tmp_path / "clip.mp4")
+    assert card["models"]["model"]["name"] == "stage1" and card["models"]["controlnet"]["name"] == "stage2"
+    assert card["config"]["model"] is None and card["config"]["controlnet"] is None
+
+
 def test_interrupted_run_resumes_to_the_same_video(tmp_path, mask_dir, tiny_sd_dir, tiny_controlnet_dir):
     from PIL import Image
 
