@@ -454,3 +454,35 @@ def register_artifact(name: str, kind: str, path: str | Path, card: dict[str, An
         if make_default:
             data["defaults"][kind] = name
     return resolve(name, kind)
+
+
+def record_metrics(results: list[dict[str, Any]]) -> list[str]:
+    """Add `lapgen eval` results to the provenance card of the lapgen-trained model that made each set.
+
+    A generated set's card (written by `lapgen sample`) names its pipeline (`model`) and its ControlNet. Each
+    result goes into the card of the ControlNet when there is one, else of the pipeline, as
+    `metrics[<result key>]`, but only when that model is a folder written by `lapgen finetune` or
+    `lapgen train-controlnet` (built-in, hub and external weights are left alone). Returns the names of the
+    models whose cards were updated; `lapgen models show NAME` then lists the metrics.
+    """
+    from lapgen.cards import update_card
+
+    updated: list[str] = []
+    for result in results:
+        gens = (result.get("spread") or {}).get("gens") or [result.get("gen")]  # seed replicates: any one
+        gen_card = _safe_card(Path(gens[0])) if gens[0] else None
+        if not gen_card or gen_card.get("kind") != "generated-set":
+            continue
+        name = gen_card.get("controlnet") or gen_card.get("model")
+        try:
+            entry = resolve(name) if name else None
+        except LapgenError:  # the model was removed or moved since the set was sampled
+            continue
+        if (entry is None or entry.path is None or not entry.path.is_dir()
+                or _card_kind(entry.card) not in ("pipeline", "controlnet")
+                or not isinstance(entry.card.get("training"), dict)):
+            continue
+        keep = ("metric", "value", "extractor", "gen", "real", "n_gen", "n_real", "created")
+        update_card(entry.path, metrics={result["key"]: {k: result.get(k) for k in keep}})
+        updated.append(entry.name)
+    return sorted(set(updated))

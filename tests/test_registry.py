@@ -289,3 +289,67 @@ def test_builtin_table_is_plain_data():
     assert yaml.safe_load(yaml.safe_dump(BUILTINS)) == BUILTINS
     for kind, name in BUILTIN_DEFAULTS.items():
         assert kind in registry.KINDS and (name is None or BUILTINS[name]["kind"] == kind)
+
+
+def _trained(tmp_path, name, kind):
+    folder = _pipeline_dir(tmp_path, name) if kind == "pipeline" else _controlnet_dir(tmp_path, name)
+    card = make_card(kind, name=name, training={"steps": 3, "epochs": 1})
+    registry.register_artifact(name, kind, folder, card)
+    return folder
+
+
+def _generated(tmp_path, name, **card):
+    folder = tmp_path / name
+    write_card(folder, make_card("generated-set", **card))
+    return folder
+
+
+FID_KEY = "fid[inception-v3-clean,sha256=0123456789ab]"
+
+
+def _result(gen, key=FID_KEY, value=12.5):
+    return {"metric": key.split("[")[0], "key": key, "value": value, "gen": str(gen), "real": "/data/real",
+            "n_gen": 4, "n_real": 4, "extractor": "inception-v3", "created": "2026-01-01T00:00:00+00:00"}
+
+
+def test_eval_results_are_recorded_in_the_trained_models_card(tmp_path):
+    """Issue 3: a registered artefact's card carries its metrics once evaluated (`models show`)."""
+    stage1 = _trained(tmp_path, "stage1", "pipeline")
+    _trained(tmp_path, "cn", "controlnet")
+    plain = _generated(tmp_path, "gen-plain", model="stage1", controlnet=None)
+    controlled = _generated(tmp_path, "gen-cn", model="stage1", controlnet="cn")
+    by_path = _generated(tmp_path, "gen-path", model=str(stage1))
+    builtin = _generated(tmp_path, "gen-sd15", model="sd15")
+    assert registry.record_metrics([_result(plain)]) == ["stage1"]
+    assert registry.record_metrics([_result(controlled, value=9.0)]) == ["cn"]  # the ControlNet made it
+    assert registry.record_metrics([_result(builtin), _result(tmp_path / "no-card")]) == []
+    assert registry.record_metrics([_result(by_path, key="kid[x]", value=0.01)]) == [str(stage1.resolve())]
+    shown = json.loads(runner.invoke(app, ["models", "show", "stage1", "--json"]).stdout)
+    metrics = shown["card"]["metrics"]
+    assert set(metrics) == {FID_KEY, "kid[x]"} and metrics[FID_KEY]["value"] == 12.5
+    assert metrics["kid[x]"]["gen"] == str(by_path)
+    assert registry.resolve("cn").card["metrics"][FID_KEY]["value"] == 9.0
+    # a re-evaluation replaces the value under the same key; the card keeps its other fields
+    registry.record_metrics([_result(plain, value=11.0)])
+    card = registry.resolve("stage1").card
+    assert card["metrics"][FID_KEY]["value"] == 11.0
+    assert card["training"] == {"steps": 3, "epochs": 1} and len(card["metrics"]) == 2
+    # a folder that lapgen did not train (no `training` in its card) is never written to
+    external = _pipeline_dir(tmp_path, "external")
+    write_card(external, make_card("pipeline", name="external"))
+    registry.add_entry("external", str(external))
+    assert registry.record_metrics([_result(_generated(tmp_path, "gen-ext", model="external"))]) == []
+    assert "metrics" not in registry.resolve("external").card
+
+
+def test_lapgen_eval_records_its_result(tmp_path, monkeypatch):
+    from lapgen.metrics import evaluate
+
+    _trained(tmp_path, "stage1", "pipeline")
+    gen = _generated(tmp_path, "gen", model="stage1")
+    monkeypatch.setattr(evaluate, "evaluate_fidelity", lambda cfg: [_result(gen, value=7.0)])
+    result = runner.invoke(app, ["eval", "fid", str(gen), str(tmp_path / "real"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["value"] == 7.0
+    assert "recorded in the card of stage1" in result.stderr
+    assert registry.resolve("stage1").card["metrics"][FID_KEY]["value"] == 7.0

@@ -69,11 +69,22 @@ def _print_results(results: list[dict[str, Any]]) -> None:
     stdout.print(table)
 
 
+def record_in_model_cards(results: list[dict[str, Any]]) -> None:
+    """Add the results to the card of the lapgen-trained model that made the set (`lapgen models show`)."""
+    from lapgen.progress import notice
+    from lapgen.registry import record_metrics
+
+    updated = record_metrics(results)
+    if updated:
+        notice(f"recorded in the card of {', '.join(updated)} (lapgen models show NAME)")
+
+
 def _emit(results: list[dict[str, Any]], as_json: bool, out: Path | None, overwrite: bool) -> None:
     from lapgen.metrics.evaluate import SCHEMA
 
     payload: Any = results[0] if len(results) == 1 else {"schema": SCHEMA, "results": results}
     _write_json(out, overwrite, payload, "eval-result")
+    record_in_model_cards(results)
     if as_json:
         typer.echo(json.dumps(payload, indent=1))
     else:
@@ -180,6 +191,7 @@ def f1_command(
                    labels={"model": model, "setup": setup, "epoch": epoch})
     result = evaluate_mask_f1(cfg)
     _write_json(out, overwrite, result, "eval-result")
+    record_in_model_cards([result])
     if as_json:
         typer.echo(json.dumps(result, indent=1))
         return

@@ -62,6 +62,9 @@ def map_command(
             fh.write(text + "\n")
         write_card(out, make_card("eval-result", output=str(out), metric="map", key=result["key"],
                                   value=result["value"], recognizer=result["recognizer"]["name"]))
+    from lapgen.cli.eval import record_in_model_cards
+
+    record_in_model_cards([result])
     if as_json:
         typer.echo(text)
         return
