@@ -122,6 +122,16 @@ def test_cholec80_length_and_video_errors(tmp_path, synthetic_cholec80):
     tool.write_text(tool.read_text() + "125\t1\t0\t0\t0\t0\t0\t0\n")  # past the last frame (109)
     with pytest.raises(LapgenError, match="do not match the video"):
         cholec80.read_video_annotations(root, 3)
+    # annotations shorter than the video: the unlabelled tail is a warning, not an error
+    short = copy_tree(synthetic_cholec80, tmp_path / "c80s")
+    assert cholec80.read_video_annotations(short, 3).warnings == []  # one phase row per frame: silent
+    phase = short / "phase_annotations" / "video03-phase.txt"
+    phase.write_text("\n".join(phase.read_text().splitlines()[:81]) + "\n")  # frames 0..79 of 110
+    (short / "tool_annotations" / "video03-tool.txt").write_text(
+        "\n".join((short / "tool_annotations" / "video03-tool.txt").read_text().splitlines()[:4]) + "\n")
+    vid = cholec80.read_video_annotations(short, 3)
+    assert [s.frame for s in vid.samples] == [0, 25, 50]
+    assert len(vid.warnings) == 1 and "ends at frame 79 but the video has 110 frames" in vid.warnings[0]
     root = copy_tree(synthetic_cholec80, tmp_path / "c80b")
     mp4 = root / "videos" / "video03.mp4"
     mp4.write_bytes(mp4.read_bytes()[:3000])

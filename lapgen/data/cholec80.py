@@ -4,7 +4,8 @@ every 25 frames).
 
 Files are split on any whitespace (`\\r\\n` accepted), rows are looked up by their `Frame` value (never
 by position), tool columns by header name (never including `Frame`), and phases are mapped to CholecT50
-phases by name. Annotations that reach past the video's last frame are an error.
+phases by name. Annotations that reach past the video's last frame are an error; a phase file that ends
+more than a second before the video does is a warning (its tail has no labels, so it is not used).
 """
 
 from __future__ import annotations
@@ -153,6 +154,9 @@ def read_video_annotations(root: str | Path, video: int, mp4: Path | None = None
         raise LapgenError(f"annotations reach frame {last} but the video has {info.frames} frames; the "
                           f"annotations do not match the video", path=mp4,
                           hint="re-download the video or its annotation files")
+    if max(phases) < info.frames - 1 - vocab.CHOLEC80_FPS:  # more than a second of video without phase rows
+        warnings.append(f"{stem}-phase.txt ends at frame {max(phases)} but the video has {info.frames} "
+                        "frames (is it this video's file?); frames past the annotations are not used")
     samples = []
     for c in sorted(tools):
         if c % vocab.CHOLEC80_FPS:  # tool rows are every 25 frames; anything else cannot align with T-index
