@@ -423,3 +423,22 @@ def test_clips_resume_only_with_the_same_plan(tmp_path, clip_data):
     result = extract_clips(c80, t50, out, again, seed=0, **kw)
     assert result["clips"] == 3 and again.frames == 2 * 50
     assert not (out / "run.json").exists()
+
+
+def test_from_video_and_clips_bad_options_are_one_line_errors(tmp_path, clip_data):
+    from lapgen.data.video import write_mp4
+
+    write_mp4(np.zeros((2, 16, 16, 3), np.uint8), tmp_path / "clip.mp4", fps=25)
+    t50, c80 = clip_data
+    clips = ["masks", "clips", "--cholec80", str(c80), "--cholect50", str(t50), "--seconds", "2"]
+    cases = [
+        (["masks", "from-video", str(tmp_path / "clip.mp4"), "--conf", "3"], "--conf must be in [0, 1]"),
+        (["masks", "from-video", str(tmp_path / "clip.mp4"), "--size", "-5"], "--size must be a positive"),
+        ([*clips, "--size", "-3"], "--size must be a positive"),
+        ([*clips, "--conf", "-0.5"], "--conf must be in [0, 1]"),
+    ]
+    for k, (args, needle) in enumerate(cases):
+        res = runner.invoke(app, [*args, "--out", str(tmp_path / f"o{k}")])
+        assert res.exit_code == 2, res.output
+        assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]

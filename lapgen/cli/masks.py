@@ -86,10 +86,11 @@ def from_video_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     from lapgen.data.video import probe
-    from lapgen.models.mask_sequences import make_segment_fn, masks_from_video
+    from lapgen.models.mask_sequences import check_frame_size, make_segment_fn, masks_from_video
     from lapgen.outputs import prepare_output_dir
     from lapgen.progress import make_progress, notice
 
+    check_frame_size(size or None)
     info = probe(video)  # one-line error for a missing/corrupt video before loading the segmenter
     if out.exists() and not overwrite:
         prepare_output_dir(out, overwrite=False)  # raises the standard one-line error
@@ -133,11 +134,12 @@ def clips_cmd(
 ) -> None:
     from lapgen.data.masks import plan_clips
     from lapgen.data.prompts import check_format
-    from lapgen.models.mask_sequences import extract_clips, make_segment_fn
+    from lapgen.models.mask_sequences import check_frame_size, extract_clips, make_segment_fn
     from lapgen.outputs import prepare_output_dir
     from lapgen.progress import make_progress, notice
 
     check_format(prompt_format)
+    check_frame_size(size)
     plan_clips(cholect50, cholec80, seconds=seconds, n=n, seed=seed, prompt_format=prompt_format)  # validate
     if out.exists() and not overwrite:
         prepare_output_dir(out, overwrite=False)

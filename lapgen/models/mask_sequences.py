@@ -34,10 +34,18 @@ from lapgen.errors import LapgenError
 from lapgen.outputs import claim_stage, finalize_output_dir, prepare_output_dir, release_stage
 
 
+def check_frame_size(size: int | None) -> None:
+    """`--size` of from-video / clips: a positive number of pixels (None keeps the video's size)."""
+    if size is not None and size < 1:
+        raise LapgenError(f"--size must be a positive number of pixels, got {size}")
+
+
 def make_segment_fn(
     segmenter: str | None, *, device: str = "auto", conf: float = 0.25
 ) -> tuple[SegmentFn, dict]:
     """A batch segment function `(RGB frames) -> [(union mask, instances)]` from a registry segmenter."""
+    if not 0.0 <= conf <= 1.0:
+        raise LapgenError(f"--conf must be in [0, 1], got {conf:g}")
     from lapgen.models.loading import load_segmenter
     from lapgen.models.segmentation import (
         model_imgsz,
@@ -122,6 +130,7 @@ def masks_from_video(
     from lapgen.cards import make_card, write_card
     from lapgen.data.video import iter_frames, probe
 
+    check_frame_size(size)
     info = probe(video)
     stage = prepare_output_dir(out, overwrite=overwrite, resume=True)
     claim_stage(  # a resumed run continues only with the same video, size and segmenter
@@ -182,6 +191,7 @@ def extract_clips(
     from lapgen.cards import make_card, write_card
     from lapgen.data.masks import plan_clips, write_clips
 
+    check_frame_size(size)
     clips, found = plan_clips(
         cholect50, cholec80, seconds=seconds, n=n, seed=seed, prompt_format=prompt_format
     )
