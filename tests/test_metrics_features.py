@@ -350,3 +350,49 @@ def test_builtin_extractor_specs_match_their_networks_and_registry_entries(name)
     assert (spec.dim, spec.input_size) == (cfg["embed_dim"], cfg["vision_cfg"]["image_size"])
     assert cfg["quick_gelu"]  # OpenAI's weights were trained with QuickGELU
     assert entry.options["arch"] == spec.open_clip_model and entry.options["pretrained"] == "openai"
+
+
+def _check_clean_protocol_vs_clean_fid(name, weights, size, image_sets):
+    """`lapgen eval fid/kid` (clean protocol) against clean-fid's own chain with the same network: its folder
+    reading and `clean` resize, its Fréchet distance and its KID. clean-fid draws KID subsets from the global
+    NumPy RNG, but with subsets of the whole sets (m = N) every draw is a permutation, so the value is fixed."""
+    import json
+
+    from cleanfid import fid as cf
+    from cleanfid.resize import make_resizer
+    from typer.testing import CliRunner
+
+    from lapgen.cli.main import app
+    from lapgen.models.loading import inception_from_file
+
+    net = inception_from_file(weights)
+    resize = make_resizer("PIL", False, "bicubic", (size, size))  # clean-fid's "clean" resizer
+
+    def body(x):  # the Inception after clean-fid's resize: (x - 128) / 128 inside, pool3 out
+        return inception_pool3(net, x)
+
+    feats = [cf.get_folder_features(str(image_sets[k]), model=body, num_workers=0, batch_size=8,
+                                    device=torch.device("cpu"), mode="clean", custom_fn_resize=resize,
+                                    verbose=False) for k in ("gen", "real")]
+    ref_fid = cf.frechet_distance(feats[0].mean(0), np.cov(feats[0], rowvar=False), feats[1].mean(0),
+                                  np.cov(feats[1], rowvar=False))
+    ref_kid = cf.kernel_distance(*(f.astype(np.float64) for f in feats), num_subsets=3)  # lapgen: float64
+    runner = CliRunner()
+    out = {}
+    for metric in ("fid", "kid"):
+        res = runner.invoke(app, ["eval", metric, str(image_sets["gen"]), str(image_sets["real"]), "--inception",
+                                  name, "--weights", str(weights), "--json"])  # kid reads fid's cached features
+        assert res.exit_code == 0, res.output
+        out[metric] = json.loads(res.stdout)
+    assert out["fid"]["protocol"] == "clean" and out["kid"]["params"]["subset_size"] == 10
+    assert ref_fid > 0.1 and out["fid"]["value"] == pytest.approx(ref_fid, rel=1e-5)
+    assert out["kid"]["value"] == pytest.approx(ref_kid, rel=1e-5)
+
+
+def test_clean_protocol_fid_kid_equal_clean_fid(small_inception, image_sets):
+    _check_clean_protocol_vs_clean_fid(*small_inception, 75, image_sets)
+
+
+@pytest.mark.slow
+def test_clean_protocol_fid_kid_equal_clean_fid_full_size(inception_weights, image_sets):
+    _check_clean_protocol_vs_clean_fid("inception-v3", inception_weights, 299, image_sets)
