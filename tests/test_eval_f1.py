@@ -106,11 +106,36 @@ def test_f1_with_a_real_segmenter_and_instance_f1(controlnet_gen, confident_segm
     assert len(res["weights_sha256"]) == 64
 
 
-def test_mask2yolo_keeps_the_largest_contour():
-    mask = _rect_mask(64, 64, (4, 4, 20, 20)) | _rect_mask(64, 64, (30, 10, 60, 50))
+def _paper_mask2yolo(mask: np.ndarray) -> np.ndarray | None:
+    """The paper's rule written out with OpenCV: RETR_TREE contours of the 640 px bilinear resize > 127,
+    the first contour with the most vertices, coordinates / 640."""
+    import cv2
+
+    grey = cv2.resize(np.where(mask, 255, 0).astype(np.uint8), (640, 640), interpolation=cv2.INTER_LINEAR)
+    _, thresh = cv2.threshold(grey, 127, 255, 0)
+    contours, _ = cv2.findContours(thresh, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+    best: list = []
+    for c in contours:
+        if len(c) > len(best):
+            best = c
+    return None if len(best) == 0 else np.asarray(best, np.float64).reshape(-1, 2) / 640
+
+
+def test_mask2yolo_keeps_the_contour_with_the_most_vertices():
+    """The paper keeps the contour with the most vertices, not the largest: a big straight-edged block has
+    8 vertices after the resize, a small disc many more, so the disc is the label."""
+    import cv2
+
+    disc = np.zeros((64, 64), np.uint8)
+    cv2.circle(disc, (52, 52), 7, 255, -1)
+    mask = _rect_mask(64, 64, (2, 2, 36, 60)) | (disc > 0)
     poly = mask2yolo_polygon(mask)
-    assert poly.min(0) == pytest.approx([10 / 64, 30 / 64], abs=0.02)
-    assert poly.max(0) == pytest.approx([50 / 64, 60 / 64], abs=0.02)
+    assert poly.min(0) == pytest.approx([45 / 64, 45 / 64], abs=0.03)  # the disc around (52, 52), r = 7
+    np.testing.assert_array_equal(poly, _paper_mask2yolo(mask))
+    two = _rect_mask(64, 64, (4, 4, 20, 20)) | _rect_mask(64, 64, (30, 10, 60, 50))  # equal counts: first
+    np.testing.assert_array_equal(mask2yolo_polygon(two), _paper_mask2yolo(two))
+    ring = _rect_mask(64, 64, (8, 8, 56, 56)) & ~(disc > 0)  # a hole is a contour too (RETR_TREE)
+    np.testing.assert_array_equal(mask2yolo_polygon(ring), _paper_mask2yolo(ring))
     assert mask2yolo_polygon(np.zeros((8, 8), bool)) is None
 
 

@@ -9,7 +9,7 @@ resized with nearest neighbour when sizes differ): pixel micro F1 (headline), ma
 
 `instance=True` adds the paper code's number, `f1_instance_yolo_val`: each conditioning mask becomes a YOLO
 label as in `mask2yolo` (buma13/dgm4miccai24_laparoscopicvideos, `evaluation/controlnet_eval_datasets.py`:
-resize to 640x640 bilinear, > 127, largest external contour only, class 0), then ultralytics `val` with
+resize to 640x640 bilinear, > 127, the one contour with the most vertices, class 0), then ultralytics `val` with
 `single_cls=True` matches instances at mask IoU 0.5 and reports F1 at the confidence maximising the mean F1
 curve. It is instance-level although the paper's text says pixel-wise; only it compares with the paper's 0.71.
 """
@@ -87,18 +87,25 @@ def mask_pairs(image_set: ImageSet) -> list[Path]:
 
 
 def mask2yolo_polygon(mask: np.ndarray) -> np.ndarray | None:
-    """The paper's label recipe: (K, 2) polygon normalised to [0, 1] of the largest contour, or None."""
+    """The paper's label recipe: a (K, 2) polygon normalised to [0, 1], or None for an empty mask.
+
+    As the paper's `mask2yolo`: resize to 640x640 bilinear, > 127, `findContours(RETR_TREE,
+    CHAIN_APPROX_SIMPLE)`, and keep the contour with the most vertices (the first on ties). That is
+    usually, not always, the largest tool: a straight-edged large region has few vertices.
+    """
     import cv2
 
     grey = np.where(mask, 255, 0).astype(np.uint8)
     grey = cv2.resize(grey, (MASK2YOLO_SIZE, MASK2YOLO_SIZE), interpolation=cv2.INTER_LINEAR)
     binary = np.where(grey > 127, 255, 0).astype(np.uint8)
-    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    contours = [c for c in contours if len(c) >= 3]
-    if not contours:
+    contours, _ = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+    chosen = None
+    for contour in contours:
+        if chosen is None or len(contour) > len(chosen):
+            chosen = contour
+    if chosen is None or len(chosen) < 3:  # no region (a polygon needs 3 vertices)
         return None
-    largest = max(contours, key=cv2.contourArea)
-    return largest.reshape(-1, 2).astype(np.float64) / MASK2YOLO_SIZE
+    return chosen.reshape(-1, 2).astype(np.float64) / MASK2YOLO_SIZE
 
 
 def instance_f1_yolo_val(model: Any, image_set: ImageSet, masks: list[np.ndarray], *, imgsz: int, device: str,
