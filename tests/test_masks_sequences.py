@@ -442,3 +442,25 @@ def test_from_video_and_clips_bad_options_are_one_line_errors(tmp_path, clip_dat
         assert res.exit_code == 2, res.output
         assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_preview_of_a_clip_folder_puts_frames_beside_masks(tmp_path):
+    """`masks preview CLIP` on a `masks clips` folder: each GIF frame is real frame | mask."""
+    clip = tmp_path / "clip_000"
+    (clip / "masks").mkdir(parents=True)
+    (clip / "frames").mkdir()
+    for i in range(3):
+        mask = np.zeros((24, 32), np.uint8)
+        mask[4:12, 2 + 8 * i : 10 + 8 * i] = 255
+        Image.fromarray(mask).save(clip / "masks" / f"{i:06d}.png")
+        Image.fromarray(np.full((24, 32, 3), 40 + 80 * i, np.uint8)).save(clip / "frames" / f"{i:06d}.png")
+    res = runner.invoke(app, ["masks", "preview", str(clip), "--out", str(tmp_path / "p.gif")])
+    assert res.exit_code == 0, res.output
+    gif = Image.open(tmp_path / "p.gif")
+    assert gif.size == (64, 24) and gif.n_frames == 3
+    for i in range(3):
+        gif.seek(i)
+        tile = np.asarray(gif.convert("L")).astype(int)
+        assert np.abs(tile[:, :32] - (40 + 80 * i)).max() <= 2  # the real frame on the left
+        want = np.asarray(Image.open(clip / "masks" / f"{i:06d}.png")) > 127
+        assert np.array_equal(tile[:, 32:] > 127, want)  # its mask on the right
