@@ -464,3 +464,19 @@ def test_preview_of_a_clip_folder_puts_frames_beside_masks(tmp_path):
         assert np.abs(tile[:, :32] - (40 + 80 * i)).max() <= 2  # the real frame on the left
         want = np.asarray(Image.open(clip / "masks" / f"{i:06d}.png")) > 127
         assert np.array_equal(tile[:, 32:] > 127, want)  # its mask on the right
+
+
+def test_animate_warns_when_the_path_leaves_the_canvas(tmp_path):
+    from lapgen.cards import read_card
+
+    tool = _tool(tmp_path)  # 96x64 canvas, a 30x10 bar
+    out = tmp_path / "off"
+    argv = ["masks", "animate", "--mask", str(tool), "--path", "20,30;300,30", "--frames", "5"]
+    res = runner.invoke(app, [*argv, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    empty = [not (np.asarray(Image.open(p)) > 127).any() for p in sorted(out.glob("*.png"))]
+    assert empty[0] is False and sum(empty) >= 2  # x = 20, 90, 160, 230, 300: the last three are off
+    assert f"{sum(empty)} of 5 frames have no tool pixel" in res.stderr and "96x64" in res.stderr
+    assert read_card(out)["empty_frames"] == sum(empty)
+    inside = runner.invoke(app, [*argv[:5], "20,30;70,30", "--frames", "5", "--out", str(tmp_path / "in")])
+    assert inside.exit_code == 0 and "no tool pixel" not in inside.stderr

@@ -100,6 +100,14 @@ def animate_masks(
     union = np.zeros((frames, canvas[1], canvas[0]), bool)
     for mask, points, rotate, scale in parsed:
         union |= animate_mask(mask, points, frames, rotate, scale, canvas)
+    empty = int((~union.any(axis=(1, 2))).sum())
+    if empty:  # allowed (a tool may leave the view), but rarely what a path in the wrong units meant
+        from lapgen.progress import warn
+
+        warn(
+            f"{empty} of {frames} frames have no tool pixel: the path takes the tools off the "
+            f"{canvas[0]}x{canvas[1]} canvas (path points are pixels of that canvas)"
+        )
     stage = prepare_output_dir(out, overwrite=overwrite, resume=False)
     write_mask_sequence(stage, union)
     write_card(
@@ -110,6 +118,7 @@ def animate_masks(
             frames=frames,
             size=list(canvas),
             tools=[asdict(t) for t in tools],
+            empty_frames=empty,
         ),
     )
     return finalize_output_dir(out)
