@@ -480,3 +480,13 @@ def test_animate_warns_when_the_path_leaves_the_canvas(tmp_path):
     assert read_card(out)["empty_frames"] == sum(empty)
     inside = runner.invoke(app, [*argv[:5], "20,30;70,30", "--frames", "5", "--out", str(tmp_path / "in")])
     assert inside.exit_code == 0 and "no tool pixel" not in inside.stderr
+
+
+def test_animate_canvas_size_must_be_positive(tmp_path):
+    tool = _tool(tmp_path)
+    for size in ("0x5", "-4x5"):
+        argv = ["masks", "animate", "--mask", str(tool), "--path", "1,2", "--frames", "2", "--size", size]
+        res = runner.invoke(app, [*argv, "--out", str(tmp_path / "o")])
+        assert res.exit_code == 2 and f"--size {size} is not a canvas" in res.stderr, res.output
+        assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()

@@ -88,11 +88,17 @@ def animate_masks(
         raise LapgenError("give at least one --mask with its --path")
     if frames < 1:
         raise LapgenError("--frames must be at least 1")
+    if size is not None and min(size) < 1:
+        raise LapgenError(
+            f"--size {size[0]}x{size[1]} is not a canvas", hint="write WIDTHxHEIGHT in pixels, e.g. 128x128"
+        )
     parsed = []
     for tool in tools:  # validate everything before writing
         mask = read_mask(tool.mask)
         if not mask.any():  # say which of the --mask files it is
-            raise LapgenError("the tool mask is empty", path=tool.mask, hint="draw the tool in white (255) on black")
+            raise LapgenError(
+                "the tool mask is empty", path=tool.mask, hint="draw the tool in white (255) on black"
+            )
         parsed.append(
             (mask, parse_points(tool.path), parse_poses(tool.rotate, 0.0), parse_poses(tool.scale, 1.0))
         )
