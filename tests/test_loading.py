@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -132,6 +133,15 @@ def test_not_a_pipeline_folder(tmp_path):
     (tmp_path / "x" / "lapgen.yaml").write_text("kind: pipeline\n")
     with pytest.raises(LapgenError, match="no model_index.json"):
         loading.load_sd_pipeline(str(tmp_path / "x"))
+
+
+def test_incomplete_pipeline_folder(tiny_sd_dir, tmp_path):
+    """A copy without tokenizer/ is one line naming the folder, not an error deep inside transformers."""
+    copy = tmp_path / "incomplete"
+    shutil.copytree(tiny_sd_dir, copy)
+    shutil.rmtree(copy / "tokenizer")
+    with pytest.raises(LapgenError, match=r"has no tokenizer/ \(listed in model_index.json\)"):
+        loading.load_sd_pipeline(str(copy), device="cpu")
 
 
 def test_hub_sources_fail_offline_in_one_line():

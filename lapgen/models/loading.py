@@ -118,6 +118,26 @@ def _from_pretrained(cls: Any, entry: Entry, location: Path | str, **kwargs: Any
         raise _offline_error(entry) from exc
 
 
+def _check_pipeline_components(entry: Entry, location: Path) -> None:
+    """Every component folder that model_index.json lists must exist (an incomplete copy of a pipeline,
+    e.g. without `tokenizer/`, otherwise fails deep inside transformers with a misleading message)."""
+    import json
+
+    try:
+        index = json.loads((location / "model_index.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise LapgenError(f"model '{entry.name}': model_index.json is not valid JSON", path=location,
+                          hint="point at a folder written by diffusers' save_pretrained") from exc
+    missing = [name for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+               if isinstance(index.get(name), list) and index[name][0] is not None
+               and not (location / name).is_dir()]
+    if missing:
+        folders = ", ".join(m + "/" for m in missing)
+        raise LapgenError(f"model '{entry.name}': the pipeline folder has no {folders} "
+                          "(listed in model_index.json)", path=location,
+                          hint="copy the complete folder (e.g. tokenizer/ from the SD 1.5 folder)")
+
+
 def load_sd_pipeline(source: Any = None, *, device: Any = "auto", dtype: Any = "fp32",
                      entry: Entry | None = None) -> "StableDiffusionPipeline":
     """A diffusers `StableDiffusionPipeline` (safety checker off) on `device` in `dtype`.
@@ -132,6 +152,8 @@ def load_sd_pipeline(source: Any = None, *, device: Any = "auto", dtype: Any = "
         raise LapgenError(f"model '{entry.name}' is not a diffusers pipeline folder (no model_index.json)",
                           path=location,
                           hint="give the folder written by `lapgen finetune` or save_pretrained")
+    if isinstance(location, Path):
+        _check_pipeline_components(entry, location)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     pipe = _from_pretrained(StableDiffusionPipeline, entry, location, **_dtype_kwargs(torch_dtype),
