@@ -234,3 +234,25 @@ def test_uploaded_mask_video_previews_and_generates(studio, tmp_path):
     assert probe(result.video).frames == 3
     assert (result.run_dir / "uploaded_masks.mp4").is_file()
     assert "--masks " + str(result.run_dir / "uploaded_masks.mp4") in result.commands[0]
+
+
+def test_registry_defaults_are_preselected_and_generate_offline(tiny_sd_dir, tiny_controlnet_dir, tmp_path,
+                                                                 monkeypatch):
+    """What `lapgen demo && lapgen studio` relies on: models registered as the defaults of their kinds (as
+    the demo and every training run register theirs) are preselected on the page without --model /
+    --controlnet, and generate with the hub offline."""
+    from lapgen import registry
+    from lapgen.studio.app import build_app
+    from lapgen.studio.generation import Studio, StudioConfig
+
+    monkeypatch.setenv("LAPGEN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    registry.register_artifact("my-stage1", "pipeline", tiny_sd_dir, make_default=True)
+    registry.register_artifact("my-stage2", "controlnet", tiny_controlnet_dir, make_default=True)
+    studio = Studio(StudioConfig(runs=tmp_path / "runs", device="cpu"))  # no model named
+    page = build_app(studio)
+    chosen = {b.elem_id: b.value for b in page.blocks.values() if b.elem_id in ("model", "controlnet")}
+    assert chosen == {"model": "my-stage1", "controlnet": "my-stage2"}
+    result = studio.generate(_request(model=chosen["model"], controlnet=chosen["controlnet"], frames=2, steps=1),
+                             tracks=_tracks())
+    assert result.video.is_file() and "--model my-stage1 --controlnet my-stage2" in result.commands[-1]
