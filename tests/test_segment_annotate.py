@@ -256,6 +256,25 @@ def test_predict_resumes(stamped_frames, tmp_path):
     assert second.seen == 3 and s["images"] == 8 and s["empty"] == 7
 
 
+def test_predict_on_a_generated_set_segments_only_its_images(stamped_frames, tmp_path):
+    """A folder with metadata.jsonl (a `lapgen sample` set) is segmented by its file_name images only:
+    the conditioning masks stored beside them are not images to segment."""
+    (stamped_frames / "masks").mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((32, 48), np.uint8)).save(stamped_frames / "masks" / f"{i:05d}.png")
+    scripted = Scripted({0, 5})
+    s = predict_folder(
+        MaskConfig(source=stamped_frames, out=tmp_path / "m", batch=4), (scripted, {"name": "s"})
+    )
+    names = [r["file_name"] for r in read_records(stamped_frames)]
+    assert s["images"] == scripted.seen == len(names) == 8 and s["empty"] == 6
+    rows = [json.loads(x) for x in (tmp_path / "m" / "metadata.jsonl").read_text().splitlines()]
+    assert [r["image"] for r in rows] == names
+    assert sorted(
+        p.relative_to(tmp_path / "m").as_posix() for p in (tmp_path / "m").rglob("*.png")
+    ) == sorted(names)
+
+
 def test_bad_input(tmp_path, tiny_segmenter_run, stamped_frames):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
