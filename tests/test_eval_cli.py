@@ -264,3 +264,25 @@ def test_map_comparability_follows_the_paper_row():
     assert not any("mode" in w for w in comparability({**real, "variant": "video"})[1])
     assert any("video-wise" in w for w in comparability({**real, "variant": "global"})[1])
     assert any("published Rendezvous" in w for w in comparability(real)[1])
+
+
+def test_weights_from_the_registry_or_a_one_line_error_offline(image_sets, inception_weights, tmp_path,
+                                                               monkeypatch):
+    """Without --weights: a copy of the released file under its released name in $LAPGEN_HOME/weights is
+    the built-in entry's file; with no file anywhere and the hub offline, one line names --weights."""
+    import shutil
+
+    from lapgen.metrics.features import FeatureExtractor
+    from lapgen.metrics.weights import INCEPTION_URL
+
+    monkeypatch.setenv("LAPGEN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no torch hub copy either
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    gen, real = str(image_sets["gen"]), str(image_sets["real"])
+    _one_line_error(["eval", "fid", gen, real], "--weights")
+    _one_line_error(["eval", "cmmd", gen, real], "--weights")
+    released = tmp_path / "home" / "weights" / INCEPTION_URL.rsplit("/", 1)[1]
+    released.parent.mkdir(parents=True)
+    shutil.copyfile(inception_weights, released)
+    ext = FeatureExtractor("inception-v3")
+    assert ext.weights_path == released and ext.describe()["weights"] == str(released)
