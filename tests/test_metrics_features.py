@@ -268,16 +268,21 @@ def test_openai_torchscript_weights_load(tiny_clip, image_sets, tmp_path):
 
 
 def test_extractors_and_registry_loaders_build_the_same_networks(tiny_clip, inception_weights, tmp_path,
-                                                                 monkeypatch):
+                                                                 monkeypatch, caplog):
     """One builder serves both: a FeatureExtractor's network equals what `lapgen.models.loading` loads for
-    a registry entry with the same weights file."""
+    a registry entry with the same weights file (and open_clip's "initialized randomly" warning, wrong
+    once the weights are loaded, is not shown)."""
+    import logging
+
     from lapgen import registry
     from lapgen.models import loading
 
     monkeypatch.setenv("LAPGEN_HOME", str(tmp_path / "home"))
     name, weights = tiny_clip
     registry.add_entry("my-tiny-clip", str(weights), kind="feature-extractor")
-    ours = FeatureExtractor(name, weights=weights).model
+    with caplog.at_level(logging.WARNING):
+        ours = FeatureExtractor(name, weights=weights).model
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
     theirs, _ = loading.load_clip("my-tiny-clip", device="cpu", arch="lapgen-test-tiny-clip")
     theirs.requires_grad_(False)  # as the extractor: PyTorch's attention takes its fused path only then
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))

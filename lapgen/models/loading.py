@@ -280,6 +280,15 @@ def _load_error(label: str, path: Path, exc: BaseException) -> LapgenError:
                                        "state dict, or OpenAI's TorchScript CLIP .pt)")
 
 
+class _DropRandomInitWarning:
+    """A logging filter: open_clip warns (on the root logger) that a model built without a pretrained tag
+    is "initialized randomly"; `clip_from_file` loads the weights right after, so the warning would mislead."""
+
+    @staticmethod
+    def filter(record: Any) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
 def clip_from_file(arch: str, path: str | Path, *, label: str | None = None) -> tuple[Any, Any]:
     """open_clip model `arch` (fp32, CPU, eval) with the weights of a local file loaded strictly, and its
     evaluation transform.
@@ -295,6 +304,10 @@ def clip_from_file(arch: str, path: str | Path, *, label: str | None = None) -> 
     label = label or arch
     if not path.is_file():
         raise LapgenError(f"{label}: weights file does not exist", path=path)
+    import logging
+
+    root = logging.getLogger()
+    root.addFilter(_DropRandomInitWarning)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
         model.load_state_dict(safe_state_dict(path), strict=True)
@@ -302,6 +315,8 @@ def clip_from_file(arch: str, path: str | Path, *, label: str | None = None) -> 
         raise
     except Exception as exc:  # wrong architecture, wrong file: one line naming the file
         raise _load_error(label, path, exc) from exc
+    finally:
+        root.removeFilter(_DropRandomInitWarning)
     return model.float().eval(), preprocess
 
 
