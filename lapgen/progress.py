@@ -21,8 +21,10 @@ from rich.progress import (
 
 T = TypeVar("T")
 
-stderr = Console(stderr=True)
-stdout = Console()
+# soft_wrap: a printed line is never hard-wrapped at the terminal width (80 columns when piped), so paths,
+# commands and error lines stay whole for the terminal, log files and scripts alike; tables still fit.
+stderr = Console(stderr=True, soft_wrap=True)
+stdout = Console(soft_wrap=True)
 _quiet = False
 
 

@@ -105,3 +105,14 @@ def test_readme_quick_start_and_the_ci_script_agree():
     done = subprocess.run(["bash", "-c", f'{extract}\nprintf %s "$test_command"'], cwd=root,
                           capture_output=True, text=True, check=True)
     assert done.stdout == tests
+
+
+def test_long_lines_are_not_hard_wrapped_when_piped():
+    """Notices and results printed through lapgen's consoles stay one line in a pipe (rich would wrap at 80)."""
+    import os
+
+    long = "/some/very/long/path/" + "x" * 150 + " end"
+    code = f"from lapgen.progress import notice, stdout; notice({long!r}); stdout.print({long!r})"
+    env = {**os.environ, "COLUMNS": "80"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert r.stderr.strip() == long and r.stdout.strip() == long
