@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+import shlex
 import sys
 from dataclasses import asdict, is_dataclass
 from importlib import metadata
@@ -66,13 +67,20 @@ def card_path(artefact: str | Path) -> Path:
     return artefact.with_name(artefact.name + "." + CARD_NAME)
 
 
+def command_line() -> str | None:
+    """The running `lapgen ...` command, shell-quoted so that it can be pasted back into a shell."""
+    if not sys.argv or "lapgen" not in sys.argv[0]:
+        return None
+    return shlex.join(["lapgen", *sys.argv[1:]])
+
+
 def make_card(kind: str, **fields: Any) -> dict[str, Any]:
     """A card dict with the standard header (kind, lapgen version, time, command line, libraries)."""
     card: dict[str, Any] = {
         "kind": kind,
         "lapgen_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "command": " ".join(["lapgen", *sys.argv[1:]]) if sys.argv and "lapgen" in sys.argv[0] else None,
+        "command": command_line(),
         "libraries": library_versions(),
     }
     card.update(plain(fields))

@@ -116,3 +116,17 @@ def test_long_lines_are_not_hard_wrapped_when_piped():
     env = {**os.environ, "COLUMNS": "80"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert r.stderr.strip() == long and r.stdout.strip() == long
+
+
+def test_card_command_line_is_shell_quoted(monkeypatch):
+    """The card's `command` re-runs as written: a prompt with spaces stays one argument."""
+    import shlex
+
+    from lapgen.cards import make_card
+
+    argv = ["/venv/bin/lapgen", "video", "--prompt", "grasper retract liver", "--out", "my video"]
+    monkeypatch.setattr(sys, "argv", argv)
+    command = make_card("video")["command"]
+    assert shlex.split(command) == ["lapgen", *argv[1:]]
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    assert make_card("video")["command"] is None
