@@ -138,11 +138,20 @@ def register_model_hooks(accelerator, stage) -> None:
 
 
 def save_checkpoint(config, accelerator, run_dir: Path, step: int, generator, ema) -> None:
+    """Write `checkpoint-{step}` atomically: into `.checkpoint-{step}.tmp`, renamed once every rank is done,
+    so a run killed while saving leaves no torn checkpoint for `--resume latest` to pick."""
     folder = run_dir / f"checkpoint-{step}"
+    tmp = run_dir / f".checkpoint-{step}.tmp"
     if accelerator.is_main_process:
         prune_checkpoints(run_dir, config.checkpoints_total_limit)
+        for stale in (tmp, folder):  # a save interrupted by a kill; a step saved again after an older resume
+            if stale.exists():
+                shutil.rmtree(stale)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(folder))  # every rank (DeepSpeed needs it); accelerate guards the writes
+    accelerator.save_state(str(tmp))  # every rank (DeepSpeed needs it); accelerate guards the writes
     accelerator.wait_for_everyone()
-    save_extra_state(folder, accelerator, generator, ema, run_dir)
+    save_extra_state(tmp, accelerator, generator, ema, run_dir)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        tmp.rename(folder)
     accelerator.wait_for_everyone()
