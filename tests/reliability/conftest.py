@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability.harness import THREADS, World
+from tests.reliability.harness import (
+    THREADS,
+    World,
+    assert_ok,
+    in_process_one_thread,
+    prepare_args,
+    run_in_process,
+    sample_args,
+)
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +74,34 @@ def torch_threads():
     torch.set_num_threads(THREADS)
     yield THREADS
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def big_cholect50(tmp_path_factory):
+    """A CholecT50 release with enough work for a mid-run kill of `prepare`: 4 videos x 30 frames, 320x180."""
+    from PIL import Image
+
+    from lapgen.data import synthetic
+
+    root = synthetic.write_cholect50(
+        tmp_path_factory.mktemp("big-t50") / "CholecT50", videos=(1, 8, 6, 103), num_frames=30
+    )
+    for png in root.glob("videos/*/*.png"):
+        Image.open(png).resize((320, 180), Image.BILINEAR).save(png, compress_level=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def prepare_reference(big_cholect50, tmp_path_factory):
+    """An uninterrupted `lapgen prepare` of `big_cholect50` (in-process)."""
+    out = tmp_path_factory.mktemp("prepare-ref") / "frames"
+    assert_ok(run_in_process(prepare_args(big_cholect50, out)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_reference(world, tmp_path_factory):
+    """An uninterrupted `lapgen sample` (`harness.sample_args`, in-process, one torch thread)."""
+    out = tmp_path_factory.mktemp("sample-ref") / "gen"
+    assert_ok(in_process_one_thread(sample_args(world, out)))
+    return out

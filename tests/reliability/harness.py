@@ -130,3 +130,189 @@ def error_line(run: Run) -> str:
     assert len(lines) == 1, f"expected exactly one line on stderr, got {len(lines)}:\n{run.stderr}"
     assert lines[0].startswith("lapgen: error: "), lines[0]
     return lines[0]
+
+
+def kill_when(args: list, *, cwd: Path, ready, timeout: float = 300, poll: float = 0.002) -> str:
+    """Start `python -m lapgen ARGS`, wait until `ready()` is true, then SIGKILL it (its whole process group).
+
+    Progress is detected from files the command writes (`ready` polls them), never from a sleep. Fails if
+    the command ends on its own first. Returns what it printed on stderr before it was killed.
+    """
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        lapgen_argv(args),
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"the command ended (exit {proc.returncode}) before the kill point:\n{proc.stderr.read()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the kill point was not reached within {timeout} s")
+            time.sleep(poll)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"expected death by SIGKILL, got exit {proc.returncode}"
+    return proc.stderr.read()
+
+
+def files_by_inode(folder: Path, pattern: str = "**/*.png") -> dict[str, tuple[int, int]]:
+    """{relative path: (inode, mtime_ns)} of the complete files under `folder` (temp files excluded). A file
+    rewritten through a temp name and a rename gets a new inode, so equal inodes mean 'not redone'."""
+    out = {}
+    for p in folder.glob(pattern):
+        if p.is_file() and ".tmp" not in p.name:
+            st = p.stat()
+            out[str(p.relative_to(folder))] = (st.st_ino, st.st_mtime_ns)
+    return out
+
+
+# Fields of a provenance card that legitimately differ between two runs of the same command into two
+# folders: when it was made and the command line. Paths naming the output folder itself differ too; they are
+# compared with that folder written as `<out>`.
+CARD_VOLATILE = ("created", "command")
+
+
+def comparable_card(path: Path, root: Path) -> dict:
+    """A card without its volatile fields, with the output folder `root` written as `<out>`."""
+    import yaml
+
+    card = yaml.safe_load(path.read_text().replace(str(root.resolve()), "<out>").replace(str(root), "<out>"))
+    for key in CARD_VOLATILE:
+        card.pop(key, None)
+    return card
+
+
+def compare_trees(a: Path, b: Path, *, cards: tuple[str, ...] = ("lapgen.yaml",)) -> None:
+    """Assert two output folders hold the same files with the same bytes; the named card files are compared
+    without their volatile fields (`comparable_card`)."""
+    files_a = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b, f"different files:\n{sorted(set(files_a) ^ set(files_b))}"
+    differ = []
+    for rel in files_a:
+        if Path(rel).name in cards:
+            if comparable_card(a / rel, a) != comparable_card(b / rel, b):
+                differ.append(rel)
+        elif (a / rel).read_bytes() != (b / rel).read_bytes():
+            differ.append(rel)
+    assert not differ, f"{len(differ)} of {len(files_a)} files differ, e.g. {differ[:5]}"
+    assert files_a, "nothing to compare"
+
+
+def assert_ok(run: Run) -> None:
+    assert run.exit_code == 0, f"exit {run.exit_code}\nstdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+
+
+# The commands the interruption and determinism tests run (small, CPU, seeded).
+
+
+def prepare_args(raw: Path, out: Path) -> list:
+    return ["prepare", "--cholect50", raw, "--out", out, "--size", 128, "--workers", 1]
+
+
+def sample_args(world: World, out: Path) -> list:
+    return [
+        "sample",
+        "--out",
+        out,
+        "--model",
+        world.tiny_sd,
+        "--prompts-from",
+        world.frames,
+        "--split",
+        "train",
+        "--n",
+        10,
+        "--steps",
+        4,
+        "--resolution",
+        64,
+        "--batch-size",
+        1,
+        "--seed",
+        5,
+        "--device",
+        "cpu",
+    ]
+
+
+def finetune_args(world: World, out: Path) -> list:
+    return [
+        "finetune",
+        "--data",
+        world.frames,
+        "--out",
+        out,
+        "--base",
+        world.tiny_sd,
+        "--resolution",
+        64,
+        "--batch-size",
+        2,
+        "--max-steps",
+        8,
+        "--checkpointing-steps",
+        2,
+        "--lr",
+        "1e-3",
+        "--seed",
+        3,
+        "--resume",
+        "latest",
+        "--device",
+        "cpu",
+    ]
+
+
+def video_args(world: World, out: Path) -> list:
+    return [
+        "video",
+        "--prompt",
+        "grasper retract gallbladder in calot-triangle-dissection",
+        "--masks",
+        world.masks,
+        "--out",
+        out,
+        "--model",
+        world.tiny_sd,
+        "--controlnet",
+        world.tiny_controlnet,
+        "--steps",
+        3,
+        "--resolution",
+        64,
+        "--seed",
+        11,
+        "--gif",
+        "--save-frames",
+        "--side-by-side",
+        "--device",
+        "cpu",
+    ]
+
+
+def in_process_one_thread(args: list) -> Run:
+    """`run_in_process` with torch on `THREADS` threads (as the subprocesses), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        return run_in_process(args)
+    finally:
+        torch.set_num_threads(before)
