@@ -61,6 +61,7 @@ def test_per_index_seeds_and_skip_finished(tiny_sd_dir, tmp_path):
     assert a.generated == 3
     b = sample_images(SampleConfig(out=str(tmp_path / "b"), model=str(tiny_sd_dir), prompt="hook dissect cystic-duct",
                                    n=2, steps=2, batch_size=1, device="cpu"))
+    assert b.generated == 2
     for i in range(2):  # image i depends on its index, not on n or the batch size
         assert np.abs(_px(tmp_path / "a" / f"images/{i:05d}.png") - _px(tmp_path / "b" / f"images/{i:05d}.png")).max() <= 2
     assert np.abs(_px(tmp_path / "a/images/00000.png") - _px(tmp_path / "a/images/00001.png")).max() > 10

@@ -114,7 +114,7 @@ def _from_pretrained(cls: Any, entry: Entry, location: Path | str, **kwargs: Any
         if isinstance(location, Path):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise LapgenError(f"model '{entry.name}' could not be loaded ({first})", path=location,
-                              hint=f"point at a folder written by diffusers' save_pretrained") from exc
+                              hint="point at a folder written by diffusers' save_pretrained") from exc
         raise _offline_error(entry) from exc
 
 
