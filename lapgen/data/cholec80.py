@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lapgen.data import vocab
+from lapgen.data.release import per_video_files, select_videos
 from lapgen.errors import LapgenError
 
 _VIDEO_RE = re.compile(r"^video(\d+)$")
@@ -116,22 +117,9 @@ def read_tool_file(path: str | Path) -> dict[int, list[str]]:
 
 def video_files(root: str | Path) -> dict[int, Path]:
     """{video id: videos/videoNN.mp4} of the release at `root`; checks the layout."""
-    root = Path(root)
-    if not root.is_dir():
-        raise LapgenError("Cholec80 folder not found", path=root,
-                          hint="pass the folder holding videos/, phase_annotations/ and tool_annotations/")
-    for sub in ("videos", "phase_annotations", "tool_annotations"):
-        if not (root / sub).is_dir():
-            raise LapgenError(f"Cholec80 folder has no {sub}/ subfolder", path=root,
-                              hint="pass the release root (videos/, phase_annotations/, tool_annotations/)")
-    files = {}
-    for p in (root / "videos").glob("*.mp4"):
-        m = _VIDEO_RE.match(p.stem)
-        if m:
-            files[int(m.group(1))] = p
-    if not files:
-        raise LapgenError("no videoNN.mp4 files in videos/", path=root / "videos", hint="pass the Cholec80 release root")
-    return files
+    return per_video_files(root, dataset="Cholec80", folder="videos", suffix=".mp4", name_re=_VIDEO_RE,
+                           subfolders=("videos", "phase_annotations", "tool_annotations"),
+                           expected="videoNN.mp4 files")
 
 
 def read_video_annotations(root: str | Path, video: int, mp4: Path | None = None) -> C80Video:
@@ -172,11 +160,5 @@ def read_video_annotations(root: str | Path, video: int, mp4: Path | None = None
 def read_cholec80(root: str | Path, videos: list[int] | None = None) -> list[C80Video]:
     """Read and validate the Cholec80 release at `root` (all videos, or the given ids)."""
     files = video_files(root)
-    ids = sorted(files)
-    if videos is not None:
-        unknown = sorted(set(videos) - set(ids))
-        if unknown:
-            raise LapgenError(f"no mp4 for video(s) {', '.join(vocab.c80_video_name(v) for v in unknown)}",
-                              path=Path(root) / "videos", hint="found: " + ", ".join(map(vocab.c80_video_name, ids)))
-        ids = sorted(set(videos))
+    ids = select_videos(list(files), videos, what="mp4", path=Path(root) / "videos", name=vocab.c80_video_name)
     return [read_video_annotations(root, v, files[v]) for v in ids]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lapgen.data import vocab
+from lapgen.data.release import per_video_files, select_videos
 from lapgen.errors import LapgenError
 
 _VIDEO_RE = re.compile(r"^VID(\d+)$")
@@ -58,22 +59,8 @@ def find_videos(root: str | Path) -> list[int]:
 
 def label_files(root: str | Path) -> dict[int, Path]:
     """{video id: labels/VIDxx.json} of the release at `root`; checks the layout."""
-    root = Path(root)
-    if not root.is_dir():
-        raise LapgenError("CholecT50 folder not found", path=root, hint="pass the folder holding videos/ and labels/")
-    for sub in ("videos", "labels"):
-        if not (root / sub).is_dir():
-            raise LapgenError(f"CholecT50 folder has no {sub}/ subfolder", path=root,
-                              hint="pass the release root (the folder holding videos/ and labels/)")
-    files = {}
-    for p in (root / "labels").glob("*.json"):
-        m = _VIDEO_RE.match(p.stem)
-        if m:
-            files[int(m.group(1))] = p
-    if not files:
-        raise LapgenError("no VIDxx.json label files in labels/", path=root / "labels",
-                          hint="pass the CholecT50 release root")
-    return files
+    return per_video_files(root, dataset="CholecT50", subfolders=("videos", "labels"), folder="labels",
+                           suffix=".json", name_re=_VIDEO_RE, expected="VIDxx.json label files")
 
 
 def _load_json(path: Path) -> dict:
@@ -196,11 +183,5 @@ def read_cholect50(root: str | Path, videos: list[int] | None = None) -> list[T5
     """Read and validate the CholecT50 release at `root` (all videos, or the given ids)."""
     root = Path(root)
     files = label_files(root)
-    ids = sorted(files)
-    if videos is not None:
-        unknown = sorted(set(videos) - set(ids))
-        if unknown:
-            raise LapgenError(f"no labels for video(s) {', '.join(vocab.t50_video_name(v) for v in unknown)}",
-                              path=root / "labels", hint="found: " + ", ".join(map(vocab.t50_video_name, ids)))
-        ids = sorted(set(videos))
+    ids = select_videos(list(files), videos, what="labels", path=root / "labels", name=vocab.t50_video_name)
     return [read_labels(files[v], frames_dir=root / "videos" / files[v].stem) for v in ids]
