@@ -1,0 +1,271 @@
+"""The evaluation steps of `lapgen demo`: feature weights, `eval fidelity / f1 / map`, `eval report`, and the
+registry defaults. Like `lapgen.demo.steps`, each calls the library function behind its command."""
+
+from __future__ import annotations
+
+from lapgen.demo.steps import NAMES, SETS, SETUP, Context, cmd, write_json
+
+
+def features_cmds(c: Context) -> list[str]:
+    w = c.p("weights")
+    return [
+        f"(library) lapgen.demo.assets.write_random_inception / write_random_clip -> {w}",
+        cmd(
+            "lapgen",
+            "models",
+            "add",
+            NAMES["inception"],
+            w / inception_file(c),
+            "--kind",
+            "feature-extractor",
+        ),
+        cmd("lapgen", "models", "add", NAMES["clip"], w / clip_file(c), "--kind", "feature-extractor"),
+    ]
+
+
+def inception_file(c: Context) -> str:
+    return f"inception-v3-random-seed{c.seed}.pth"
+
+
+def clip_file(c: Context) -> str:
+    return f"clip-vit-b-32-random-seed{c.seed}.safetensors"
+
+
+def features_step(c: Context) -> dict:
+    from lapgen.demo.assets import write_random_clip, write_random_inception
+    from lapgen.registry import add_entry
+
+    w = c.p("weights")
+    w.mkdir(parents=True, exist_ok=True)
+    inception = write_random_inception(w / inception_file(c), seed=c.seed)
+    clip = write_random_clip(w / clip_file(c), seed=c.seed)
+    label = "lapgen demo: RANDOM weights (seeded), values comparable only within one demo run"
+    add_entry(
+        NAMES["inception"], str(inception), kind="feature-extractor", description=f"Inception-v3, {label}"
+    )
+    add_entry(NAMES["clip"], str(clip), kind="feature-extractor", description=f"CLIP ViT-B/32, {label}")
+    return {}
+
+
+def fidelity_cmds(c: Context) -> list[str]:
+    return [
+        cmd(
+            "lapgen",
+            "eval",
+            "fidelity",
+            c.p("samples", folder),
+            c.p("data", "frames"),
+            "--real-split",
+            "test",
+            "--weights",
+            NAMES["inception"],
+            "--clip-fid-weights",
+            NAMES["clip"],
+            "--cmmd-weights",
+            NAMES["clip"],
+            "--kid-subsets",
+            c.sizes.kid_subsets,
+            "--model",
+            SETS[folder][2],
+            "--setup",
+            SETUP,
+            "--device",
+            c.device,
+            "--out",
+            c.p("eval", f"fidelity-{folder}.json"),
+            "--overwrite",
+        )
+        for folder in SETS
+    ]
+
+
+def fidelity_step(c: Context) -> dict:
+    from lapgen.metrics.evaluate import SCHEMA, FidelityConfig, evaluate_fidelity
+
+    for folder, (_model, _cn, label, _trained) in SETS.items():
+        results = evaluate_fidelity(
+            FidelityConfig(
+                gen=[c.p("samples", folder)],
+                real=c.p("data", "frames"),
+                real_split="test",
+                inception_weights=NAMES["inception"],
+                clip_fid_weights=NAMES["clip"],
+                cmmd_weights=NAMES["clip"],
+                kid_subsets=c.sizes.kid_subsets,
+                device=c.device,
+                labels={"model": label, "setup": SETUP},
+            )
+        )
+        write_json(c.p("eval", f"fidelity-{folder}.json"), {"schema": SCHEMA, "results": results})
+    return {}
+
+
+CN_SETS = [f for f, v in SETS.items() if v[1]]
+T2I_SETS = [f for f, v in SETS.items() if not v[1]]
+
+
+def f1_cmds(c: Context) -> list[str]:
+    return [
+        cmd(
+            "lapgen",
+            "eval",
+            "f1",
+            c.p("samples", folder),
+            "--segmenter",
+            NAMES["segmenter"],
+            "--conf",
+            c.sizes.annotate_conf,
+            "--boot",
+            c.sizes.boot,
+            "--seed",
+            c.seed,
+            "--model",
+            SETS[folder][2],
+            "--setup",
+            SETUP,
+            "--device",
+            c.device,
+            "--out",
+            c.p("eval", f"f1-{folder}.json"),
+            "--overwrite",
+        )
+        for folder in CN_SETS
+    ]
+
+
+def f1_step(c: Context) -> dict:
+    from lapgen.metrics.spatial import F1Config, evaluate_mask_f1
+
+    for folder in CN_SETS:
+        result = evaluate_mask_f1(
+            F1Config(
+                gen=c.p("samples", folder),
+                segmenter=NAMES["segmenter"],
+                conf=c.sizes.annotate_conf,
+                n_boot=c.sizes.boot,
+                seed=c.seed,
+                device=c.device,
+                labels={"model": SETS[folder][2], "setup": SETUP},
+            )
+        )
+        write_json(c.p("eval", f"f1-{folder}.json"), result)
+    return {}
+
+
+def map_cmds(c: Context) -> list[str]:
+    lines = [
+        cmd(
+            "lapgen",
+            "eval",
+            "map",
+            c.p("samples", folder),
+            "--recognizer",
+            NAMES["recognizer"],
+            "--boot",
+            c.sizes.boot,
+            "--seed",
+            c.seed,
+            "--model",
+            SETS[folder][2],
+            "--setup",
+            SETUP,
+            "--device",
+            c.device,
+            "--out",
+            c.p("eval", f"map-{folder}.json"),
+            "--overwrite",
+        )
+        for folder in T2I_SETS
+    ]
+    lines.append(
+        cmd(
+            "lapgen",
+            "eval",
+            "map",
+            c.p("data", "frames"),
+            "--split",
+            "test",
+            "--mode",
+            "global",
+            "--recognizer",
+            NAMES["recognizer"],
+            "--boot",
+            c.sizes.boot,
+            "--seed",
+            c.seed,
+            "--model",
+            "real test frames",
+            "--setup",
+            "real",
+            "--device",
+            c.device,
+            "--out",
+            c.p("eval", "map-real.json"),
+            "--overwrite",
+        )
+    )
+    return lines
+
+
+def map_step(c: Context) -> dict:
+    from lapgen.models.recognition.evaluate import MapEvalConfig, evaluate_map
+
+    jobs = [
+        (str(c.p("samples", f)), None, "auto", {"model": SETS[f][2], "setup": SETUP}, f"map-{f}.json")
+        for f in T2I_SETS
+    ]
+    jobs.append(
+        (
+            str(c.p("data", "frames")),
+            "test",
+            "global",
+            {"model": "real test frames", "setup": "real"},
+            "map-real.json",
+        )
+    )
+    for images, split, mode, labels, name in jobs:
+        result = evaluate_map(
+            MapEvalConfig(
+                images=images,
+                recognizer=NAMES["recognizer"],
+                split=split,
+                mode=mode,
+                n_boot=c.sizes.boot,
+                seed=c.seed,
+                device=c.device,
+                labels=labels,
+            )
+        )
+        write_json(c.p("eval", name), result)
+    return {}
+
+
+def report_cmds(c: Context) -> list[str]:
+    return [cmd("lapgen", "eval", "report", c.p("eval"), "--out", c.p("report.md"), "--overwrite")]
+
+
+def report_step(c: Context) -> dict:
+    from lapgen.metrics.report import build_report, write_report
+
+    write_report(build_report([c.p("eval")]), c.p("report.md"), overwrite=True)
+    return {}
+
+
+def defaults_cmds(c: Context) -> list[str]:
+    return [cmd("lapgen", "models", "use", NAMES[k]) for k in ("sd", "controlnet", "segmenter", "recognizer")]
+
+
+def defaults_step(c: Context) -> dict:
+    """Re-register the trained folders (a resumed demo may meet an edited registry) and make them defaults."""
+    from lapgen.registry import register_artifact, set_default
+
+    for key, kind, folder in (
+        ("sd", "pipeline", "sd"),
+        ("controlnet", "controlnet", "controlnet"),
+        ("segmenter", "segmenter", "segmenter"),
+        ("recognizer", "recognizer", "recognizer"),
+    ):
+        register_artifact(NAMES[key], kind, c.p("runs", folder), make_default=False)
+        if c.facts.get("set_defaults", True):
+            set_default(NAMES[key])
+    return {}

@@ -1,0 +1,134 @@
+"""The ordered steps of `lapgen demo` (what each writes decides whether a resumed run skips it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from lapgen.demo import evaluation as ev
+from lapgen.demo import steps as st
+from lapgen.demo.steps import SETS, Context, Step
+
+
+def _files(*parts: str) -> Callable[[Context], list[Path]]:
+    return lambda c: [c.p(*parts)]
+
+
+STEPS: tuple[Step, ...] = (
+    Step(
+        "data",
+        "write synthetic Cholec80, CholecT50, CholecSeg8k and ART-Net",
+        st.data_cmds,
+        st.data_step,
+        lambda c: [c.p("raw", d) for d in ("CholecT50", "cholec80", "CholecSeg8k", "ART-Net")],
+    ),
+    Step(
+        "prepare",
+        "prepare the 128 px text-image frames dataset",
+        st.prepare_cmds,
+        st.prepare_step,
+        _files("data", "frames"),
+    ),
+    Step(
+        "segment-convert",
+        "convert CholecSeg8k + ART-Net to a YOLO dataset",
+        st.convert_cmds,
+        st.convert_step,
+        _files("data", "yolo"),
+    ),
+    Step(
+        "segment-train",
+        "train the YOLOv8n-seg tool segmenter",
+        st.seg_train_cmds,
+        st.seg_train_step,
+        _files("runs", "segmenter"),
+    ),
+    Step(
+        "segment-annotate",
+        "annotate the frames with tool masks",
+        st.annotate_cmds,
+        st.annotate_step,
+        _files("data", "controlnet"),
+    ),
+    Step(
+        "base",
+        "build the untrained base (tiny-sd + hand-set box VAE)",
+        st.base_cmds,
+        st.base_step,
+        _files("models", "demo-base"),
+    ),
+    Step(
+        "finetune",
+        "Stage 1: fine-tune the text-to-image model",
+        st.finetune_cmds,
+        st.finetune_step,
+        _files("runs", "sd"),
+    ),
+    Step(
+        "train-controlnet",
+        "Stage 2: train the ControlNet on tool masks",
+        st.controlnet_cmds,
+        st.controlnet_step,
+        _files("runs", "controlnet"),
+    ),
+    Step(
+        "train-recognizer",
+        "train the Rendezvous action recognizer (for mAP)",
+        st.recognizer_cmds,
+        st.recognizer_step,
+        _files("runs", "recognizer"),
+    ),
+    Step(
+        "sample",
+        "generate evaluation sets: trained and untrained",
+        st.sample_cmds,
+        st.sample_step,
+        lambda c: [c.p("samples", f) for f in SETS],
+    ),
+    Step(
+        "masks-animate",
+        "author a moving grasper mask sequence",
+        st.masks_cmds,
+        st.masks_step,
+        _files("video", "masks"),
+    ),
+    Step(
+        "video", "Stage 3: generate the video (ControlVideo)", st.video_cmds, st.video_step, st.video_outputs
+    ),
+    Step(
+        "eval-features",
+        "write and register the demo's random-weight feature extractors",
+        ev.features_cmds,
+        ev.features_step,
+        lambda c: [c.p("weights", ev.inception_file(c)), c.p("weights", ev.clip_file(c))],
+    ),
+    Step(
+        "eval-fidelity",
+        "FID, KID, CLIP-FID, CMMD against the real test frames",
+        ev.fidelity_cmds,
+        ev.fidelity_step,
+        lambda c: [c.p("eval", f"fidelity-{f}.json") for f in SETS],
+    ),
+    Step(
+        "eval-f1",
+        "tool-mask F1 of the ControlNet sets",
+        ev.f1_cmds,
+        ev.f1_step,
+        lambda c: [c.p("eval", f"f1-{f}.json") for f in ev.CN_SETS],
+    ),
+    Step(
+        "eval-map",
+        "action-triplet mAP (Rendezvous)",
+        ev.map_cmds,
+        ev.map_step,
+        lambda c: [c.p("eval", f"map-{f}.json") for f in ev.T2I_SETS] + [c.p("eval", "map-real.json")],
+    ),
+    Step("eval-report", "the Table-1 style report", ev.report_cmds, ev.report_step, _files("report.md")),
+    Step(
+        "registry",
+        "make the demo's models the registry defaults",
+        ev.defaults_cmds,
+        ev.defaults_step,
+        lambda c: [],
+    ),
+)

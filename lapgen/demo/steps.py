@@ -1,0 +1,620 @@
+"""The steps of `lapgen demo`, each one the library call behind one `lapgen` command.
+
+Every step has the command line a user would type (`commands`, printed before it runs) and `run`, which
+calls the same library function with the same settings that command builds (`lapgen.data.prepare.prepare`
+for `lapgen prepare`, `lapgen.models.finetune.finetune` for `lapgen finetune`, ...). Nothing here computes
+a result of its own. The two models the demo must build because nothing can be downloaded (the untrained
+base's hand-set VAE and the random feature-extractor weights) come from `lapgen.demo.assets` and are
+registered like any local weights (`lapgen models add`).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lapgen.demo.sizes import DemoSizes
+
+PROMPT = "grasper retract gallbladder in calot-triangle-dissection"  # a CholecT50 triplet in a phase
+# Registry names the demo writes (models become the defaults of their kinds, features never do).
+NAMES = {
+    "base": "demo-base",
+    "sd": "demo-sd",
+    "controlnet": "demo-controlnet",
+    "segmenter": "demo-segmenter",
+    "recognizer": "demo-recognizer",
+    "inception": "demo-inception-random",
+    "clip": "demo-clip-random",
+}
+SETUP = "lapgen demo (random-weight extractors)"  # report label of every generated set: FID/CMMD features
+UNTRAINED_CONTROLNET = "tiny-controlnet"  # zero-initialised outputs: adds nothing until trained
+# The four generated sets: folder -> (pipeline, ControlNet, report label, trained?)
+SETS = {
+    "demo-sd": (NAMES["sd"], None, "demo-sd (trained)", True),
+    "demo-base": (NAMES["base"], None, "demo-base (untrained)", False),
+    "demo-controlnet": (NAMES["sd"], NAMES["controlnet"], "demo-controlnet (trained)", True),
+    # Stage 2 alone: the same trained Stage-1 model with an untrained ControlNet (zero outputs: adds nothing)
+    "untrained-controlnet": (
+        NAMES["sd"],
+        UNTRAINED_CONTROLNET,
+        "demo-sd + tiny-controlnet (untrained)",
+        False,
+    ),
+}
+
+
+@dataclass
+class Context:
+    out: Path
+    seed: int
+    sizes: DemoSizes
+    device: str = "auto"
+    facts: dict[str, Any] = field(default_factory=dict)  # what steps learn (counts, losses), kept in state
+
+    def p(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    title: str
+    commands: Callable[[Context], list[str]]
+    run: Callable[[Context], dict[str, Any] | None]
+    outputs: Callable[[Context], list[Path]]
+
+
+def cmd(*args: Any) -> str:
+    return shlex.join(str(a) for a in args)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """What `lapgen eval ... --out FILE` writes: the JSON result and its card."""
+    from lapgen.cards import make_card, write_card
+    from lapgen.outputs import atomic_file
+
+    with atomic_file(path, "w") as fh:
+        fh.write(json.dumps(payload, indent=1) + "\n")
+    write_card(path, make_card("eval-result", output=str(path)))
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def data_cmds(c: Context) -> list[str]:
+    return [
+        (
+            "(library) lapgen.data.synthetic.write_cholect50 / write_cholec80 / write_cholecseg8k / write_artnet"
+            f" -> {c.p('raw')}"
+        )
+    ]
+
+
+def data_step(c: Context) -> dict:
+    from lapgen.data import synthetic
+
+    s, raw = c.sizes, c.p("raw")
+    synthetic.write_cholect50(
+        raw / "CholecT50", videos=s.t50_videos, num_frames=s.t50_frames, size=s.frame_size, seed=c.seed
+    )
+    synthetic.write_cholec80(
+        raw / "cholec80", videos=s.c80_videos, num_frames=s.c80_frames, size=s.frame_size, seed=c.seed
+    )
+    synthetic.write_cholecseg8k(
+        raw / "CholecSeg8k",
+        videos=s.seg8k_videos,
+        frames_per_clip=s.seg8k_frames,
+        size=s.frame_size,
+        seed=c.seed,
+    )
+    synthetic.write_artnet(
+        raw / "ART-Net", train=s.artnet_train, test=s.artnet_test, size=s.frame_size, seed=c.seed
+    )
+    return {}
+
+
+def prepare_cmds(c: Context) -> list[str]:
+    return [
+        cmd(
+            "lapgen",
+            "prepare",
+            "--cholect50",
+            c.p("raw", "CholecT50"),
+            "--cholec80",
+            c.p("raw", "cholec80"),
+            "--out",
+            c.p("data", "frames"),
+        )
+    ]
+
+
+def prepare_step(c: Context) -> dict:
+    from lapgen.data.prepare import PrepareConfig, prepare
+
+    r = prepare(
+        PrepareConfig(
+            out=c.p("data", "frames"),
+            cholect50=c.p("raw", "CholecT50"),
+            cholec80=c.p("raw", "cholec80"),
+            overwrite=True,
+        )
+    )
+    return {"frames": r.records}
+
+
+# ------------------------------------------------------------------------------------------ segmenter
+
+
+def convert_cmds(c: Context) -> list[str]:
+    return [
+        cmd(
+            "lapgen",
+            "segment",
+            "convert",
+            "--cholecseg8k",
+            c.p("raw", "CholecSeg8k"),
+            "--artnet",
+            c.p("raw", "ART-Net"),
+            "--out",
+            c.p("data", "yolo"),
+        )
+    ]
+
+
+def convert_step(c: Context) -> dict:
+    from lapgen.data.yolo_convert import ConvertConfig, convert
+
+    s = convert(
+        ConvertConfig(
+            out=c.p("data", "yolo"),
+            cholecseg8k=c.p("raw", "CholecSeg8k"),
+            artnet=c.p("raw", "ART-Net"),
+            overwrite=True,
+        )
+    )
+    return {"yolo_train_images": s["splits"]["train"]["images"]}
+
+
+def seg_train_cmds(c: Context) -> list[str]:
+    s = c.sizes
+    return [
+        cmd(
+            "lapgen",
+            "segment",
+            "train",
+            "--data",
+            c.p("data", "yolo"),
+            "--base",
+            "yolov8n-seg.yaml",
+            "--epochs",
+            s.seg_epochs,
+            "--imgsz",
+            s.seg_imgsz,
+            "--batch",
+            s.seg_batch,
+            "--workers",
+            0,
+            "--no-plots",
+            "--seed",
+            c.seed,
+            "--device",
+            c.device,
+            "--out",
+            c.p("runs", "segmenter"),
+            "--name",
+            NAMES["segmenter"],
+        )
+    ]
+
+
+def seg_train_step(c: Context) -> dict:
+    from lapgen.models.segmentation import TrainConfig, train
+
+    s = c.sizes
+    r = train(
+        TrainConfig(
+            data=c.p("data", "yolo"),
+            out=c.p("runs", "segmenter"),
+            base="yolov8n-seg.yaml",
+            epochs=s.seg_epochs,
+            imgsz=s.seg_imgsz,
+            batch=s.seg_batch,
+            device=c.device,
+            workers=0,
+            seed=c.seed,
+            plots=False,
+            register_name=NAMES["segmenter"],
+            overwrite=True,
+        )
+    )
+    return {"segmenter_mask_map50": r["metrics"].get("metrics/mAP50(M)")}
+
+
+def annotate_cmds(c: Context) -> list[str]:
+    return [
+        cmd(
+            "lapgen",
+            "segment",
+            "annotate",
+            "--data",
+            c.p("data", "frames"),
+            "--segmenter",
+            NAMES["segmenter"],
+            "--conf",
+            c.sizes.annotate_conf,
+            "--keep-empty",
+            "--device",
+            c.device,
+            "--out",
+            c.p("data", "controlnet"),
+        )
+    ]
+
+
+def annotate_step(c: Context) -> dict:
+    from lapgen.models.annotate import MaskConfig, annotate
+
+    s = annotate(
+        MaskConfig(
+            source=c.p("data", "frames"),
+            out=c.p("data", "controlnet"),
+            segmenter=NAMES["segmenter"],
+            conf=c.sizes.annotate_conf,
+            keep_empty=True,
+            device=c.device,
+            overwrite=True,
+        )
+    )
+    return {"annotated_frames": s["frames"], "frames_with_tool_mask": s["kept"] - s["empty"]}
+
+
+# ---------------------------------------------------------------------------------------- diffusion
+
+
+def base_cmds(c: Context) -> list[str]:
+    return [
+        f"(library) lapgen.demo.assets.materialize_demo_base -> {c.p('models', 'demo-base')}",
+        cmd("lapgen", "models", "add", NAMES["base"], c.p("models", "demo-base"), "--kind", "pipeline"),
+    ]
+
+
+def base_step(c: Context) -> dict:
+    from lapgen.demo.assets import materialize_demo_base
+    from lapgen.registry import add_entry
+
+    path = materialize_demo_base(c.p("models", "demo-base"), seed=c.seed)
+    add_entry(
+        NAMES["base"],
+        str(path),
+        kind="pipeline",
+        description="lapgen demo: untrained tiny-sd with a hand-set box VAE",
+    )
+    return {}
+
+
+def _train_args(c: Context, steps: int, lr: float) -> list[Any]:
+    return [
+        "--max-steps",
+        steps,
+        "--lr",
+        lr,
+        "--batch-size",
+        c.sizes.batch_size,
+        "--cache-latents",
+        "--checkpointing-steps",
+        max(1, steps // 2),
+        "--checkpoints-total-limit",
+        1,
+        "--seed",
+        c.seed,
+        "--device",
+        c.device,
+    ]
+
+
+def _train_config(c: Context, **kw: Any):
+    from lapgen.models.training import TrainConfig
+
+    steps = kw.pop("max_steps")
+    return TrainConfig(
+        max_steps=steps,
+        batch_size=c.sizes.batch_size,
+        cache_latents=True,
+        checkpointing_steps=max(1, steps // 2),
+        checkpoints_total_limit=1,
+        seed=c.seed,
+        device=c.device,
+        overwrite=True,
+        **kw,
+    )
+
+
+def finetune_cmds(c: Context) -> list[str]:
+    return [
+        cmd(
+            "lapgen",
+            "finetune",
+            "--data",
+            c.p("data", "frames"),
+            "--base",
+            NAMES["base"],
+            *_train_args(c, c.sizes.sd_steps, c.sizes.sd_lr),
+            "--out",
+            c.p("runs", "sd"),
+            "--name",
+            NAMES["sd"],
+        )
+    ]
+
+
+def finetune_step(c: Context) -> dict:
+    from lapgen.models.finetune import finetune
+
+    r = finetune(
+        _train_config(
+            c,
+            data=str(c.p("data", "frames")),
+            out=str(c.p("runs", "sd")),
+            base=NAMES["base"],
+            name=NAMES["sd"],
+            max_steps=c.sizes.sd_steps,
+            learning_rate=c.sizes.sd_lr,
+        )
+    )
+    return {"sd_loss": _loss_summary(c.p("runs", "sd"), r.final_loss)}
+
+
+def controlnet_cmds(c: Context) -> list[str]:
+    return [
+        cmd(
+            "lapgen",
+            "train-controlnet",
+            "--data",
+            c.p("data", "controlnet"),
+            "--base",
+            NAMES["sd"],
+            *_train_args(c, c.sizes.cn_steps, c.sizes.cn_lr),
+            "--out",
+            c.p("runs", "controlnet"),
+            "--name",
+            NAMES["controlnet"],
+        )
+    ]
+
+
+def controlnet_step(c: Context) -> dict:
+    from lapgen.models.controlnet import train_controlnet
+
+    r = train_controlnet(
+        _train_config(
+            c,
+            data=str(c.p("data", "controlnet")),
+            out=str(c.p("runs", "controlnet")),
+            base=NAMES["sd"],
+            name=NAMES["controlnet"],
+            max_steps=c.sizes.cn_steps,
+            learning_rate=c.sizes.cn_lr,
+        )
+    )
+    return {"controlnet_loss": _loss_summary(c.p("runs", "controlnet"), r.final_loss)}
+
+
+def _loss_summary(run: Path, final: float | None) -> dict:
+    """Mean loss of the first and the last tenth of the steps (from the run's loss log)."""
+    from lapgen.models.checkpointing import LOSS_LOG
+
+    losses = []
+    path = run / LOSS_LOG
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                losses.append(float(json.loads(line)["loss"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    if not losses:
+        return {"first": None, "last": final}
+    k = max(1, len(losses) // 10)
+    return {"first": sum(losses[:k]) / k, "last": sum(losses[-k:]) / k, "steps": len(losses)}
+
+
+def recognizer_cmds(c: Context) -> list[str]:
+    s = c.sizes
+    return [
+        cmd(
+            "lapgen",
+            "eval",
+            "train-recognizer",
+            "--data",
+            c.p("data", "frames"),
+            "--epochs",
+            s.rdv_epochs,
+            "--batch-size",
+            s.rdv_batch,
+            "--seed",
+            c.seed,
+            "--device",
+            c.device,
+            "--out",
+            c.p("runs", "recognizer"),
+            "--name",
+            NAMES["recognizer"],
+        )
+    ]
+
+
+def recognizer_step(c: Context) -> dict:
+    from lapgen.models.recognition.train import TrainRecognizerConfig, train_recognizer
+
+    s = c.sizes
+    card = train_recognizer(
+        TrainRecognizerConfig(
+            data=str(c.p("data", "frames")),
+            out=str(c.p("runs", "recognizer")),
+            name=NAMES["recognizer"],
+            epochs=s.rdv_epochs,
+            batch_size=s.rdv_batch,
+            seed=c.seed,
+            device=c.device,
+            overwrite=True,
+        )
+    )
+    return {"recognizer_val_map_ivt": card.get("val_map_ivt")}
+
+
+# ------------------------------------------------------------------------------------ sample and video
+
+
+def sample_cmds(c: Context) -> list[str]:
+    s = c.sizes
+    lines = []
+    for folder, (model, controlnet, _label, _trained) in SETS.items():
+        lines.append(
+            cmd(
+                "lapgen",
+                "sample",
+                "--model",
+                model,
+                *(["--controlnet", controlnet] if controlnet else []),
+                "--prompts-from",
+                c.p("data", "controlnet" if controlnet else "frames"),
+                "--split",
+                "test",
+                "--n",
+                s.n_samples,
+                "--steps",
+                s.sample_steps,
+                "--seed",
+                c.seed,
+                "--device",
+                c.device,
+                "--out",
+                c.p("samples", folder),
+            )
+        )
+    return lines
+
+
+def sample_step(c: Context) -> dict:
+    from lapgen.models.sampling import SampleConfig, sample_images
+
+    s = c.sizes
+    for folder, (model, controlnet, _label, _trained) in SETS.items():
+        sample_images(
+            SampleConfig(
+                out=str(c.p("samples", folder)),
+                model=model,
+                controlnet=controlnet,
+                prompts_from=str(c.p("data", "controlnet" if controlnet else "frames")),
+                split="test",
+                n=s.n_samples,
+                steps=s.sample_steps,
+                seed=c.seed,
+                batch_size=16,
+                device=c.device,
+                overwrite=True,
+            )
+        )
+    return {}
+
+
+_TOOL_PATH = "40,92;60,72;80,58"  # centroid keyframes (px at 128x128): the grasper moves up-left to centre
+
+
+def masks_cmds(c: Context) -> list[str]:
+    return [
+        f"(library) lapgen.studio.silhouettes.tool_silhouette('grasper') -> {c.p('video', 'grasper.png')}",
+        cmd(
+            "lapgen",
+            "masks",
+            "animate",
+            "--mask",
+            c.p("video", "grasper.png"),
+            "--path",
+            _TOOL_PATH,
+            "--rotate",
+            "0:-20",
+            "--frames",
+            c.sizes.video_frames,
+            "--out",
+            c.p("video", "masks"),
+        ),
+    ]
+
+
+def masks_step(c: Context) -> dict:
+    from lapgen.data.masks import write_mask
+    from lapgen.models.mask_sequences import ToolPath, animate_masks
+    from lapgen.studio.silhouettes import tool_silhouette
+
+    c.p("video").mkdir(parents=True, exist_ok=True)
+    write_mask(c.p("video", "grasper.png"), tool_silhouette("grasper", 128))
+    animate_masks(
+        [ToolPath(str(c.p("video", "grasper.png")), _TOOL_PATH, "0:-20")],
+        c.sizes.video_frames,
+        c.p("video", "masks"),
+        overwrite=True,
+    )
+    return {}
+
+
+def video_cmds(c: Context) -> list[str]:
+    s = c.sizes
+    return [
+        cmd(
+            "lapgen",
+            "video",
+            "--prompt",
+            PROMPT,
+            "--masks",
+            c.p("video", "masks"),
+            "--model",
+            NAMES["sd"],
+            "--controlnet",
+            NAMES["controlnet"],
+            "--steps",
+            s.video_steps,
+            "--fps",
+            s.video_fps,
+            "--seed",
+            c.seed,
+            "--side-by-side",
+            "--gif",
+            "--device",
+            c.device,
+            "--out",
+            c.p("video", "clip.mp4"),
+        )
+    ]
+
+
+def video_step(c: Context) -> dict:
+    from lapgen.models.video_generation import VideoConfig, generate_video
+    from lapgen.progress import make_progress
+
+    s = c.sizes
+    config = VideoConfig(
+        prompt=PROMPT,
+        masks=str(c.p("video", "masks")),
+        out=str(c.p("video", "clip.mp4")),
+        model=NAMES["sd"],
+        controlnet=NAMES["controlnet"],
+        steps=s.video_steps,
+        fps=s.video_fps,
+        seed=c.seed,
+        side_by_side=True,
+        gif=True,
+        device=c.device,
+        overwrite=True,
+    )
+    with make_progress() as progress:
+        task = progress.add_task("denoising", total=s.video_steps)
+        generate_video(config, on_step=lambda i, total: progress.update(task, completed=i, total=total))
+    return {}
+
+
+def video_outputs(c: Context) -> list[Path]:
+    return [c.p("video", "clip.mp4"), c.p("video", "clip_side_by_side.mp4"), c.p("video", "clip.gif")]

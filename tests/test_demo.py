@@ -1,0 +1,258 @@
+"""`lapgen demo`: one `--quick` run through the CLI (module-scoped), its artefacts, report, registry entries
+and printed paths; resuming; the studio preselecting the demo's models; errors; the hand-set VAE and the
+trained-vs-untrained comparison against independent computations."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lapgen.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """One quick demo in a registry home of its own (its defaults must not leak into other tests)."""
+    root = tmp_path_factory.mktemp("demo")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAPGEN_HOME", str(root / "home"))
+        result = runner.invoke(app, ["demo", "--quick", "--out", str(root / "demo"), "--device", "cpu"])
+        yield {"root": root, "out": root / "demo", "result": result, "home": root / "home", "mp": mp}
+
+
+@pytest.fixture
+def demo_home(quick_demo, monkeypatch):
+    monkeypatch.setenv("LAPGEN_HOME", str(quick_demo["home"]))
+    return quick_demo
+
+
+def test_quick_demo_writes_every_artefact(quick_demo):
+    result, out = quick_demo["result"], quick_demo["out"]
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    for rel in (
+        "video/clip.mp4",
+        "video/clip_side_by_side.mp4",
+        "video/clip.gif",
+        "report.md",
+        "report.json",
+        "data/frames/metadata.jsonl",
+        "data/controlnet/metadata.jsonl",
+        "runs/sd/model_index.json",
+        "runs/controlnet/config.json",
+        "runs/segmenter/weights/best.pt",
+        "demo-state.json",
+    ):
+        assert (out / rel).exists(), rel
+    import av
+
+    with av.open(str(out / "video" / "clip.mp4")) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    with av.open(str(out / "video" / "clip_side_by_side.mp4")) as container:
+        side = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert len(frames) == 4 and frames[0].shape == (128, 128, 3)
+    assert side.shape[1] == 2 * frames[0].shape[1]  # mask | video
+    state = json.loads((out / "demo-state.json").read_text())
+    from lapgen.demo import STEPS
+
+    assert list(state["done"]) == [s.name for s in STEPS]
+
+
+def test_printed_paths_and_commands(quick_demo):
+    result, out = quick_demo["result"], quick_demo["out"]
+    stdout = result.stdout
+    for label, rel in (
+        ("video:", "video/clip.mp4"),
+        ("mask | video:", "video/clip_side_by_side.mp4"),
+        ("report:", "report.md"),
+    ):
+        line = next(ln for ln in stdout.splitlines() if ln.startswith(label))
+        assert Path(line.split(":", 1)[1].strip()) == out / rel
+    printed = [ln[2:] for ln in result.stderr.splitlines() if ln.startswith("$ lapgen ")]
+    assert any(ln.startswith("lapgen finetune ") for ln in printed)
+    assert any(ln.startswith("lapgen eval report ") for ln in printed)
+
+
+def test_printed_commands_parse_with_the_real_cli(quick_demo):
+    """Each printed `lapgen ...` line is a valid invocation of the real command (options and values)."""
+    import click
+    import typer.main
+
+    from lapgen.demo import STEPS
+    from lapgen.demo.sizes import QUICK
+    from lapgen.demo.steps import Context
+
+    group = typer.main.get_command(app)
+    ctx = Context(out=quick_demo["out"], seed=0, sizes=QUICK, device="cpu")
+    lines = [line for step in STEPS for line in step.commands(ctx) if line.startswith("lapgen ")]
+    assert len(lines) > 20
+    for line in lines:
+        args = shlex.split(line)[1:]
+        command, parent = group, None
+        with click.Context(group) as root:
+            parent = root
+            while isinstance(command, click.Group):
+                name, sub, args = command.resolve_command(parent, args)
+                parent = click.Context(sub, parent=parent, info_name=name)
+                command = sub
+            command.make_context(command.name, list(args), parent=parent)  # raises on unknown options/values
+
+
+def test_report_has_trained_and_untrained_rows(quick_demo):
+    report = json.loads((quick_demo["out"] / "report.json").read_text())
+    rows = {r["model"]: r["ours"] for r in report["rows"]}
+    for label in (
+        "demo-sd (trained)",
+        "demo-base (untrained)",
+        "demo-controlnet (trained)",
+        "demo-sd + tiny-controlnet (untrained)",
+    ):
+        assert {"fid", "kid", "clip_fid", "cmmd"} <= set(rows[label]), label
+        assert np.isfinite(rows[label]["fid"])
+    assert "map" in rows["demo-sd (trained)"] and "map" in rows["demo-base (untrained)"]
+    assert "map" in rows["real test frames"]
+    md = (quick_demo["out"] / "report.md").read_text()
+    assert "demo-sd (trained)" in md and "demo-base (untrained)" in md
+    # the printed comparison table is the report's numbers
+    from lapgen.demo.summary import compare
+
+    summary = compare(report)
+    fid = next(r for r in summary["stages"][0]["rows"] if r["metric"] == "fid")
+    assert (
+        fid["trained"] == rows["demo-sd (trained)"]["fid"]
+        and fid["untrained"] == rows["demo-base (untrained)"]["fid"]
+    )
+    assert f"{fid['trained']:.4g}" in quick_demo["result"].stdout
+
+
+def test_training_changed_the_weights(quick_demo):
+    """Independent of the metrics: the trained UNet is not the base's, and the ControlNet left zero."""
+    from safetensors.numpy import load_file
+
+    out = quick_demo["out"]
+    base = load_file(str(out / "models" / "demo-base" / "unet" / "diffusion_pytorch_model.safetensors"))
+    sd = load_file(str(out / "runs" / "sd" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert base.keys() == sd.keys()
+    assert any(not np.array_equal(base[k], sd[k]) for k in base)
+    cn = load_file(str(out / "runs" / "controlnet" / "diffusion_pytorch_model.safetensors"))
+    zero_convs = [k for k in cn if k.startswith("controlnet_down_blocks") and k.endswith("weight")]
+    assert zero_convs and any(np.abs(cn[k]).max() > 0 for k in zero_convs)
+
+
+def test_registry_defaults_and_studio_preselection(demo_home):
+    from lapgen.registry import default_for, resolve
+    from lapgen.studio.generation import model_choices
+
+    out = demo_home["out"]
+    assert default_for("pipeline") == "demo-sd"
+    assert default_for("controlnet") == "demo-controlnet"
+    assert default_for("segmenter") == "demo-segmenter"
+    assert default_for("recognizer") == "demo-recognizer"
+    assert default_for("feature-extractor") == "inception-v3"  # random demo weights never become defaults
+    assert resolve("demo-sd").path == (out / "runs" / "sd").resolve()
+    assert resolve("demo-base").path == (out / "models" / "demo-base").resolve()
+    assert "RANDOM" in resolve("demo-inception-random", "feature-extractor").description
+    names, chosen = model_choices("pipeline")
+    assert chosen == "demo-sd" and "demo-base" in names
+    names, chosen = model_choices("controlnet")
+    assert chosen == "demo-controlnet"
+
+
+def test_rerun_resumes_and_other_settings_are_refused(demo_home):
+    out = demo_home["out"]
+    before = (out / "report.md").stat().st_mtime_ns
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "done before, skipped" in result.stderr
+    assert (out / "report.md").stat().st_mtime_ns == before
+    assert "17 steps done before" in result.stdout
+    result = runner.invoke(app, ["demo", "--quick", "--seed", "1", "--out", str(out)])
+    assert result.exit_code == 2
+    assert (
+        result.stderr.strip().startswith("lapgen: error: ") and len(result.stderr.strip().splitlines()) == 1
+    )
+    assert "other settings" in result.stderr and "--force" in result.stderr
+
+
+@pytest.mark.parametrize("case", ["under-a-file", "is-a-file", "foreign-folder"])
+def test_bad_out_is_one_line_exit_2(tmp_path, case):
+    if case == "under-a-file":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "demo"
+    elif case == "is-a-file":
+        out = tmp_path / "demo.txt"
+        out.write_text("x")
+    else:
+        out = tmp_path / "mine"
+        out.mkdir()
+        (out / "notes.txt").write_text("keep me")
+    result = runner.invoke(app, ["demo", "--quick", "--force", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lapgen: error: ") and str(out) in lines[0]
+    assert "Traceback" not in result.output
+    if case == "foreign-folder":
+        assert (out / "notes.txt").read_text() == "keep me" and sorted(p.name for p in out.iterdir()) == [
+            "notes.txt"
+        ]
+
+
+def test_box_vae_is_block_average_and_blur():
+    """The hand-set VAE against numpy: latents = 8x8 block means of the image; decoding = those means
+    upsampled (nearest x2 and a [1 2 1] blur, three times)."""
+    import torch
+
+    from lapgen.demo.assets import BOX_VAE_SCALING, build_box_vae
+
+    rng = np.random.default_rng(0)
+    img = rng.uniform(-1, 1, (3, 128, 128)).astype(np.float32)
+    vae = build_box_vae()
+    with torch.no_grad():
+        z = vae.encode(torch.from_numpy(img)[None]).latent_dist.sample()[0].numpy()
+        y = vae.decode(torch.from_numpy(z)[None]).sample[0].numpy()
+    blocks = img.reshape(3, 16, 8, 16, 8).mean(axis=(2, 4))
+    assert np.abs(z[:3] - blocks).max() < 2e-3 and np.abs(z[3]).max() < 1e-3
+    assert vae.config.scaling_factor == BOX_VAE_SCALING
+    expected = blocks
+    k = np.array([1.0, 2.0, 1.0]) / 4
+    for _ in range(3):
+        expected = expected.repeat(2, axis=1).repeat(2, axis=2)
+        pad = np.pad(expected, ((0, 0), (1, 1), (1, 1)))  # zero padding, as the 3x3 conv
+        rows = k[0] * pad[:, :-2] + k[1] * pad[:, 1:-1] + k[2] * pad[:, 2:]
+        expected = k[0] * rows[:, :, :-2] + k[1] * rows[:, :, 1:-1] + k[2] * rows[:, :, 2:]
+    # GroupNorm's scale is exact up to a relative ~1/K plus the blur's zero padding at the border
+    assert np.abs(y - expected).max() < 1e-2 and np.abs(y - expected).mean() < 2e-3
+
+
+def test_compare_flags_a_stage_that_did_not_improve():
+    from lapgen.demo.summary import compare
+
+    def row(model, **ours):
+        return {"model": model, "ours": ours}
+
+    report = {
+        "rows": [
+            row("demo-sd (trained)", fid=10.0, kid=0.1, clip_fid=5.0, cmmd=1.0, map=0.3),
+            row("demo-base (untrained)", fid=20.0, kid=0.2, clip_fid=6.0, cmmd=2.0, map=0.1),
+            row("demo-controlnet (trained)", fid=30.0, kid=0.3, clip_fid=7.0, cmmd=3.0, f1=0.1),
+            row(
+                "demo-sd + tiny-controlnet (untrained)",
+                fid=10.0,
+                kid=0.1,
+                clip_fid=5.0,
+                cmmd=1.0,
+                f1=float("nan"),
+            ),
+            row("real test frames", map=0.5),
+        ]
+    }
+    s = compare(report)
+    assert s["stages"][0]["ok"] and s["stages"][0]["wins"] == 5
+    assert not s["stages"][1]["ok"] and s["stages"][1]["decided"] == 4  # NaN F1 is undecided
+    assert not s["ok"] and s["real_map"] == 0.5
