@@ -19,7 +19,7 @@ Generated sets (`lapgen sample`) use the same layout; only `file_name` and `text
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -86,6 +86,21 @@ def validate_record(rec: Any, where: str, root: Path, *, check_files: bool = Tru
     return rec
 
 
+def metadata_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON value) of every non-blank line of a metadata.jsonl file, in order; a line
+    that is not JSON is an error naming its number (what the value must hold is the caller's check)."""
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LapgenError(f"line {n} is not valid JSON ({exc.msg})", path=path,
+                                  hint="fix the line or re-run the command that wrote the dataset") from exc
+            yield n, value
+
+
 def read_records(folder: str | Path, split: str | None = None, *, check_files: bool = True) -> list[dict]:
     """All records of a frames dataset (validated), optionally only one split (`train`, `val`, `test`)."""
     root = Path(folder)
@@ -99,23 +114,15 @@ def read_records(folder: str | Path, split: str | None = None, *, check_files: b
     if split is not None and split not in SPLITS:
         raise LapgenError(f"unknown split {split!r}", hint="valid: " + ", ".join(SPLITS))
     records = []
-    with open(meta, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
+    for n, rec in metadata_lines(meta):
+        validate_record(rec, f"line {n}", root, check_files=check_files)
+        if split is not None:
+            if "split" not in rec:
+                raise LapgenError(f"line {n} has no `split`, cannot select split {split!r}", path=meta,
+                                  hint="omit the split option to use all records")
+            if rec["split"] != split:
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LapgenError(f"line {n} is not valid JSON ({exc.msg})", path=meta,
-                                  hint="fix the line or re-run the command that wrote the dataset") from exc
-            validate_record(rec, f"line {n}", root, check_files=check_files)
-            if split is not None:
-                if "split" not in rec:
-                    raise LapgenError(f"line {n} has no `split`, cannot select split {split!r}", path=meta,
-                                      hint="omit the split option to use all records")
-                if rec["split"] != split:
-                    continue
-            records.append(rec)
+        records.append(rec)
     if not records:
         what = f"split {split!r}" if split else "the dataset"
         raise LapgenError(f"{what} holds no records", path=meta, hint="check the split or the dataset")
@@ -148,36 +155,36 @@ def write_records(folder: str | Path, records: Iterable[dict], *, check_files: b
     return root / METADATA
 
 
-def load_image(path: str | Path, size: int | tuple[int, int] | None = None):
-    """An RGB PIL image, resized with antialiasing (Pillow bilinear, area-aware) when `size` differs."""
+def _load_resized(path: str | Path, mode: str, what: str, size: int | tuple[int, int] | None, resample: int,
+                  **resize_kwargs: Any):
+    """The image at `path` converted to `mode`, resized with `resample` when `size` differs from its own."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = im.convert(mode)
     except OSError as exc:
-        raise LapgenError(f"cannot read image ({exc})", path=path, hint="the file is corrupt; re-create it") from exc
+        raise LapgenError(f"cannot read {what} ({exc})", path=path,
+                          hint="the file is corrupt; re-create it") from exc
     if size is not None:
         wh = (size, size) if isinstance(size, int) else tuple(size)
         if im.size != wh:
-            im = im.resize(wh, Image.BILINEAR, reducing_gap=None)
+            im = im.resize(wh, resample, **resize_kwargs)
     return im
+
+
+def load_image(path: str | Path, size: int | tuple[int, int] | None = None):
+    """An RGB PIL image, resized with antialiasing (Pillow bilinear, area-aware) when `size` differs."""
+    from PIL import Image
+
+    return _load_resized(path, "RGB", "image", size, Image.BILINEAR, reducing_gap=None)
 
 
 def load_mask(path: str | Path, size: int | tuple[int, int] | None = None) -> np.ndarray:
     """A binary mask (H, W) bool from a 0/255 PNG (any value >= 128 is tool), resized NEAREST."""
     from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L")
-    except OSError as exc:
-        raise LapgenError(f"cannot read mask ({exc})", path=path, hint="the file is corrupt; re-create it") from exc
-    if size is not None:
-        wh = (size, size) if isinstance(size, int) else tuple(size)
-        if im.size != wh:
-            im = im.resize(wh, Image.NEAREST)
-    return np.asarray(im) >= 128
+    return np.asarray(_load_resized(path, "L", "mask", size, Image.NEAREST)) >= 128
 
 
 class FramesDataset:

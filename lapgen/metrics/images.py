@@ -9,7 +9,6 @@ have the same size, checked from the file headers before any feature is computed
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,16 +51,11 @@ class ImageSet:
 
 def read_metadata(root: Path) -> list[dict[str, Any]]:
     """The rows of `root/metadata.jsonl` (one JSON object per line; blank lines skipped)."""
+    from lapgen.data.frames import metadata_lines
+
     path = root / METADATA_NAME
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LapgenError(f"line {number} is not valid JSON ({exc.msg})", path=path,
-                              hint="fix or regenerate the metadata") from exc
+    for number, row in metadata_lines(path):
         if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
             raise LapgenError(f"line {number} has no 'file_name'", path=path,
                               hint="every metadata line needs a file_name relative to the folder")
