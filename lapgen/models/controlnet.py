@@ -19,7 +19,7 @@ from PIL import Image
 
 from lapgen.errors import LapgenError
 from lapgen.models.finetune import (
-    _data_inputs, autocast_for, check_base_pipeline, freeze, load_base_pipeline, write_readme,
+    _data_inputs, adopt_base_pipeline, autocast_for, check_base_pipeline, freeze, write_readme,
 )
 from lapgen.models.latent_cache import FramesTrainingSet, read_training_records
 from lapgen.models.training import DiffusionStage, TrainConfig, TrainResult, run_training
@@ -65,12 +65,9 @@ class ControlNetStage(DiffusionStage):
         self.text_encoder_trained = False
 
     def load(self, device: torch.device, weight_dtype: torch.dtype) -> None:
-        from diffusers import ControlNetModel, DDPMScheduler
+        from diffusers import ControlNetModel
 
-        pipe = load_base_pipeline(self.entry)
-        self.vae, self.text_encoder, self.tokenizer, self.unet = pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet
-        self.base_scheduler = pipe.scheduler
-        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        adopt_base_pipeline(self)
         if self.init_entry is not None:
             from lapgen.models.loading import load_controlnet
 

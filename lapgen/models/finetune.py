@@ -50,6 +50,19 @@ def load_base_pipeline(entry):
     return pipe
 
 
+def adopt_base_pipeline(stage: DiffusionStage) -> None:
+    """Load the stage's base pipeline (`stage.entry`) and hand it its parts: `vae`, `text_encoder`,
+    `tokenizer`, `unet`, `base_scheduler` (for validation and the saved result) and a DDPM `noise_scheduler`
+    for training made from the same scheduler config."""
+    from diffusers import DDPMScheduler
+
+    pipe = load_base_pipeline(stage.entry)
+    stage.vae, stage.text_encoder, stage.tokenizer = pipe.vae, pipe.text_encoder, pipe.tokenizer
+    stage.unet = pipe.unet
+    stage.base_scheduler = pipe.scheduler
+    stage.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+
+
 def freeze(module: torch.nn.Module, device: torch.device, weight_dtype: torch.dtype) -> torch.nn.Module:
     """A frozen module on `device`, cast to the mixed-precision dtype only when there is one."""
     module.requires_grad_(False).eval()
@@ -78,13 +91,8 @@ class FinetuneStage(DiffusionStage):
         self.text_encoder_trained = config.train_text_encoder
 
     def load(self, device: torch.device, weight_dtype: torch.dtype) -> None:
-        from diffusers import DDPMScheduler
-
-        pipe = load_base_pipeline(self.entry)
+        adopt_base_pipeline(self)
         self.device = device
-        self.vae, self.text_encoder, self.tokenizer, self.unet = pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet
-        self.base_scheduler = pipe.scheduler
-        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         freeze(self.vae, device, weight_dtype)
         self.unet.requires_grad_(True).to(device)
         if self.text_encoder_trained:
