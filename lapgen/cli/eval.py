@@ -19,18 +19,27 @@ eval_app = typer.Typer(help="Measure generated images: FID, KID, CLIP-FID, CMMD,
                             "Table-1 style reports.", no_args_is_help=True)
 
 
-def _write_json(out: Path | None, overwrite: bool, payload: Any, kind: str) -> None:
+def publish(payload: Any, results: list[dict[str, Any]], out: Path | None, as_json: bool,
+            **card_fields: Any) -> bool:
+    """Write `payload` as JSON to `out` (atomically, with an `eval-result` card holding `card_fields`), record
+    `results` in the cards of the models that made the sets, and print the JSON when `as_json`.
+    Returns whether it printed (else the command prints its human summary)."""
     from lapgen.cards import make_card, write_card
     from lapgen.outputs import atomic_file
 
-    if out is None:
-        return
-    with atomic_file(out, "w") as fh:
-        fh.write(json.dumps(payload, indent=1) + "\n")
-    write_card(out, make_card(kind, output=str(out)))
+    text = json.dumps(payload, indent=1)
+    if out is not None:
+        with atomic_file(out, "w") as fh:
+            fh.write(text + "\n")
+        write_card(out, make_card("eval-result", output=str(out), **card_fields))
+    record_in_model_cards(results)
+    if as_json:
+        typer.echo(text)
+    return as_json
 
 
-def _check_out(out: Path | None, overwrite: bool) -> None:
+def check_out(out: Path | None, overwrite: bool) -> None:
+    """Fail before any work when `--out` exists (without --overwrite) or cannot be written."""
     from lapgen.errors import LapgenError
     from lapgen.outputs import check_writable_parent
 
@@ -79,15 +88,11 @@ def record_in_model_cards(results: list[dict[str, Any]]) -> None:
         notice(f"recorded in the card of {', '.join(updated)} (lapgen models show NAME)")
 
 
-def _emit(results: list[dict[str, Any]], as_json: bool, out: Path | None, overwrite: bool) -> None:
+def _emit(results: list[dict[str, Any]], as_json: bool, out: Path | None) -> None:
     from lapgen.metrics.evaluate import SCHEMA
 
     payload: Any = results[0] if len(results) == 1 else {"schema": SCHEMA, "results": results}
-    _write_json(out, overwrite, payload, "eval-result")
-    record_in_model_cards(results)
-    if as_json:
-        typer.echo(json.dumps(payload, indent=1))
-    else:
+    if not publish(payload, results, out, as_json):
         _print_results(results)
 
 
@@ -141,7 +146,7 @@ def _fidelity(metrics: tuple[str, ...], help_text: str, single_weights: str):
 
         if len(sets) < 2:
             raise LapgenError("give at least one GEN set and the REAL set", hint="lapgen eval fid GEN REAL")
-        _check_out(out, overwrite)
+        check_out(out, overwrite)
         only = metrics[0] if len(metrics) == 1 else None
         cfg = FidelityConfig(
             gen=list(sets[:-1]), real=sets[-1], metrics=metrics, protocol=protocol, inception=inception,
@@ -153,7 +158,7 @@ def _fidelity(metrics: tuple[str, ...], help_text: str, single_weights: str):
             real_limit=real_limit, real_seed=real_seed, fid_method=fid_method, device=device,
             batch_size=batch_size, workers=workers, use_cache=cache,
             labels={"model": model, "setup": setup, "epoch": epoch})
-        _emit(evaluate_fidelity(cfg), as_json, out, overwrite)
+        _emit(evaluate_fidelity(cfg), as_json, out)
 
     command.__doc__ = help_text
     return command
@@ -185,15 +190,12 @@ def f1_command(
     """Tool-mask F1: masks predicted on generated images vs their conditioning masks (pixel micro/macro)."""
     from lapgen.metrics.spatial import F1Config, evaluate_mask_f1
 
-    _check_out(out, overwrite)
+    check_out(out, overwrite)
     cfg = F1Config(gen=gen, segmenter=segmenter, conf=conf, imgsz=imgsz, empty_as_one=empty_as_one,
                    n_boot=boot, seed=seed, instance=instance, batch_size=batch_size, device=device,
                    labels={"model": model, "setup": setup, "epoch": epoch})
     result = evaluate_mask_f1(cfg)
-    _write_json(out, overwrite, result, "eval-result")
-    record_in_model_cards([result])
-    if as_json:
-        typer.echo(json.dumps(result, indent=1))
+    if publish(result, [result], out, as_json):
         return
     from lapgen.progress import stdout
 

@@ -42,31 +42,16 @@ def map_command(
     as_json: bool = typer.Option(False, "--json", help="Print the JSON result on stdout."),
 ) -> None:
     """Action-triplet mAP (ivtmetrics semantics) of a generated set or a real split, scored by Rendezvous."""
-    from lapgen.errors import LapgenError
+    from lapgen.cli.eval import check_out, publish
     from lapgen.models.recognition.evaluate import MapEvalConfig, evaluate_map, summary_rows
-    from lapgen.outputs import atomic_file, check_writable_parent
 
-    if out is not None:
-        if out.exists() and not overwrite:
-            raise LapgenError("output already exists", path=out, hint="pass --overwrite or choose another --out")
-        check_writable_parent(out)
+    check_out(out, overwrite)
     cfg = MapEvalConfig(images=str(images), recognizer=recognizer, split=split, mode=mode, ignore_null=ignore_null,
                         components_from=components_from, n_boot=boot, seed=seed, batch_size=batch_size,
                         device=device, workers=workers, labels={"model": model, "setup": setup, "epoch": epoch})
     result = evaluate_map(cfg)
-    text = json.dumps(result, indent=1)
-    if out is not None:
-        from lapgen.cards import make_card, write_card
-
-        with atomic_file(out, "w") as fh:
-            fh.write(text + "\n")
-        write_card(out, make_card("eval-result", output=str(out), metric="map", key=result["key"],
-                                  value=result["value"], recognizer=result["recognizer"]["name"]))
-    from lapgen.cli.eval import record_in_model_cards
-
-    record_in_model_cards([result])
-    if as_json:
-        typer.echo(text)
+    if publish(result, [result], out, as_json, metric="map", key=result["key"], value=result["value"],
+               recognizer=result["recognizer"]["name"]):
         return
     from rich.table import Table
 
