@@ -209,8 +209,9 @@ def annotate(config: MaskConfig, predictor: tuple[Predictor, dict[str, Any]] | N
         "instances": instances,
     }
     parent = cards.read_card(source, required=False) or {}
-    cards.write_card(
+    return _publish(
         stage,
+        config.out,
         cards.make_card(
             "frames-dataset",
             conditioning={
@@ -227,10 +228,16 @@ def annotate(config: MaskConfig, predictor: tuple[Predictor, dict[str, Any]] | N
             config=config,
             summary=summary,
         ),
+        summary,
     )
+
+
+def _publish(stage: Path, out: str | Path, card: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """Finish a run: write its card, drop the progress log, release the staging folder and move it to `out`."""
+    cards.write_card(stage, card)
     (stage / PROGRESS).unlink()
     release_stage(stage)
-    finalize_output_dir(config.out)
+    finalize_output_dir(out)
     return summary
 
 
@@ -290,8 +297,9 @@ def predict_folder(
         "empty": sum(1 for r in rows if r["instances"] == 0),
         "instances": sum(r["instances"] for r in rows),
     }
-    cards.write_card(
+    return _publish(
         stage,
+        config.out,
         cards.make_card(
             "mask-set",
             source={"path": str(source.absolute())},
@@ -299,8 +307,5 @@ def predict_folder(
             config=config,
             summary=summary,
         ),
+        summary,
     )
-    (stage / PROGRESS).unlink()
-    release_stage(stage)
-    finalize_output_dir(config.out)
-    return summary
