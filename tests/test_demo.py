@@ -111,7 +111,7 @@ def test_report_has_trained_and_untrained_rows(quick_demo):
         "demo-sd (trained)",
         "demo-base (untrained)",
         "demo-controlnet (trained)",
-        "demo-sd + tiny-controlnet (untrained)",
+        "demo-sd + demo-controlnet-untrained",
     ):
         assert {"fid", "kid", "clip_fid", "cmmd"} <= set(rows[label]), label
         assert np.isfinite(rows[label]["fid"])
@@ -171,7 +171,12 @@ def test_rerun_resumes_and_other_settings_are_refused(demo_home):
     assert result.exit_code == 0, result.output
     assert "done before, skipped" in result.stderr
     assert (out / "report.md").stat().st_mtime_ns == before
-    assert "17 steps done before" in result.stdout
+    assert "18 steps done before" in result.stdout
+    (out / "report.md").unlink()  # a lost output: its step and every later one run again
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.md").is_file() and "17 steps done before" in result.stdout
+    assert "$ lapgen eval report" in result.stderr and "$ lapgen eval fidelity" not in result.stderr
     result = runner.invoke(app, ["demo", "--quick", "--seed", "1", "--out", str(out)])
     assert result.exit_code == 2
     assert (
@@ -242,7 +247,7 @@ def test_compare_flags_a_stage_that_did_not_improve():
             row("demo-base (untrained)", fid=20.0, kid=0.2, clip_fid=6.0, cmmd=2.0, map=0.1),
             row("demo-controlnet (trained)", fid=30.0, kid=0.3, clip_fid=7.0, cmmd=3.0, f1=0.1),
             row(
-                "demo-sd + tiny-controlnet (untrained)",
+                "demo-sd + demo-controlnet-untrained",
                 fid=10.0,
                 kid=0.1,
                 clip_fid=5.0,
@@ -256,3 +261,10 @@ def test_compare_flags_a_stage_that_did_not_improve():
     assert s["stages"][0]["ok"] and s["stages"][0]["wins"] == 5
     assert not s["stages"][1]["ok"] and s["stages"][1]["decided"] == 4  # NaN F1 is undecided
     assert not s["ok"] and s["real_map"] == 0.5
+    from lapgen.demo.summary import summary_lines
+
+    lines = summary_lines(s)
+    assert lines[0].endswith("training worked") and "TRAINING DID NOT HELP" in lines[1]
+    quick = summary_lines(compare(report, {"quick": True, "frames_with_tool_mask": 0, "annotated_frames": 9}))
+    assert all("no verdict with --quick" in line for line in quick[:2])
+    assert "none of the 9 frames" in quick[2]

@@ -76,6 +76,7 @@ def register(app: typer.Typer) -> None:
                         "video": str(result.video),
                         "side_by_side": str(result.side_by_side),
                         "gif": str(result.gif),
+                        "strip": str(result.strip),
                         "report": str(result.report),
                         "seconds": round(result.seconds, 1),
                         "timings": {k: round(v, 1) for k, v in result.timings.items()},
@@ -98,17 +99,9 @@ def register(app: typer.Typer) -> None:
         stdout.print(table)
         for line in summary_lines(result.summary):
             stdout.print(line, highlight=False)
-        facts = result.facts
-        if facts.get("frames_with_tool_mask") == 0:
-            stdout.print(
-                f"note: the demo segmenter ({facts.get('segmenter_mask_map50', 0):.3g} mask mAP50) found no "
-                "tool in any frame, so the ControlNet trained on empty masks and tool-mask F1 is not "
-                "informative; see docs/quickstart.md",
-                highlight=False,
-            )
         stdout.print(
             f"\nvideo:         {result.video}\nmask | video:  {result.side_by_side}\n"
-            f"report:        {result.report}\n"
+            f"frame strip:   {result.strip}\nreport:        {result.report}\n"
             f"took {result.seconds:.0f} s"
             + (f" ({len(result.skipped)} steps done before)" if result.skipped else ""),
             highlight=False,

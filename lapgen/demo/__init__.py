@@ -7,8 +7,9 @@ through the library functions those commands call (`lapgen.demo.steps`), and com
 with the untrained base (`lapgen.demo.summary`).
 
 Resuming: `<out>/demo-state.json` records the settings and every finished step. Re-running with the same
-settings skips the finished steps (an interrupted step starts again, resuming where its command
-resumes); other settings are refused unless `force`, which starts over in a fresh folder.
+settings skips the finished steps whose outputs still exist; the first step that runs again (interrupted,
+or its output deleted) and every step after it run (an interrupted step resumes where its command
+resumes). Other settings are refused unless `force`, which starts over in a fresh folder.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class DemoResult:
     video: Path
     side_by_side: Path
     gif: Path
+    strip: Path  # mask | frame pairs of the video, every other frame (a picture for docs)
     report: Path
     summary: dict[str, Any]
     timings: dict[str, float]  # seconds per step run now (skipped steps: absent)
@@ -153,29 +155,34 @@ def run_demo(config: DemoConfig, *, on_event: StepCallback | None = None) -> Dem
         facts=dict(state.get("facts", {})),
     )
     ctx.facts["set_defaults"] = config.set_defaults
+    ctx.facts["quick"] = config.quick
     timings: dict[str, float] = {}
     skipped: list[str] = []
     started = time.perf_counter()
+    rerun = False  # once a step runs again, every later step does too (its inputs may have changed)
     for i, step in enumerate(STEPS, start=1):
         commands = step.commands(ctx)
         done = step.name in state["done"] and all(p.exists() for p in step.outputs(ctx))
-        if done and step.name != "registry":
+        if done and not rerun and step.name != "registry":
             skipped.append(step.name)
             if on_event:
                 on_event(i, len(STEPS), step, commands, "skip")
             continue
         if on_event:
             on_event(i, len(STEPS), step, commands, "start")
+        rerun = True
+        state["done"].pop(step.name, None)
         t0 = time.perf_counter()
         facts = step.run(ctx) or {}
         timings[step.name] = time.perf_counter() - t0
         ctx.facts.update(facts)
         state["done"][step.name] = {"seconds": round(timings[step.name], 2)}
-        state["facts"] = {k: v for k, v in ctx.facts.items() if k != "set_defaults"}
+        state["facts"] = {k: v for k, v in ctx.facts.items() if k not in ("set_defaults", "quick")}
         _write_state(out, state)
         if on_event:
             on_event(i, len(STEPS), step, commands, "done")
-    summary = compare(json.loads((out / "report.json").read_text()), ctx.facts)
+    facts = {k: v for k, v in ctx.facts.items() if k != "set_defaults"}
+    summary = compare(json.loads((out / "report.json").read_text()), facts)
     state["summary"] = summary
     _write_state(out, state)
     video = out / "video" / "clip.mp4"
@@ -184,6 +191,7 @@ def run_demo(config: DemoConfig, *, on_event: StepCallback | None = None) -> Dem
         video=video,
         side_by_side=out / "video" / "clip_side_by_side.mp4",
         gif=out / "video" / "clip.gif",
+        strip=out / "video" / "strip.png",
         report=out / "report.md",
         summary=summary,
         timings=timings,

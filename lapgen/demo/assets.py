@@ -6,8 +6,9 @@
    VAE (the `tiny-sd` built-in) maps every latent to noise-like textures, so nothing the UNet learns would
    show in its images; with this one a 128 px image is its 16x16 colour layout, blurred. It stands in for
    the pretrained SD 1.5 VAE that Stage 1 and 2 keep frozen in the paper.
-2. `materialize_demo_base`: `tiny-sd`'s seeded random UNet and text encoder with that VAE, saved as a
-   diffusers folder (the demo's untrained Stage-1 base, registered as `demo-base`).
+2. `materialize_demo_base`: a seeded random UNet in `tiny-sd`'s layout (wider: 16/32 channels) and
+   `tiny-sd`'s random text encoder with that VAE, saved as a diffusers folder (the demo's untrained Stage-1
+   base, registered as `demo-base`).
 3. `write_random_inception` / `write_random_clip`: feature-extractor weights with SEEDED RANDOM values in the
    real architectures (torch-fidelity's Inception-v3, open_clip ViT-B/32). The official weights cannot be
    downloaded here; random Inception needs Kaiming re-initialisation, else its features vanish and FID is
@@ -127,10 +128,18 @@ def build_box_vae() -> AutoencoderKL:
     return vae.eval()
 
 
-def materialize_demo_base(path: Path, seed: int) -> Path:
-    """`tiny-sd`'s seeded random UNet + text encoder with the box VAE, saved as a diffusers folder + card."""
+def materialize_demo_base(path: Path, seed: int, unet_channels: tuple[int, int] = (16, 32)) -> Path:
+    """The demo's untrained Stage-1 base, saved as a diffusers folder + card.
+
+    `tiny-sd`'s text encoder, tokenizer and scheduler (seeded), a random UNet of `tiny-sd`'s layout with
+    `unet_channels` (tiny-sd: (4, 8), too small to learn the frames within the demo's few hundred steps)
+    and the box VAE.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+
     from lapgen.cards import make_card, write_card
-    from lapgen.models.tiny import TINY_RESOLUTION, build_tiny_sd_pipeline
+    from lapgen.models.tiny import TINY_RESOLUTION, TINY_UNET_CONFIG, build_tiny_sd_pipeline
     from lapgen.outputs import finalize_output_dir, prepare_output_dir
 
     path = Path(path)
@@ -138,7 +147,15 @@ def materialize_demo_base(path: Path, seed: int) -> Path:
         return path
     stage = prepare_output_dir(path, overwrite=False, resume=False)
     pipe = build_tiny_sd_pipeline(seed)
-    pipe.register_modules(vae=build_box_vae())
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        **{
+            **TINY_UNET_CONFIG,
+            "block_out_channels": tuple(unet_channels),
+            "norm_num_groups": 4 if min(unet_channels) % 4 == 0 else 1,
+        }
+    )
+    pipe.register_modules(unet=unet, vae=build_box_vae())
     pipe.save_pretrained(stage, safe_serialization=True)
     write_card(
         stage,
@@ -148,8 +165,42 @@ def materialize_demo_base(path: Path, seed: int) -> Path:
             parent="tiny-sd",
             seed=seed,
             resolution=TINY_RESOLUTION,
-            description="untrained demo base: tiny-sd's random UNet and text encoder (seeded) with a "
-            "hand-set 8x box-average VAE (lapgen.demo.assets.build_box_vae)",
+            unet_channels=list(unet_channels),
+            unet_parameters=sum(p.numel() for p in unet.parameters()),
+            description="untrained demo base: a random tiny-sd-layout UNet and tiny-sd's random text encoder "
+            "(seeded) with a hand-set 8x box-average VAE (lapgen.demo.assets.build_box_vae)",
+        ),
+    )
+    return finalize_output_dir(path)
+
+
+def materialize_untrained_controlnet(path: Path, pipeline: Path, seed: int) -> Path:
+    """Step 0 of Stage 2: `ControlNetModel.from_unet` of `pipeline`'s UNet, as `train-controlnet` starts.
+
+    Its zero-initialised output convolutions add nothing, so images made with it are the Stage-1 model's:
+    the baseline a trained ControlNet is compared with. Saved as a diffusers folder + card.
+    """
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    from lapgen.cards import make_card, write_card
+    from lapgen.outputs import finalize_output_dir, prepare_output_dir
+
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    stage = prepare_output_dir(path, overwrite=False, resume=False)
+    unet = UNet2DConditionModel.from_pretrained(Path(pipeline) / "unet")
+    torch.manual_seed(seed)
+    ControlNetModel.from_unet(unet).save_pretrained(stage, safe_serialization=True)
+    write_card(
+        stage,
+        make_card(
+            "controlnet",
+            name="demo-controlnet-untrained",
+            parent=str(pipeline),
+            seed=seed,
+            description="untrained ControlNet (from_unet, zero outputs): the Stage-2 baseline",
         ),
     )
     return finalize_output_dir(path)

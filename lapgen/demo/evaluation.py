@@ -57,6 +57,8 @@ def fidelity_cmds(c: Context) -> list[str]:
             c.p("data", "frames"),
             "--real-split",
             "test",
+            "--real-limit",
+            c.sizes.real_images,
             "--weights",
             NAMES["inception"],
             "--clip-fid-weights",
@@ -88,6 +90,7 @@ def fidelity_step(c: Context) -> dict:
                 gen=[c.p("samples", folder)],
                 real=c.p("data", "frames"),
                 real_split="test",
+                real_limit=c.sizes.real_images,
                 inception_weights=NAMES["inception"],
                 clip_fid_weights=NAMES["clip"],
                 cmmd_weights=NAMES["clip"],
@@ -96,7 +99,7 @@ def fidelity_step(c: Context) -> dict:
                 labels={"model": label, "setup": SETUP},
             )
         )
-        write_json(c.p("eval", f"fidelity-{folder}.json"), {"schema": SCHEMA, "results": results})
+        write_json(c.p("eval", f"fidelity-{folder}.json"), {"schema": SCHEMA, "results": results}, results)
     return {}
 
 
@@ -148,7 +151,7 @@ def f1_step(c: Context) -> dict:
                 labels={"model": SETS[folder][2], "setup": SETUP},
             )
         )
-        write_json(c.p("eval", f"f1-{folder}.json"), result)
+        write_json(c.p("eval", f"f1-{folder}.json"), result, [result])
     return {}
 
 
@@ -236,7 +239,15 @@ def map_step(c: Context) -> dict:
                 labels=labels,
             )
         )
-        write_json(c.p("eval", name), result)
+        write_json(
+            c.p("eval", name),
+            result,
+            [result],
+            metric="map",
+            key=result["key"],
+            value=result["value"],
+            recognizer=result["recognizer"]["name"],
+        )
     return {}
 
 

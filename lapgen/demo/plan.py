@@ -72,6 +72,13 @@ STEPS: tuple[Step, ...] = (
         _files("runs", "controlnet"),
     ),
     Step(
+        "controlnet-untrained",
+        "the untrained ControlNet (Stage 2 at step 0, the baseline)",
+        st.untrained_cn_cmds,
+        st.untrained_cn_step,
+        _files("models", "demo-controlnet-untrained"),
+    ),
+    Step(
         "train-recognizer",
         "train the Rendezvous action recognizer (for mAP)",
         st.recognizer_cmds,

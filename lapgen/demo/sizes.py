@@ -13,36 +13,38 @@ from dataclasses import asdict, dataclass
 @dataclass(frozen=True)
 class DemoSizes:
     # synthetic data (lapgen.data.synthetic), frames rendered at `frame_size` (width, height)
-    frame_size: tuple[int, int] = (256, 144)
+    frame_size: tuple[int, int] = (192, 108)
     t50_videos: tuple[int, ...] = (1, 2, 4, 5, 8, 6, 10)  # RDV split: 1, 2, 4, 5 train; 8 val; 6, 10 test
     t50_frames: int = 40  # per video, 1 fps
     c80_videos: tuple[int, ...] = (3, 7)  # Cholec80-only videos (train split)
-    c80_frames: int = 750  # per video at 25 fps (30 s: 30 annotated frames)
+    c80_frames: int = 300  # per video at 25 fps (12 s: 12 annotated frames)
     seg8k_videos: tuple[int, ...] = (1, 12, 17, 48)
     seg8k_frames: int = 20  # per clip
     artnet_train: tuple[int, int] = (24, 6)  # (positives, negatives)
     artnet_test: tuple[int, int] = (6, 2)
     # segment train (YOLOv8n-seg from its yaml: random weights) and annotate
-    seg_epochs: int = 12
+    seg_epochs: int = 2  # from random weights YOLO finds nothing in any CPU-affordable time
     seg_imgsz: int = 64
     seg_batch: int = 8
     annotate_conf: float = 0.25
     # finetune (Stage 1) and train-controlnet (Stage 2)
-    sd_steps: int = 300
-    sd_lr: float = 1e-3
-    cn_steps: int = 200
-    cn_lr: float = 1e-3
+    unet_channels: tuple[int, int] = (16, 32)  # the base UNet's widths (tiny-sd: 4, 8)
+    sd_steps: int = 400
+    sd_lr: float = 2e-3
+    cn_steps: int = 60
+    cn_lr: float = 2e-3
     batch_size: int = 8
     # train-recognizer (Rendezvous, for eval map)
-    rdv_epochs: int = 3
+    rdv_epochs: int = 1
     rdv_batch: int = 16
     # sample and video
-    n_samples: int = 48  # images per generated set
-    sample_steps: int = 20
+    n_samples: int = 24  # images per generated set
+    sample_steps: int = 15
     video_frames: int = 16
-    video_steps: int = 20
+    video_steps: int = 15
     video_fps: float = 8.0
     # eval
+    real_images: int = 24  # real test frames the fidelity metrics compare with (--real-limit)
     boot: int = 200  # bootstrap replicates of F1 and mAP intervals
     kid_subsets: int = 20
 
@@ -70,6 +72,7 @@ QUICK = DemoSizes(
     rdv_epochs=1,
     rdv_batch=8,
     n_samples=8,
+    real_images=8,
     sample_steps=4,
     video_frames=4,
     video_steps=4,

@@ -27,11 +27,11 @@ NAMES = {
     "controlnet": "demo-controlnet",
     "segmenter": "demo-segmenter",
     "recognizer": "demo-recognizer",
+    "controlnet_untrained": "demo-controlnet-untrained",
     "inception": "demo-inception-random",
     "clip": "demo-clip-random",
 }
 SETUP = "lapgen demo (random-weight extractors)"  # report label of every generated set: FID/CMMD features
-UNTRAINED_CONTROLNET = "tiny-controlnet"  # zero-initialised outputs: adds nothing until trained
 # The four generated sets: folder -> (pipeline, ControlNet, report label, trained?)
 SETS = {
     "demo-sd": (NAMES["sd"], None, "demo-sd (trained)", True),
@@ -40,8 +40,8 @@ SETS = {
     # Stage 2 alone: the same trained Stage-1 model with an untrained ControlNet (zero outputs: adds nothing)
     "untrained-controlnet": (
         NAMES["sd"],
-        UNTRAINED_CONTROLNET,
-        "demo-sd + tiny-controlnet (untrained)",
+        NAMES["controlnet_untrained"],
+        "demo-sd + demo-controlnet-untrained",
         False,
     ),
 }
@@ -72,14 +72,17 @@ def cmd(*args: Any) -> str:
     return shlex.join(str(a) for a in args)
 
 
-def write_json(path: Path, payload: Any) -> None:
-    """What `lapgen eval ... --out FILE` writes: the JSON result and its card."""
+def write_json(path: Path, payload: Any, results: list[dict[str, Any]], **card_fields: Any) -> None:
+    """What `lapgen eval ... --out FILE` does with a result: the JSON file, its `eval-result` card, and the
+    results recorded in the cards of the trained models that made the sets (`lapgen models show`)."""
     from lapgen.cards import make_card, write_card
     from lapgen.outputs import atomic_file
+    from lapgen.registry import record_metrics
 
     with atomic_file(path, "w") as fh:
         fh.write(json.dumps(payload, indent=1) + "\n")
-    write_card(path, make_card("eval-result", output=str(path)))
+    write_card(path, make_card("eval-result", output=str(path), **card_fields))
+    record_metrics(results)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -286,12 +289,12 @@ def base_step(c: Context) -> dict:
     from lapgen.demo.assets import materialize_demo_base
     from lapgen.registry import add_entry
 
-    path = materialize_demo_base(c.p("models", "demo-base"), seed=c.seed)
+    path = materialize_demo_base(c.p("models", "demo-base"), seed=c.seed, unet_channels=c.sizes.unet_channels)
     add_entry(
         NAMES["base"],
         str(path),
         kind="pipeline",
-        description="lapgen demo: untrained tiny-sd with a hand-set box VAE",
+        description="lapgen demo: untrained small UNet + tiny-sd text encoder + hand-set box VAE",
     )
     return {}
 
@@ -401,6 +404,33 @@ def controlnet_step(c: Context) -> dict:
         )
     )
     return {"controlnet_loss": _loss_summary(c.p("runs", "controlnet"), r.final_loss)}
+
+
+def untrained_cn_cmds(c: Context) -> list[str]:
+    folder = c.p("models", "demo-controlnet-untrained")
+    return [
+        (
+            f"(library) lapgen.demo.assets.materialize_untrained_controlnet (ControlNetModel.from_unet of demo-sd, "
+            f"where train-controlnet starts) -> {folder}"
+        ),
+        cmd("lapgen", "models", "add", NAMES["controlnet_untrained"], folder, "--kind", "controlnet"),
+    ]
+
+
+def untrained_cn_step(c: Context) -> dict:
+    from lapgen.demo.assets import materialize_untrained_controlnet
+    from lapgen.registry import add_entry
+
+    path = materialize_untrained_controlnet(
+        c.p("models", "demo-controlnet-untrained"), c.p("runs", "sd"), seed=c.seed
+    )
+    add_entry(
+        NAMES["controlnet_untrained"],
+        str(path),
+        kind="controlnet",
+        description="lapgen demo: untrained ControlNet of demo-sd (zero outputs), the Stage-2 baseline",
+    )
+    return {}
 
 
 def _loss_summary(run: Path, final: float | None) -> dict:
@@ -583,12 +613,40 @@ def video_cmds(c: Context) -> list[str]:
             c.seed,
             "--side-by-side",
             "--gif",
+            "--save-frames",
             "--device",
             c.device,
             "--out",
             c.p("video", "clip.mp4"),
-        )
+        ),
+        f"(library) lapgen.demo.steps.write_strip -> {c.p('video', 'strip.png')}",
     ]
+
+
+def write_strip(frames_dir: Path, out: Path, *, columns: int = 4, every: int = 2) -> Path:
+    """A picture of a `lapgen video --save-frames` folder: mask | frame pairs of every `every`-th frame."""
+    import numpy as np
+    from PIL import Image
+
+    from lapgen.outputs import atomic_file
+
+    frames = sorted(frames_dir.glob("*.png"))[::every]
+    if not frames:
+        raise FileNotFoundError(frames_dir)
+    tiles = []
+    for f in frames:
+        rgb = np.asarray(Image.open(f).convert("RGB"))
+        mask = np.asarray(Image.open(frames_dir / "masks" / f.name).convert("RGB"))
+        gap = np.full((rgb.shape[0], 2, 3), 255, np.uint8)
+        tiles.append(np.concatenate([mask, gap, rgb, np.full((rgb.shape[0], 6, 3), 255, np.uint8)], axis=1))
+    while len(tiles) % columns:
+        tiles.append(np.full_like(tiles[0], 255))
+    rows = [np.concatenate(tiles[i : i + columns], axis=1) for i in range(0, len(tiles), columns)]
+    sep = np.full((6, rows[0].shape[1], 3), 255, np.uint8)
+    grid = np.concatenate([x for r in rows for x in (r, sep)][:-1], axis=0)
+    with atomic_file(out) as fh:
+        Image.fromarray(grid).save(fh, format="PNG", optimize=True)
+    return out
 
 
 def video_step(c: Context) -> dict:
@@ -606,6 +664,7 @@ def video_step(c: Context) -> dict:
         fps=s.video_fps,
         seed=c.seed,
         side_by_side=True,
+        save_frames=True,
         gif=True,
         device=c.device,
         overwrite=True,
@@ -613,8 +672,9 @@ def video_step(c: Context) -> dict:
     with make_progress() as progress:
         task = progress.add_task("denoising", total=s.video_steps)
         generate_video(config, on_step=lambda i, total: progress.update(task, completed=i, total=total))
+    write_strip(c.p("video", "clip_frames"), c.p("video", "strip.png"))
     return {}
 
 
 def video_outputs(c: Context) -> list[Path]:
-    return [c.p("video", "clip.mp4"), c.p("video", "clip_side_by_side.mp4"), c.p("video", "clip.gif")]
+    return [c.p("video", n) for n in ("clip.mp4", "clip_side_by_side.mp4", "clip.gif", "strip.png")]
