@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lapgen.demo import evaluation as ev
+from lapgen.demo import generation as gen
 from lapgen.demo import steps as st
 from lapgen.demo.steps import SETS, Context, Step
 
@@ -53,54 +54,58 @@ STEPS: tuple[Step, ...] = (
     Step(
         "base",
         "build the untrained base (tiny-sd + hand-set box VAE)",
-        st.base_cmds,
-        st.base_step,
+        gen.base_cmds,
+        gen.base_step,
         _files("models", "demo-base"),
     ),
     Step(
         "finetune",
         "Stage 1: fine-tune the text-to-image model",
-        st.finetune_cmds,
-        st.finetune_step,
+        gen.finetune_cmds,
+        gen.finetune_step,
         _files("runs", "sd"),
     ),
     Step(
         "train-controlnet",
         "Stage 2: train the ControlNet on tool masks",
-        st.controlnet_cmds,
-        st.controlnet_step,
+        gen.controlnet_cmds,
+        gen.controlnet_step,
         _files("runs", "controlnet"),
     ),
     Step(
         "controlnet-untrained",
         "the untrained ControlNet (Stage 2 at step 0, the baseline)",
-        st.untrained_cn_cmds,
-        st.untrained_cn_step,
+        gen.untrained_cn_cmds,
+        gen.untrained_cn_step,
         _files("models", "demo-controlnet-untrained"),
     ),
     Step(
         "train-recognizer",
         "train the Rendezvous action recognizer (for mAP)",
-        st.recognizer_cmds,
-        st.recognizer_step,
+        gen.recognizer_cmds,
+        gen.recognizer_step,
         _files("runs", "recognizer"),
     ),
     Step(
         "sample",
         "generate evaluation sets: trained and untrained",
-        st.sample_cmds,
-        st.sample_step,
+        gen.sample_cmds,
+        gen.sample_step,
         lambda c: [c.p("samples", f) for f in SETS],
     ),
     Step(
         "masks-animate",
         "author a moving grasper mask sequence",
-        st.masks_cmds,
-        st.masks_step,
+        gen.masks_cmds,
+        gen.masks_step,
         _files("video", "masks"),
     ),
     Step(
-        "video", "Stage 3: generate the video (ControlVideo)", st.video_cmds, st.video_step, st.video_outputs
+        "video",
+        "Stage 3: generate the video (ControlVideo)",
+        gen.video_cmds,
+        gen.video_step,
+        gen.video_outputs,
     ),
     Step(
         "eval-features",

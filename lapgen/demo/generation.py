@@ -1,0 +1,415 @@
+"""The Stage 1-3 steps of `lapgen demo`: the untrained base, `finetune`, `train-controlnet`, the recognizer,
+`sample`, `masks animate` and `video`. Like `lapgen.demo.steps`, each calls the library function behind its
+printed command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lapgen.demo.steps import NAMES, PROMPT, SETS, Context, cmd
+
+# ---------------------------------------------------------------------------------------- diffusion
+
+
+def base_cmds(c: Context) -> list[str]:
+    return [
+        f"(library) lapgen.demo.assets.materialize_demo_base -> {c.p('models', 'demo-base')}",
+        cmd("lapgen", "models", "add", NAMES["base"], c.p("models", "demo-base"), "--kind", "pipeline"),
+    ]
+
+
+def base_step(c: Context) -> dict:
+    from lapgen.demo.assets import materialize_demo_base
+    from lapgen.registry import add_entry
+
+    path = materialize_demo_base(c.p("models", "demo-base"), seed=c.seed, unet_channels=c.sizes.unet_channels)
+    add_entry(
+        NAMES["base"],
+        str(path),
+        kind="pipeline",
+        description="lapgen demo: untrained small UNet + tiny-sd text encoder + hand-set box VAE",
+    )
+    return {}
+
+
+def _train_args(c: Context, steps: int, lr: float) -> list[Any]:
+    return [
+        "--max-steps",
+        steps,
+        "--lr",
+        lr,
+        "--batch-size",
+        c.sizes.batch_size,
+        "--cache-latents",
+        "--checkpointing-steps",
+        max(1, steps // 2),
+        "--checkpoints-total-limit",
+        1,
+        "--seed",
+        c.seed,
+        "--device",
+        c.device,
+    ]
+
+
+def _train_config(c: Context, **kw: Any):
+    from lapgen.models.training import TrainConfig
+
+    steps = kw.pop("max_steps")
+    return TrainConfig(
+        max_steps=steps,
+        batch_size=c.sizes.batch_size,
+        cache_latents=True,
+        checkpointing_steps=max(1, steps // 2),
+        checkpoints_total_limit=1,
+        seed=c.seed,
+        device=c.device,
+        overwrite=True,
+        **kw,
+    )
+
+
+def finetune_cmds(c: Context) -> list[str]:
+    return [
+        cmd(
+            "lapgen",
+            "finetune",
+            "--data",
+            c.p("data", "frames"),
+            "--base",
+            NAMES["base"],
+            *_train_args(c, c.sizes.sd_steps, c.sizes.sd_lr),
+            "--out",
+            c.p("runs", "sd"),
+            "--name",
+            NAMES["sd"],
+        )
+    ]
+
+
+def finetune_step(c: Context) -> dict:
+    from lapgen.models.finetune import finetune
+
+    r = finetune(
+        _train_config(
+            c,
+            data=str(c.p("data", "frames")),
+            out=str(c.p("runs", "sd")),
+            base=NAMES["base"],
+            name=NAMES["sd"],
+            max_steps=c.sizes.sd_steps,
+            learning_rate=c.sizes.sd_lr,
+        )
+    )
+    return {"sd_loss": _loss_summary(c.p("runs", "sd"), r.final_loss)}
+
+
+def controlnet_cmds(c: Context) -> list[str]:
+    return [
+        cmd(
+            "lapgen",
+            "train-controlnet",
+            "--data",
+            c.p("data", "controlnet"),
+            "--base",
+            NAMES["sd"],
+            *_train_args(c, c.sizes.cn_steps, c.sizes.cn_lr),
+            "--out",
+            c.p("runs", "controlnet"),
+            "--name",
+            NAMES["controlnet"],
+        )
+    ]
+
+
+def controlnet_step(c: Context) -> dict:
+    from lapgen.models.controlnet import train_controlnet
+
+    r = train_controlnet(
+        _train_config(
+            c,
+            data=str(c.p("data", "controlnet")),
+            out=str(c.p("runs", "controlnet")),
+            base=NAMES["sd"],
+            name=NAMES["controlnet"],
+            max_steps=c.sizes.cn_steps,
+            learning_rate=c.sizes.cn_lr,
+        )
+    )
+    return {"controlnet_loss": _loss_summary(c.p("runs", "controlnet"), r.final_loss)}
+
+
+def untrained_cn_cmds(c: Context) -> list[str]:
+    folder = c.p("models", "demo-controlnet-untrained")
+    return [
+        (
+            f"(library) lapgen.demo.assets.materialize_untrained_controlnet (ControlNetModel.from_unet of demo-sd, "
+            f"where train-controlnet starts) -> {folder}"
+        ),
+        cmd("lapgen", "models", "add", NAMES["controlnet_untrained"], folder, "--kind", "controlnet"),
+    ]
+
+
+def untrained_cn_step(c: Context) -> dict:
+    from lapgen.demo.assets import materialize_untrained_controlnet
+    from lapgen.registry import add_entry
+
+    path = materialize_untrained_controlnet(
+        c.p("models", "demo-controlnet-untrained"), c.p("runs", "sd"), seed=c.seed
+    )
+    add_entry(
+        NAMES["controlnet_untrained"],
+        str(path),
+        kind="controlnet",
+        description="lapgen demo: untrained ControlNet of demo-sd (zero outputs), the Stage-2 baseline",
+    )
+    return {}
+
+
+def _loss_summary(run: Path, final: float | None) -> dict:
+    """Mean loss of the first and the last tenth of the steps (from the run's loss log)."""
+    from lapgen.models.checkpointing import LOSS_LOG
+
+    losses = []
+    path = run / LOSS_LOG
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                losses.append(float(json.loads(line)["loss"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    if not losses:
+        return {"first": None, "last": final}
+    k = max(1, len(losses) // 10)
+    return {"first": sum(losses[:k]) / k, "last": sum(losses[-k:]) / k, "steps": len(losses)}
+
+
+def recognizer_cmds(c: Context) -> list[str]:
+    s = c.sizes
+    return [
+        cmd(
+            "lapgen",
+            "eval",
+            "train-recognizer",
+            "--data",
+            c.p("data", "frames"),
+            "--epochs",
+            s.rdv_epochs,
+            "--batch-size",
+            s.rdv_batch,
+            "--seed",
+            c.seed,
+            "--device",
+            c.device,
+            "--out",
+            c.p("runs", "recognizer"),
+            "--name",
+            NAMES["recognizer"],
+        )
+    ]
+
+
+def recognizer_step(c: Context) -> dict:
+    from lapgen.models.recognition.train import TrainRecognizerConfig, train_recognizer
+
+    s = c.sizes
+    card = train_recognizer(
+        TrainRecognizerConfig(
+            data=str(c.p("data", "frames")),
+            out=str(c.p("runs", "recognizer")),
+            name=NAMES["recognizer"],
+            epochs=s.rdv_epochs,
+            batch_size=s.rdv_batch,
+            seed=c.seed,
+            device=c.device,
+            overwrite=True,
+        )
+    )
+    return {"recognizer_val_map_ivt": card.get("val_map_ivt")}
+
+
+# ------------------------------------------------------------------------------------ sample and video
+
+
+def sample_cmds(c: Context) -> list[str]:
+    s = c.sizes
+    lines = []
+    for folder, (model, controlnet, _label, _trained) in SETS.items():
+        lines.append(
+            cmd(
+                "lapgen",
+                "sample",
+                "--model",
+                model,
+                *(["--controlnet", controlnet] if controlnet else []),
+                "--prompts-from",
+                c.p("data", "controlnet" if controlnet else "frames"),
+                "--split",
+                "test",
+                "--n",
+                s.n_samples,
+                "--steps",
+                s.sample_steps,
+                "--seed",
+                c.seed,
+                "--device",
+                c.device,
+                "--out",
+                c.p("samples", folder),
+            )
+        )
+    return lines
+
+
+def sample_step(c: Context) -> dict:
+    from lapgen.models.sampling import SampleConfig, sample_images
+
+    s = c.sizes
+    for folder, (model, controlnet, _label, _trained) in SETS.items():
+        sample_images(
+            SampleConfig(
+                out=str(c.p("samples", folder)),
+                model=model,
+                controlnet=controlnet,
+                prompts_from=str(c.p("data", "controlnet" if controlnet else "frames")),
+                split="test",
+                n=s.n_samples,
+                steps=s.sample_steps,
+                seed=c.seed,
+                batch_size=16,
+                device=c.device,
+                overwrite=True,
+            )
+        )
+    return {}
+
+
+_TOOL_PATH = "40,92;60,72;80,58"  # centroid keyframes (px at 128x128): the grasper moves up-left to centre
+
+
+def masks_cmds(c: Context) -> list[str]:
+    return [
+        f"(library) lapgen.studio.silhouettes.tool_silhouette('grasper') -> {c.p('video', 'grasper.png')}",
+        cmd(
+            "lapgen",
+            "masks",
+            "animate",
+            "--mask",
+            c.p("video", "grasper.png"),
+            "--path",
+            _TOOL_PATH,
+            "--rotate",
+            "0:-20",
+            "--frames",
+            c.sizes.video_frames,
+            "--out",
+            c.p("video", "masks"),
+        ),
+    ]
+
+
+def masks_step(c: Context) -> dict:
+    from lapgen.data.masks import write_mask
+    from lapgen.models.mask_sequences import ToolPath, animate_masks
+    from lapgen.studio.silhouettes import tool_silhouette
+
+    c.p("video").mkdir(parents=True, exist_ok=True)
+    write_mask(c.p("video", "grasper.png"), tool_silhouette("grasper", 128))
+    animate_masks(
+        [ToolPath(str(c.p("video", "grasper.png")), _TOOL_PATH, "0:-20")],
+        c.sizes.video_frames,
+        c.p("video", "masks"),
+        overwrite=True,
+    )
+    return {}
+
+
+def video_cmds(c: Context) -> list[str]:
+    s = c.sizes
+    return [
+        cmd(
+            "lapgen",
+            "video",
+            "--prompt",
+            PROMPT,
+            "--masks",
+            c.p("video", "masks"),
+            "--model",
+            NAMES["sd"],
+            "--controlnet",
+            NAMES["controlnet"],
+            "--steps",
+            s.video_steps,
+            "--fps",
+            s.video_fps,
+            "--seed",
+            c.seed,
+            "--side-by-side",
+            "--gif",
+            "--save-frames",
+            "--device",
+            c.device,
+            "--out",
+            c.p("video", "clip.mp4"),
+        ),
+        f"(library) lapgen.demo.generation.write_strip -> {c.p('video', 'strip.png')}",
+    ]
+
+
+def write_strip(frames_dir: Path, out: Path, *, columns: int = 4, every: int = 2) -> Path:
+    """A picture of a `lapgen video --save-frames` folder: mask | frame pairs of every `every`-th frame."""
+    import numpy as np
+    from PIL import Image
+
+    from lapgen.outputs import atomic_file
+
+    frames = sorted(frames_dir.glob("*.png"))[::every]
+    if not frames:
+        raise FileNotFoundError(frames_dir)
+    tiles = []
+    for f in frames:
+        rgb = np.asarray(Image.open(f).convert("RGB"))
+        mask = np.asarray(Image.open(frames_dir / "masks" / f.name).convert("RGB"))
+        gap = np.full((rgb.shape[0], 2, 3), 255, np.uint8)
+        tiles.append(np.concatenate([mask, gap, rgb, np.full((rgb.shape[0], 6, 3), 255, np.uint8)], axis=1))
+    while len(tiles) % columns:
+        tiles.append(np.full_like(tiles[0], 255))
+    rows = [np.concatenate(tiles[i : i + columns], axis=1) for i in range(0, len(tiles), columns)]
+    sep = np.full((6, rows[0].shape[1], 3), 255, np.uint8)
+    grid = np.concatenate([x for r in rows for x in (r, sep)][:-1], axis=0)
+    with atomic_file(out) as fh:
+        Image.fromarray(grid).save(fh, format="PNG", optimize=True)
+    return out
+
+
+def video_step(c: Context) -> dict:
+    from lapgen.models.video_generation import VideoConfig, generate_video
+    from lapgen.progress import make_progress
+
+    s = c.sizes
+    config = VideoConfig(
+        prompt=PROMPT,
+        masks=str(c.p("video", "masks")),
+        out=str(c.p("video", "clip.mp4")),
+        model=NAMES["sd"],
+        controlnet=NAMES["controlnet"],
+        steps=s.video_steps,
+        fps=s.video_fps,
+        seed=c.seed,
+        side_by_side=True,
+        save_frames=True,
+        gif=True,
+        device=c.device,
+        overwrite=True,
+    )
+    with make_progress() as progress:
+        task = progress.add_task("denoising", total=s.video_steps)
+        generate_video(config, on_step=lambda i, total: progress.update(task, completed=i, total=total))
+    write_strip(c.p("video", "clip_frames"), c.p("video", "strip.png"))
+    return {}
+
+
+def video_outputs(c: Context) -> list[Path]:
+    return [c.p("video", n) for n in ("clip.mp4", "clip_side_by_side.mp4", "clip.gif", "strip.png")]
