@@ -24,7 +24,7 @@ BUILTINS: dict[str, dict[str, Any]] = {
     "tiny-sd": {
         "kind": "pipeline", "source": "tiny:sd", "options": {"seed": 0},
         "description": "tiny randomly initialised SD-1.5-shaped pipeline built from configs (seeded); "
-                       "for tests and the demo",
+                       "for tests (the demo builds a wider, learnable variant, demo-base)",
     },
     "tiny-controlnet": {
         "kind": "controlnet", "source": "tiny:controlnet", "options": {"seed": 0},
