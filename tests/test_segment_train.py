@@ -104,6 +104,10 @@ def test_cli_train_registers_offline(tmp_path, monkeypatch, copy_yolo_dataset):
         "--name",
         "my-seg",
         "--no-plots",
+        "--mosaic",
+        "0",
+        "--warmup-epochs",
+        "0.5",
         "--json",
     ]
     with record_network() as attempts:
@@ -121,6 +125,10 @@ def test_cli_train_registers_offline(tmp_path, monkeypatch, copy_yolo_dataset):
     assert entry.card["metrics"] == pytest.approx(summary["metrics"])
     results = (out / "results.csv").read_text().splitlines()
     assert len(results) == 1 + 2  # header + one row per epoch
+    import yaml
+
+    used = yaml.safe_load((out / "args.yaml").read_text())  # the arguments ultralytics trained with
+    assert used["mosaic"] == 0 and used["warmup_epochs"] == 0.5
 
 
 def test_cli_train_bad_input(tmp_path, copy_yolo_dataset):

@@ -109,6 +109,12 @@ def train_cmd(
     batch: int = typer.Option(16, "--batch"),
     workers: int = typer.Option(2, "--workers", help="Data-loading worker processes."),
     patience: int = typer.Option(50, "--patience", help="Early-stopping patience (epochs)."),
+    mosaic: Optional[float] = typer.Option(
+        None, "--mosaic", help="ultralytics mosaic augmentation probability (default: ultralytics' 1.0)."
+    ),
+    warmup_epochs: Optional[float] = typer.Option(
+        None, "--warmup-epochs", help="ultralytics warm-up epochs (default: ultralytics' 3)."
+    ),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write ultralytics' training plots."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -135,6 +141,7 @@ def train_cmd(
             plots=plots,
             register_name=name,
             overwrite=overwrite,
+            extra={k: v for k, v in (("mosaic", mosaic), ("warmup_epochs", warmup_epochs)) if v is not None},
         )
     )
     m = s["metrics"]
