@@ -201,6 +201,10 @@ def seg_train_cmds(c: Context) -> list[str]:
             s.seg_imgsz,
             "--batch",
             s.seg_batch,
+            "--mosaic",
+            s.seg_mosaic,
+            "--warmup-epochs",
+            s.seg_warmup_epochs,
             "--workers",
             0,
             "--no-plots",
@@ -234,6 +238,7 @@ def seg_train_step(c: Context) -> dict:
             plots=False,
             register_name=NAMES["segmenter"],
             overwrite=True,
+            extra={"mosaic": s.seg_mosaic, "warmup_epochs": s.seg_warmup_epochs},
         )
     )
     return {"segmenter_mask_map50": r["metrics"].get("metrics/mAP50(M)")}
@@ -251,7 +256,7 @@ def annotate_cmds(c: Context) -> list[str]:
             NAMES["segmenter"],
             "--conf",
             c.sizes.annotate_conf,
-            "--keep-empty",
+            *(["--keep-empty"] if c.sizes.seg_keep_empty else []),
             "--device",
             c.device,
             "--out",
@@ -269,7 +274,7 @@ def annotate_step(c: Context) -> dict:
             out=c.p("data", "controlnet"),
             segmenter=NAMES["segmenter"],
             conf=c.sizes.annotate_conf,
-            keep_empty=True,
+            keep_empty=c.sizes.seg_keep_empty,
             device=c.device,
             overwrite=True,
         )
