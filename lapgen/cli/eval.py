@@ -24,15 +24,14 @@ def publish(payload: Any, results: list[dict[str, Any]], out: Path | None, as_js
     """Write `payload` as JSON to `out` (atomically, with an `eval-result` card holding `card_fields`), record
     `results` in the cards of the models that made the sets, and print the JSON when `as_json`.
     Returns whether it printed (else the command prints its human summary)."""
-    from lapgen.cards import make_card, write_card
-    from lapgen.outputs import atomic_file
+    from lapgen.metrics.evaluate import save_result
+    from lapgen.progress import notice
+    from lapgen.registry import record_metrics
 
     text = json.dumps(payload, indent=1)
-    if out is not None:
-        with atomic_file(out, "w") as fh:
-            fh.write(text + "\n")
-        write_card(out, make_card("eval-result", output=str(out), **card_fields))
-    record_in_model_cards(results)
+    updated = save_result(out, payload, results, **card_fields) if out is not None else record_metrics(results)
+    if updated:
+        notice(f"recorded in the card of {', '.join(updated)} (lapgen models show NAME)")
     if as_json:
         typer.echo(text)
     return as_json
@@ -76,16 +75,6 @@ def _print_results(results: list[dict[str, Any]]) -> None:
         table.add_row(r["metric"], _fmt(r["value"]), band, f"{_fmt(r['n_gen'])}/{r['n_real']}", r["protocol"],
                       r["extractor"], r["weights_sha256"][:12], Path(r["gen"]).name)
     stdout.print(table)
-
-
-def record_in_model_cards(results: list[dict[str, Any]]) -> None:
-    """Add the results to the card of the lapgen-trained model that made the set (`lapgen models show`)."""
-    from lapgen.progress import notice
-    from lapgen.registry import record_metrics
-
-    updated = record_metrics(results)
-    if updated:
-        notice(f"recorded in the card of {', '.join(updated)} (lapgen models show NAME)")
 
 
 def _emit(results: list[dict[str, Any]], as_json: bool, out: Path | None) -> None:

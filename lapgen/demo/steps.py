@@ -12,7 +12,6 @@ registered like any local weights (`lapgen models add`).
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,16 +74,10 @@ def cmd(*args: Any) -> str:
 
 
 def write_json(path: Path, payload: Any, results: list[dict[str, Any]], **card_fields: Any) -> None:
-    """What `lapgen eval ... --out FILE` does with a result: the JSON file, its `eval-result` card, and the
-    results recorded in the cards of the trained models that made the sets (`lapgen models show`)."""
-    from lapgen.cards import make_card, write_card
-    from lapgen.outputs import atomic_file
-    from lapgen.registry import record_metrics
+    """What `lapgen eval ... --out FILE` does with a result (`lapgen.metrics.evaluate.save_result`)."""
+    from lapgen.metrics.evaluate import save_result
 
-    with atomic_file(path, "w") as fh:
-        fh.write(json.dumps(payload, indent=1) + "\n")
-    write_card(path, make_card("eval-result", output=str(path), **card_fields))
-    record_metrics(results)
+    save_result(path, payload, results, **card_fields)
 
 
 # ------------------------------------------------------------------------------------------------ data

@@ -268,3 +268,19 @@ def _seed_summary(cfg: FidelityConfig, per_seed: list[dict[str, Any]]) -> dict[s
     first.update(value=spread["mean"], spread=spread, gen=os.path.commonpath([r["gen"] for r in per_seed]),
                  n_gen=[r["n_gen"] for r in per_seed], std=None, seeds=len(per_seed))
     return first
+
+
+def save_result(out: str | Path, payload: Any, results: list[dict[str, Any]], **card_fields: Any) -> list[str]:
+    """Publish an evaluation as `lapgen eval ... --out FILE` does: the JSON file (atomically) with its
+    `eval-result` card, and `results` recorded in the cards of the lapgen-trained models that made the sets
+    (`lapgen models show`). Returns the names of the models whose cards were updated."""
+    import json
+
+    from lapgen.cards import make_card, write_card
+    from lapgen.outputs import atomic_file
+    from lapgen.registry import record_metrics
+
+    with atomic_file(out, "w") as fh:
+        fh.write(json.dumps(payload, indent=1) + "\n")
+    write_card(out, make_card("eval-result", output=str(out), **card_fields))
+    return record_metrics(results)
