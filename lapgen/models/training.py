@@ -13,6 +13,8 @@ state, together with the EMA weights and the loss log. So N steps straight equal
 
 from __future__ import annotations
 
+import abc
+
 import json
 import math
 import shutil
@@ -102,7 +104,7 @@ class TrainConfig:
             check_name(self.name)
 
 
-class DiffusionStage:
+class DiffusionStage(abc.ABC):
     """What a training stage supplies. Subclasses set the models and implement `predict`.
 
     Attributes set by subclasses in `load`: `vae`, `text_encoder`, `tokenizer`, `unet`, `noise_scheduler`,
@@ -117,16 +119,18 @@ class DiffusionStage:
         self.trainable: list[torch.nn.Module] = []
 
     # -- supplied by the stage -------------------------------------------------------------------------
+    @abc.abstractmethod
     def load(self, device: torch.device, weight_dtype: torch.dtype) -> None:
-        raise NotImplementedError
+        """Load the models and the dataset onto `device` (frozen parts in `weight_dtype`)."""
 
+    @abc.abstractmethod
     def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor,
                 encoder_hidden_states: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        raise NotImplementedError
+        """The model's noise (or v) prediction for a batch."""
 
+    @abc.abstractmethod
     def subfolder(self, model: torch.nn.Module) -> str:
         """Diffusers subfolder of a trainable model inside a checkpoint (`unet`, `text_encoder`, ...)."""
-        raise NotImplementedError
 
     def on_prepared(self, models: list[torch.nn.Module]) -> None:
         """Receive the accelerate-wrapped trainable models (same order as `trainable`)."""
@@ -134,8 +138,9 @@ class DiffusionStage:
     def validate(self, folder: Path, accelerator) -> list[Path]:
         return []
 
+    @abc.abstractmethod
     def save_result(self, folder: Path, accelerator) -> None:
-        raise NotImplementedError
+        """Write the finished model (a diffusers folder) into `folder`."""
 
     def describe(self) -> dict[str, Any]:
         """Plain-data fields for the provenance card (inputs, parent)."""
