@@ -279,10 +279,6 @@ def test_map_result_feeds_the_table1_report(rdv_frames_dir, rdv_generated_dir, t
 
 
 def test_commands_join_the_lapgen_eval_group():
-    import importlib.util
-
-    if importlib.util.find_spec("lapgen.cli.eval") is None:
-        pytest.skip("the eval command group is not installed")
     from lapgen.cli.main import app
 
     for command in ("map", "train-recognizer"):

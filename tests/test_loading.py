@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 
@@ -78,8 +77,6 @@ def test_every_builtin_loads_or_fails_in_one_line(name, monkeypatch, tmp_path):
             loader(name, device="cpu")
         _assert_one_line_offline(err.value, name)
         return
-    if entry.kind == "segmenter" and importlib.util.find_spec("lapgen.models.segmentation") is None:
-        pytest.skip("lapgen.models.segmentation not available")
     model = loader(name, device="cpu")
     assert model is not None
     if entry.kind == "segmenter":
@@ -281,8 +278,6 @@ def test_load_clip_vit_b_32_from_local_openai_layout(tmp_path, own_home):
 
 
 def test_segmenter_sources(tmp_path, capsys):
-    if importlib.util.find_spec("lapgen.models.segmentation") is None:
-        pytest.skip("lapgen.models.segmentation not available")
     model = loading.load_segmenter("yolov8n-seg.yaml", device="cpu")  # an ultralytics config name
     assert model.task == "segment"
     assert "random weights" in capsys.readouterr().err
