@@ -3,6 +3,8 @@ registry defaults. Like `lapgen.demo.steps`, each calls the library function beh
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lapgen.demo.steps import NAMES, SETS, SETUP, Context, cmd, write_json
 
 
@@ -47,6 +49,12 @@ def features_step(c: Context) -> dict:
     return {}
 
 
+def eval_tail(c: Context, model: str, setup: str, out_name: str) -> list:
+    """The options every demo `lapgen eval` command ends with: the report labels, device and JSON output."""
+    return ["--model", model, "--setup", setup, "--device", c.device, "--out", c.p("eval", out_name),
+            "--overwrite"]
+
+
 def fidelity_cmds(c: Context) -> list[str]:
     return [
         cmd(
@@ -67,15 +75,7 @@ def fidelity_cmds(c: Context) -> list[str]:
             NAMES["clip"],
             "--kid-subsets",
             c.sizes.kid_subsets,
-            "--model",
-            SETS[folder][2],
-            "--setup",
-            SETUP,
-            "--device",
-            c.device,
-            "--out",
-            c.p("eval", f"fidelity-{folder}.json"),
-            "--overwrite",
+            *eval_tail(c, SETS[folder][2], SETUP, f"fidelity-{folder}.json"),
         )
         for folder in SETS
     ]
@@ -122,15 +122,7 @@ def f1_cmds(c: Context) -> list[str]:
             c.sizes.boot,
             "--seed",
             c.seed,
-            "--model",
-            SETS[folder][2],
-            "--setup",
-            SETUP,
-            "--device",
-            c.device,
-            "--out",
-            c.p("eval", f"f1-{folder}.json"),
-            "--overwrite",
+            *eval_tail(c, SETS[folder][2], SETUP, f"f1-{folder}.json"),
         )
         for folder in CN_SETS
     ]
@@ -155,81 +147,33 @@ def f1_step(c: Context) -> dict:
     return {}
 
 
+def _map_jobs(c: Context) -> list[tuple[Path, str | None, str, dict[str, str], str]]:
+    """(images, split, mode, labels, output name) of each `eval map` run: the text-to-image sets, then the
+    real test frames (global mode, the reference row)."""
+    jobs = [(c.p("samples", f), None, "auto", {"model": SETS[f][2], "setup": SETUP}, f"map-{f}.json")
+            for f in T2I_SETS]
+    jobs.append((c.p("data", "frames"), "test", "global", {"model": "real test frames", "setup": "real"},
+                 "map-real.json"))
+    return jobs
+
+
 def map_cmds(c: Context) -> list[str]:
-    lines = [
-        cmd(
-            "lapgen",
-            "eval",
-            "map",
-            c.p("samples", folder),
-            "--recognizer",
-            NAMES["recognizer"],
-            "--boot",
-            c.sizes.boot,
-            "--seed",
-            c.seed,
-            "--model",
-            SETS[folder][2],
-            "--setup",
-            SETUP,
-            "--device",
-            c.device,
-            "--out",
-            c.p("eval", f"map-{folder}.json"),
-            "--overwrite",
-        )
-        for folder in T2I_SETS
-    ]
-    lines.append(
-        cmd(
-            "lapgen",
-            "eval",
-            "map",
-            c.p("data", "frames"),
-            "--split",
-            "test",
-            "--mode",
-            "global",
-            "--recognizer",
-            NAMES["recognizer"],
-            "--boot",
-            c.sizes.boot,
-            "--seed",
-            c.seed,
-            "--model",
-            "real test frames",
-            "--setup",
-            "real",
-            "--device",
-            c.device,
-            "--out",
-            c.p("eval", "map-real.json"),
-            "--overwrite",
-        )
-    )
+    lines = []
+    for images, split, mode, labels, name in _map_jobs(c):
+        where = ["--split", split, "--mode", mode] if split else []
+        lines.append(cmd("lapgen", "eval", "map", images, *where, "--recognizer", NAMES["recognizer"],
+                         "--boot", c.sizes.boot, "--seed", c.seed,
+                         *eval_tail(c, labels["model"], labels["setup"], name)))
     return lines
 
 
 def map_step(c: Context) -> dict:
     from lapgen.models.recognition.evaluate import MapEvalConfig, evaluate_map
 
-    jobs = [
-        (str(c.p("samples", f)), None, "auto", {"model": SETS[f][2], "setup": SETUP}, f"map-{f}.json")
-        for f in T2I_SETS
-    ]
-    jobs.append(
-        (
-            str(c.p("data", "frames")),
-            "test",
-            "global",
-            {"model": "real test frames", "setup": "real"},
-            "map-real.json",
-        )
-    )
-    for images, split, mode, labels, name in jobs:
+    for images, split, mode, labels, name in _map_jobs(c):
         result = evaluate_map(
             MapEvalConfig(
-                images=images,
+                images=str(images),
                 recognizer=NAMES["recognizer"],
                 split=split,
                 mode=mode,
