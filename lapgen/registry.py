@@ -40,6 +40,14 @@ KIND_LABELS = {
     "feature-extractor": "feature extractor",
     "recognizer": "action-triplet recognizer",
 }
+# How a command names the model it took by default (the option that would have chosen it).
+DEFAULT_LABELS = {
+    "pipeline": "model",
+    "controlnet": "controlnet",
+    "segmenter": "segmenter",
+    "feature-extractor": "feature extractor",
+    "recognizer": "recognizer",
+}
 REGISTRY_FILE = "registry.yaml"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -207,7 +215,7 @@ def registry_path() -> Path:
 def _read_user() -> dict[str, Any]:
     path = registry_path()
     if not path.exists():
-        return {"version": 1, "entries": {}, "defaults": {}}
+        return {"version": 1, "entries": {}, "defaults": {}, "default_origins": {}}
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -218,6 +226,7 @@ def _read_user() -> dict[str, Any]:
     data.setdefault("version", 1)
     data["entries"] = data.get("entries") or {}
     data["defaults"] = data.get("defaults") or {}
+    data["default_origins"] = data.get("default_origins") or {}  # kind -> who set the default, in words
     return data
 
 
@@ -311,10 +320,46 @@ def _local_entry(source: str, kind: str | None) -> Entry:
                  description=(card or {}).get("description", ""), card=card)
 
 
+_announced: set[tuple[str, str]] = set()  # (kind, name) defaults this process has named on stderr
+
+
+def reset_announcements() -> None:
+    """Forget which defaults were announced (the CLI calls it at the start of every command)."""
+    _announced.clear()
+
+
+def announce_default(kind: str) -> tuple[str, str] | None:
+    """Say on stderr, once per command, which model a command takes by default and why.
+
+    E.g. `model: demo-sd (registry default, set by lapgen demo)`. Returns (name, why), or None without one.
+    """
+    from lapgen.progress import notice
+
+    name, why = describe_default(kind)
+    if name is None:
+        return None
+    if (kind, name) not in _announced:
+        _announced.add((kind, name))
+        notice(f"{DEFAULT_LABELS[kind]}: {name} (registry default, {why})")
+    return name, why
+
+
+def describe_default(kind: str) -> tuple[str | None, str]:
+    """(the default name of `kind`, who made it the default in words)."""
+    check_kind(kind)
+    user = _read_user()
+    name = user["defaults"].get(kind)
+    if name and (name in user["entries"] or name in _BUILTINS):
+        return name, user["default_origins"].get(kind) or "set by lapgen models use"
+    builtin = BUILTIN_DEFAULTS[kind]
+    return builtin, "built-in default"
+
+
 def resolve(source: str | Path | None = None, kind: str | None = None) -> Entry:
     """Turn a registry name, local path or `hf:ORG/NAME` into an `Entry` (no download, no torch).
 
-    `source=None` takes the default of `kind`. With `kind` given, an entry of another kind is an error.
+    `source=None` takes the default of `kind` and says so on stderr (`announce_default`). With `kind`
+    given, an entry of another kind is an error.
     """
     if kind is not None:
         check_kind(kind)
@@ -326,6 +371,7 @@ def resolve(source: str | Path | None = None, kind: str | None = None) -> Entry:
             raise LapgenError(f"no default {KIND_LABELS[kind]} yet",
                               hint="train one, pass a name/path, or set one with `lapgen models use NAME`")
         entry = resolve(name, kind)
+        announce_default(kind)
     else:
         source = str(source)
         user = _read_user()["entries"]
@@ -348,12 +394,7 @@ def resolve(source: str | Path | None = None, kind: str | None = None) -> Entry:
 
 def default_for(kind: str) -> str | None:
     """The name used when a command gets no model of `kind`: set by `models use` or the last training."""
-    check_kind(kind)
-    user = _read_user()
-    name = user["defaults"].get(kind)
-    if name and (name in user["entries"] or name in _BUILTINS):
-        return name
-    return BUILTIN_DEFAULTS[kind]
+    return describe_default(kind)[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -415,16 +456,18 @@ def remove_entry(name: str) -> None:
         for kind, default in list(data["defaults"].items()):
             if default == name:
                 del data["defaults"][kind]
+                data["default_origins"].pop(kind, None)
 
 
-def set_default(name: str) -> Entry:
-    """`lapgen models use`: make `name` the default of its kind."""
+def set_default(name: str, origin: str = "set by lapgen models use") -> Entry:
+    """`lapgen models use`: make `name` the default of its kind; `origin` says who did (shown when used)."""
     entry = resolve(name)
     if entry.name not in _BUILTINS and not entry.user:
         raise LapgenError(f"'{name}' is not a registered name",
                           hint="register it first with `lapgen models add`")
     with _edit_user() as data:
         data["defaults"][entry.kind] = entry.name
+        data["default_origins"][entry.kind] = origin
     return entry
 
 
@@ -453,6 +496,7 @@ def register_artifact(name: str, kind: str, path: str | Path, card: dict[str, An
         data["entries"][name] = {k: v for k, v in raw.items() if v is not None}
         if make_default:
             data["defaults"][kind] = name
+            data["default_origins"][kind] = "set when lapgen trained it with --name"
     return resolve(name, kind)
 
 

@@ -353,3 +353,68 @@ def test_lapgen_eval_records_its_result(tmp_path, monkeypatch):
     assert json.loads(result.stdout)["value"] == 7.0
     assert "recorded in the card of stage1" in result.stderr
     assert registry.resolve("stage1").card["metrics"][FID_KEY]["value"] == 7.0
+
+
+# ------------------------------------------------------------------------------ which default a command took
+
+
+def test_a_default_is_named_once_with_who_set_it(tmp_path, capsys):
+    """Falling back to a default prints one line naming the model and why; an explicit name prints nothing."""
+    registry.reset_announcements()
+    assert registry.resolve(None, "pipeline").name == "sd15"
+    assert capsys.readouterr().err.strip() == "model: sd15 (registry default, built-in default)"
+
+    registry.add_entry("stage1", str(_pipeline_dir(tmp_path)))
+    registry.set_default("stage1", origin="set by lapgen demo")
+    registry.resolve(None, "pipeline")
+    registry.resolve(None, "pipeline")  # the same command asking again: no second line
+    assert capsys.readouterr().err.strip() == "model: stage1 (registry default, set by lapgen demo)"
+    registry.resolve("stage1", "pipeline")
+    assert capsys.readouterr().err == ""
+
+    registry.reset_announcements()  # the next command says it again
+    registry.set_default("stage1")
+    registry.resolve(None, "pipeline")
+    assert capsys.readouterr().err.strip() == "model: stage1 (registry default, set by lapgen models use)"
+
+    registry.register_artifact("cn1", "controlnet", _controlnet_dir(tmp_path))
+    assert registry.describe_default("controlnet") == ("cn1", "set when lapgen trained it with --name")
+    registry.remove_entry("cn1")
+    assert registry.describe_default("controlnet") == (None, "built-in default")
+
+
+def test_quiet_silences_the_default_line(tmp_path, capsys):
+    from lapgen import progress
+
+    registry.reset_announcements()
+    progress.set_quiet(True)
+    try:
+        registry.resolve(None, "segmenter")
+    finally:
+        progress.set_quiet(False)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_command_names_the_defaults_it_uses(tmp_path, monkeypatch, tiny_sd_dir, tiny_controlnet_dir):
+    """`lapgen video --prompt P --masks DIR` with registry defaults says which two models it took and why."""
+    from tests.fixtures.video import make_moving_masks
+
+    monkeypatch.chdir(tmp_path)
+    mask_dir = tmp_path / "masks"
+    mask_dir.mkdir()
+    for i, m in enumerate(make_moving_masks(2, step=5)):
+        m.save(mask_dir / f"m{i}.png")
+    registry.add_entry("stage1", str(tiny_sd_dir))
+    registry.add_entry("stage2", str(tiny_controlnet_dir))
+    registry.set_default("stage1", origin="set by lapgen demo")
+    registry.set_default("stage2", origin="set by lapgen demo")
+    res = runner.invoke(app, ["video", "--prompt", "grasper retract liver", "--masks", str(mask_dir),
+                              "--frames", "2", "--steps", "1", "--out", str(tmp_path / "v.mp4")])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines.count("model: stage1 (registry default, set by lapgen demo)") == 1, res.output
+    assert lines.count("controlnet: stage2 (registry default, set by lapgen demo)") == 1, res.output
+    res = runner.invoke(app, ["video", "--prompt", "grasper retract liver", "--masks", str(mask_dir),
+                              "--model", "stage1", "--controlnet", "stage2", "--frames", "2", "--steps", "1",
+                              "--out", str(tmp_path / "w.mp4")])
+    assert res.exit_code == 0 and "registry default" not in res.output, res.output

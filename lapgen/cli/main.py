@@ -96,10 +96,11 @@ def _global_options(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
-    from lapgen import progress
+    from lapgen import progress, registry
 
     _state["debug"] = debug
     progress.set_quiet(quiet)
+    registry.reset_announcements()  # every command names the defaults it falls back to
 
 
 def _register_commands() -> None:
