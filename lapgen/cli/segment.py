@@ -1,4 +1,4 @@
-"""`lapgen segment convert | train | annotate | predict`: the YOLOv8-seg tool segmenter.
+"""`lapgen segment convert | train | evaluate | annotate | predict`: the YOLOv8-seg tool segmenter.
 
 Heavy libraries (ultralytics, torch, cv2) are imported inside the command bodies only.
 """
@@ -239,6 +239,30 @@ def predict_cmd(
         )
     )
     _print(s, as_json, [f"wrote {out}: {s['images']} masks ({s['empty']} without a tool)"])
+
+
+@segment_app.command("evaluate")
+def evaluate_cmd(
+    data: Path = typer.Option(..., "--data", help="A `lapgen segment convert` dataset (its labels are the truth)."),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="Segmenter name or path (default: the "
+                                            "registry's default segmenter)."),
+    split: str = typer.Option("val", "--split", help="Which split to score (train or val)."),
+    conf: float = typer.Option(0.25, "--conf", help="Confidence threshold of tool instances."),
+    iou: float = typer.Option(0.7, "--iou", help="NMS IoU threshold."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", help="Inference size (default: the segmenter's)."),
+    batch: int = typer.Option(16, "--batch"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Pixel F1 of a segmenter against a converted dataset's ground-truth masks, overall and per source."""
+    from lapgen.models.segmenter_eval import SegmenterEvalConfig, evaluate_segmenter
+
+    r = evaluate_segmenter(SegmenterEvalConfig(data=data, segmenter=segmenter, split=split, conf=conf, iou=iou,
+                                               imgsz=imgsz, batch=batch, device=device))
+    lines = [f"{r['segmenter']} on {r['split']} of {data}: pixel F1 {r['overall']['micro']:.3f} "
+             f"(per-image mean {r['overall']['macro']:.3f}, {r['overall']['n_images']} images)"]
+    lines += [f"  {src}: pixel F1 {v['micro']:.3f} ({v['n_images']} images)" for src, v in r["by_source"].items()]
+    _print(r, as_json, lines)
 
 
 def register(app: typer.Typer) -> None:
