@@ -147,7 +147,7 @@ def test_batches_follow_one_uninterrupted_pass(torchscript_inception, unequal_se
         return original(self, batch, protocol)
 
     monkeypatch.setattr(F.FeatureExtractor, "forward", spy)
-    gen, real = unequal_sets
+    gen, _ = unequal_sets
     both = make_image_set(gen.parent / "fifty", 50, seed=5)
     ext = FeatureExtractor("inception-v3-clean", weights=torchscript_inception)
     chunked = compute_features(open_image_set(both), ext, "clean", batch_size=BATCH, chunk=50, use_cache=False)
