@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lapgen.cli.main import app
-from lapgen.metrics.report import OFFICIAL_WEIGHTS, build_report, comparability, paper_n, render_markdown
+from lapgen.metrics.paper import OFFICIAL_WEIGHTS, paper_n
+from lapgen.metrics.report import build_report, comparability, render_markdown
 
 runner = CliRunner()
 SHA = {name: prefix + "0" * (64 - len(prefix)) for name, prefix in OFFICIAL_WEIGHTS.items()}
