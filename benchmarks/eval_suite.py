@@ -12,10 +12,17 @@ generated + N real 128x128 PNGs (default N = 1000). Measured side by side in one
 (b) a second generated set against the same real set: the real features come from lapgen's cache.
     Goal: <= 0.55x the first lapgen evaluation.
 
-    python benchmarks/eval_suite.py [--n 1000] [--batch-size 50] [--repeats 2] [--quick]
+(c) CMMD's memory at the paper's N = 10,000 per set with 768-d (ViT-L/14@336) embeddings: the dense form
+    (three N x N float64 kernels at once, as the reference code) against lapgen's tiled `cmmd`, each in its
+    own process, with the same embeddings. Reported: peak memory of each (numpy allocations traced with
+    tracemalloc, and the peak resident-set growth), and their values (equal to 1e-9 relative). Goals:
+    tiled peak < 1 GB, and <= 0.25x the dense peak.
 
-`--quick` is a smoke run (N = 100, one repeat): at that size model loading weighs more, so the ratios
-are not the N = 1,000 figures.
+    python benchmarks/eval_suite.py [--part all|fidelity|cmmd] [--n 1000] [--batch-size 50] [--repeats 2]
+                                    [--cmmd-n 10000] [--quick]
+
+`--quick` is a smoke run (N = 100, one repeat; CMMD at N = 5,000): at that size model loading weighs
+more, so the ratios are not the N = 1,000 figures.
 """
 
 from __future__ import annotations
@@ -92,15 +99,97 @@ def lapgen_fidelity(gen: Path, real: Path, inception: Path, clip: Path, batch_si
     return {r["metric"]: r["value"] for r in evaluate_fidelity(cfg)}
 
 
+def _embeddings(n: int, dim: int, seed: int, shift: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    x[:, 0] += shift
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _cmmd_dense(x: np.ndarray, y: np.ndarray, sigma: float = 10.0) -> float:
+    """The whole-matrix CMMD (the reference code's form): three N x N float64 kernels alive at once."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    x, y = x / np.linalg.norm(x, axis=1, keepdims=True), y / np.linalg.norm(y, axis=1, keepdims=True)
+    sq = lambda a, b: (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    gamma = 1.0 / (2.0 * sigma**2)
+    k_xx, k_yy, k_xy = np.exp(-gamma * sq(x, x)), np.exp(-gamma * sq(y, y)), np.exp(-gamma * sq(x, y))
+    return float(1000.0 * (k_xx.mean() + k_yy.mean() - 2.0 * k_xy.mean()))
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def cmmd_child(form: str, n: int, dim: int) -> None:
+    """One CMMD in this (fresh) process; prints its value and peak memory as JSON."""
+    import json
+    import resource
+    import tracemalloc
+
+    from lapgen.metrics.cmmd import cmmd
+
+    x, y = _embeddings(n, dim, 0, 0.0), _embeddings(n, dim, 1, 0.05)
+    base_rss = _rss_bytes()
+    tracemalloc.start()
+    value = _cmmd_dense(x, y) if form == "dense" else cmmd(x, y)
+    traced_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
+    print(json.dumps({"form": form, "value": value, "traced_peak": traced_peak,
+                      "rss_growth": max(0, peak_rss - base_rss)}))
+
+
+def run_cmmd(n: int, dim: int = 768) -> None:
+    import json
+    import subprocess
+
+    out = {}
+    for form in ("tiled", "dense"):  # separate processes: each peak is its own
+        proc = subprocess.run([sys.executable, __file__, "--cmmd-child", form, "--cmmd-n", str(n),
+                               "--cmmd-dim", str(dim)], check=False, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            if form == "dense":  # the baseline may not fit in this machine's memory
+                print(f"SKIP cmmd_dense_peak_memory dense CMMD at N={n} failed: {tail}")
+                continue
+            raise SystemExit(f"tiled CMMD failed: {tail}")
+        out[form] = json.loads(proc.stdout.strip().splitlines()[-1])
+    gb = 1024**3
+    tiled = out["tiled"]
+    print(f"cmmd n={n} d={dim}: tiled peak traced={tiled['traced_peak'] / gb:.3f} GB "
+          f"rss+={tiled['rss_growth'] / gb:.3f} GB value={tiled['value']:.12g}")
+    peak = max(tiled["traced_peak"], tiled["rss_growth"])
+    print(f"RESULT cmmd_tiled_peak_memory_gb ratio={peak / gb:.3f} goal<1")
+    if "dense" in out:
+        dense = out["dense"]
+        rel = abs(tiled["value"] - dense["value"]) / abs(dense["value"])
+        dense_peak = max(dense["traced_peak"], dense["rss_growth"])
+        print(f"cmmd n={n} d={dim}: dense peak traced={dense['traced_peak'] / gb:.3f} GB "
+              f"rss+={dense['rss_growth'] / gb:.3f} GB value={dense['value']:.12g} (relative difference {rel:.2e})")
+        print(f"RESULT cmmd_tiled_vs_dense_peak_memory ratio={peak / dense_peak:.3f} goal<=0.25")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--part", choices=("all", "fidelity", "cmmd"), default="all")
     parser.add_argument("--n", type=int, default=1000, help="images per set")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=2, help="alternating repeats; the minimum is reported")
-    parser.add_argument("--quick", action="store_true", help="smoke run: N = 100, one repeat")
+    parser.add_argument("--cmmd-n", type=int, default=10_000, help="embeddings per set for (c)")
+    parser.add_argument("--cmmd-dim", type=int, default=768, help=argparse.SUPPRESS)
+    parser.add_argument("--cmmd-child", choices=("dense", "tiled"), help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="smoke run: N = 100, one repeat; CMMD N = 5,000")
     args = parser.parse_args()
+    if args.cmmd_child:
+        cmmd_child(args.cmmd_child, args.cmmd_n, args.cmmd_dim)
+        return
     if args.quick:
-        args.n, args.repeats = 100, 1
+        args.n, args.repeats, args.cmmd_n = 100, 1, 5000
+    if args.part in ("all", "cmmd"):
+        run_cmmd(args.cmmd_n, args.cmmd_dim)
+    if args.part == "cmmd":
+        return
     work = Path(tempfile.mkdtemp(prefix="lapgen-bench-eval-"))
     try:
         run(args, work)

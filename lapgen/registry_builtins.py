@@ -51,6 +51,15 @@ BUILTINS: dict[str, dict[str, Any]] = {
         "options": {"loader": "torch-fidelity", "files": ["weights-inception-2015-12-05-6726825d.pth"],
                     "search_torch_hub": True},
     },
+    "inception-v3-clean": {
+        "kind": "feature-extractor", "source": "nvidia:inception-2015-12-05.pt",
+        "description": "NVIDIA's TorchScript Inception-v3 (TensorFlow 2015-12-05 graph), the network clean-fid "
+                       "runs; FID and KID as the paper computed them. Local file only, never downloaded",
+        "options": {"loader": "torchscript", "files": ["inception-2015-12-05.pt"],
+                    "sha256": "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4",
+                    "url": "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
+                           "inception-2015-12-05.pt"},
+    },
     "yolov8n-seg": {
         "kind": "segmenter", "source": "ultralytics:yolov8n-seg.pt",
         "description": "YOLOv8n-seg (ultralytics); built from yolov8n-seg.yaml with random weights when no "

@@ -116,7 +116,7 @@ def _paper_mask2yolo(mask: np.ndarray) -> np.ndarray | None:
     contours, _ = cv2.findContours(thresh, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
     best: list = []
     for c in contours:
-        if len(c) > len(best):
+        if len(c) > len(np.squeeze(best)):  # the paper compares with the kept contour after squeeze()
             best = c
     return None if len(best) == 0 else np.asarray(best, np.float64).reshape(-1, 2) / 640
 
@@ -137,6 +137,103 @@ def test_mask2yolo_keeps_the_contour_with_the_most_vertices():
     ring = _rect_mask(64, 64, (8, 8, 56, 56)) & ~(disc > 0)  # a hole is a contour too (RETR_TREE)
     np.testing.assert_array_equal(mask2yolo_polygon(ring), _paper_mask2yolo(ring))
     assert mask2yolo_polygon(np.zeros((8, 8), bool)) is None
+
+
+def _paper_mask2yolo_file(mask_path, dest_path) -> None:
+    """The paper's `mask2yolo` (evaluation/controlnet_eval_datasets.py) step by step, as an independent
+    reference: cv2.imread of the mask file, 640x640 bilinear, BGR->grey, threshold 127, RETR_TREE contours;
+    keep a contour when it has more vertices than the kept one *after squeeze()* (a 1-vertex contour
+    squeezes to its 2 coordinates); ultralytics' own `scale_coords(..., normalize=True)`; the text
+    "0 x1 y1 ..." with Python's float str, no newline, and no file at all when there is no contour."""
+    import cv2
+    from ultralytics.utils import ops
+
+    grey = cv2.cvtColor(cv2.resize(cv2.imread(str(mask_path)), (640, 640), interpolation=cv2.INTER_LINEAR),
+                        cv2.COLOR_BGR2GRAY)
+    _, thresh = cv2.threshold(grey, 127, 255, 0)
+    contours, _ = cv2.findContours(thresh, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+    kept: object = []
+    for c in contours:
+        if len(c) > len(kept):
+            kept = c.squeeze().astype(float)
+    if len(kept) > 0:
+        coords = ops.scale_coords((640, 640), kept, (640, 640), normalize=True)
+        dest_path.write_text("0 " + " ".join(map(str, coords.flatten().tolist())))
+
+
+def test_mask2yolo_labels_equal_the_papers_files_including_1_and_2_vertex_contours(tmp_path):
+    import cv2
+
+    from lapgen.metrics.spatial import mask2yolo_label
+
+    def canvas():
+        return np.zeros((640, 640), np.uint8)
+
+    cases = {}
+    cases["lone-pixel"] = canvas()
+    cases["lone-pixel"][200, 321] = 255  # 1 vertex: "0 x y"
+    cases["two-pixels"] = canvas()
+    cases["two-pixels"][40, 100:102] = 255  # 2 vertices
+    cases["thin-diagonal"] = canvas()
+    cv2.line(cases["thin-diagonal"], (10, 10), (60, 60), 255, 1)  # CHAIN_APPROX_SIMPLE: its 2 end points
+    # contours come bottom-up: the lone pixel (row 600) first, then the 2-pixel line (row 50); the paper
+    # compares 2 > len(squeezed 1-vertex contour) = 2, so it keeps the lone pixel
+    cases["quirk"] = canvas()
+    cases["quirk"][600, 100] = 255
+    cases["quirk"][50, 300:302] = 255
+    cases["tools"] = canvas()
+    cv2.rectangle(cases["tools"], (20, 20), (300, 610), 255, -1)
+    cv2.circle(cases["tools"], (500, 500), 60, 255, -1)
+    cases["small-128"] = np.zeros((128, 128), np.uint8)  # the paper's size: upsampled, no tiny contours
+    cases["small-128"][64, 64] = 255
+    cases["empty"] = canvas()
+    vertices = {}
+    for name, mask in cases.items():
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(mask).save(path)
+        theirs = tmp_path / f"{name}.paper.txt"
+        _paper_mask2yolo_file(path, theirs)
+        ours = mask2yolo_label(conditioning_mask(path))
+        if ours is None:
+            assert not theirs.exists(), name
+        else:
+            assert ours == theirs.read_text(), name  # byte for byte
+            vertices[name] = (len(ours.split()) - 1) // 2
+    assert vertices == {"lone-pixel": 1, "two-pixels": 2, "thin-diagonal": 2, "quirk": 1,
+                        "tools": vertices["tools"], "small-128": vertices["small-128"]}
+    assert vertices["tools"] >= 3 and vertices["small-128"] >= 3 and "empty" not in vertices
+    assert mask2yolo_label(conditioning_mask(tmp_path / "lone-pixel.png")) == f"0 {321 / 640} {200 / 640}"
+
+
+def test_instance_f1_explains_labels_this_ultralytics_refuses(tmp_path, monkeypatch):
+    """A 2-vertex label is a 5-column row, which ultralytics 8.4 refuses in a segment dataset: one line
+    saying so, not a traceback; the label counts are recorded when val runs."""
+    from lapgen.errors import LapgenError
+    from lapgen.metrics.images import open_image_set
+    from lapgen.metrics.spatial import instance_f1_yolo_val
+
+    gen = make_image_set(tmp_path / "gen", 2, seed=3)
+    masks = [np.zeros((640, 640), bool), np.zeros((640, 640), bool)]
+    masks[1][40, 100:102] = True
+
+    class Refusing:
+        def val(self, **kwargs):
+            raise ValueError("Segment dataset requires equal numbers of boxes and segments, but got ...")
+
+    with pytest.raises(LapgenError, match="1 conditioning mask.*2-vertex label"):
+        instance_f1_yolo_val(Refusing(), open_image_set(gen), masks, imgsz=64, device="cpu", batch_size=2)
+
+    class Seg:
+        f1, mp, mr, map50 = np.array([0.5]), 0.4, 0.6, 0.3
+
+    class Accepting:
+        def val(self, data, **kwargs):
+            labels = sorted(p.name for p in (Path(data).parent / "labels" / "val").iterdir())
+            assert labels == ["000001.txt"]  # no file for the empty mask, as the paper
+            return type("Metrics", (), {"seg": Seg})()
+
+    res = instance_f1_yolo_val(Accepting(), open_image_set(gen), masks, imgsz=64, device="cpu", batch_size=2)
+    assert res["labels_by_vertices"] == {"none": 1, "1": 0, "2": 1, "3+": 0} and res["value"] == 0.5
 
 
 def test_f1_bad_inputs(controlnet_gen, tmp_path):

@@ -116,6 +116,29 @@ def test_map_on_frames_split_is_video_wise(rdv_frames_dir, tiny_recognizer_dir, 
         triplet_map(label_matrix(recs)["ivt"], scores["ivt"], ignore_null=True)["mAP"], abs=1e-6)
 
 
+def test_absent_classes_option_is_applied_and_recorded(rdv_frames_dir, tiny_recognizer_dir, one_torch_thread):
+    """`--absent-classes zero` scores classes without a positive as 0 (ivtmetrics 0.1.5 from PyPI) and says so
+    in the result and its key; the default `ignore` (ivtmetrics on GitHub) is recorded too."""
+    from lapgen.metrics import triplet_map
+    from lapgen.models.recognition import label_matrix
+
+    base = ["map", rdv_frames_dir, "--recognizer", tiny_recognizer_dir, "--boot", "0", "--json"]
+    ignore = json.loads(_run(*base).stdout)
+    zero = json.loads(_run(*base, "--absent-classes", "zero").stdout)
+    assert (ignore["absent_classes"], zero["absent_classes"]) == ("ignore", "zero")
+    assert ignore["key"] == "map[video,ivt]" and zero["key"] == "map[video,ivt,absent=zero]"
+    recs = [r for r in _records(rdv_frames_dir) if r["split"] == "test"]
+    scores = _independent_scores(rdv_frames_dir, tiny_recognizer_dir, recs)
+    ref = triplet_map(label_matrix(recs)["ivt"], scores["ivt"], video_ids=[r["video"] for r in recs],
+                      absent_classes="zero")
+    assert ref["n_classes_absent"] > 0  # a small test split lacks most of the 100 triplets
+    assert zero["value"] == pytest.approx(ref["mAP"], abs=1e-6) and zero["value"] < ignore["value"]
+    assert zero["components"]["ivt"]["n_classes_scored"] == 100
+    assert zero["components"]["ivt"]["n_classes_absent"] == ignore["components"]["ivt"]["n_classes_absent"] > 0
+    assert zero["tf32"] is False and zero["device"] == "cpu"
+    _one_line_error(_run(*base, "--absent-classes", "nan"), "absent-class convention")
+
+
 def test_map_table_output(rdv_generated_dir, tiny_recognizer_dir, one_torch_thread):
     res = _run("map", rdv_generated_dir, "--recognizer", tiny_recognizer_dir, "--boot", "10")
     assert res.exit_code == 0, res.output

@@ -160,6 +160,56 @@ def test_cache_hits_and_invalidation(inception_weights, tiny_clip, tmp_path):
     assert not res2.cached and res2.key != changed.key
 
 
+def test_cache_key_names_device_and_dtype(tiny_clip, tmp_path, monkeypatch):
+    """Features from another device (a GPU: cuDNN kernels, batch-dependent results) never share a CPU entry."""
+    from lapgen.metrics import features as F
+
+    name, clip_weights = tiny_clip
+    folder = make_image_set(tmp_path / "set", 3, seed=7)
+    ext = FeatureExtractor(name, weights=clip_weights)
+    on_cpu = compute_features(open_image_set(folder), ext, "cmmd")
+    assert on_cpu.extractor["device"] == "cpu" and on_cpu.extractor["dtype"] == "float32"
+    monkeypatch.setattr(F, "device_id", lambda device: "cuda:NVIDIA A100-SXM4-80GB")
+    digest = open_image_set(folder).digest()
+    prep = preprocessing_id(ext.spec, "cmmd", (64, 64))
+    assert F.feature_key(digest, ext, prep) != on_cpu.key
+    monkeypatch.setattr(F, "device_id", lambda device: "cpu")
+    assert F.feature_key(digest, ext, prep) == on_cpu.key
+
+
+def test_extraction_runs_without_tf32_and_restores_the_settings(small_inception, image_sets, monkeypatch):
+    """TF32 (cuDNN convolutions default to it) is off while the network runs and the user's settings come
+    back afterwards; the result records it."""
+    from lapgen.metrics import features as F
+
+    seen = []
+    body = F.inception_pool3
+
+    def spy(net, x):
+        seen.append((torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision))
+        return body(net, x)
+
+    monkeypatch.setattr(F, "inception_pool3", spy)
+    before = (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    name, weights = small_inception
+    result = compute_features(open_image_set(image_sets["gen"]), FeatureExtractor(name, weights=weights), "clean",
+                              use_cache=False)
+    assert seen and all(s == ("ieee", "ieee") for s in seen) and before[0] == "tf32"
+    assert (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == before
+    assert (result.extractor["precision"], result.extractor["tf32"]) == ("fp32", False)
+
+
+def test_strict_fp32_restores_after_an_error():
+    from lapgen.metrics.precision import strict_fp32
+
+    before = torch.backends.cudnn.conv.fp32_precision
+    with pytest.raises(RuntimeError), strict_fp32() as state:
+        assert state == {"tf32": False, "fp32_precision": "ieee"}
+        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+        raise RuntimeError("boom")
+    assert torch.backends.cudnn.conv.fp32_precision == before
+
+
 def test_extraction_resumes_after_interruption(tiny_clip, tmp_path, monkeypatch):
     name, clip_weights = tiny_clip
     folder = make_image_set(tmp_path / "set", 7, seed=6)
@@ -334,7 +384,7 @@ def test_lapgen_inception_clean_through_torch_fidelity(inception_weights, image_
     assert frechet_distance(gen, real) == pytest.approx(ref["frechet_inception_distance"], rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["inception-v3", "clip-vit-b-32", "clip-vit-l-14-336"])
+@pytest.mark.parametrize("name", ["inception-v3", "inception-v3-clean", "clip-vit-b-32", "clip-vit-l-14-336"])
 def test_builtin_extractor_specs_match_their_networks_and_registry_entries(name):
     """Each built-in extractor's dimension and input size are those of the network it names (open_clip's
     config, torch-fidelity's Inception), and its registry entry names the same architecture, so
@@ -349,7 +399,7 @@ def test_builtin_extractor_specs_match_their_networks_and_registry_entries(name)
     entry = registry.resolve(name, kind="feature-extractor")
     if spec.family == "inception":
         assert (spec.dim, spec.input_size) == (2048, tfi.FeatureExtractorInceptionV3.INPUT_IMAGE_SIZE)
-        assert entry.options["loader"] == "torch-fidelity"
+        assert entry.options["loader"] == spec.loader
         return
     cfg = open_clip.get_model_config(spec.open_clip_model)
     assert (spec.dim, spec.input_size) == (cfg["embed_dim"], cfg["vision_cfg"]["image_size"])

@@ -181,6 +181,101 @@ def test_bad_input_errors():
     assert triplets.COMPONENTS == COMPONENTS
 
 
+def _github_recognition(ivtmetrics):
+    """ivtmetrics as on GitHub (CAMMA-public/ivtmetrics master, commit a89cf65): the PyPI 0.1.5 code with
+    GitHub's `resolve_nan`, `classwise[classwise == -0.0] = np.nan`, i.e. every AP of 0 becomes NaN (with
+    current scikit-learn only classes without a positive score 0). The rest of `recognition.py` differs
+    between the two only in refactoring and accumulator dtypes (float32/int32 on GitHub; `np.append` of
+    the float64 scores gives float64 either way), so this subclass is the GitHub computation."""
+
+    class GitHubRecognition(ivtmetrics.Recognition):
+        def resolve_nan(self, classwise):
+            classwise = np.array(classwise, dtype=np.float64)
+            classwise[classwise == -0.0] = np.nan
+            return classwise
+
+    return GitHubRecognition
+
+
+def _with_absent_classes(seed: int):
+    """3 videos; triplet 10 absent everywhere, 20 absent from video 0, 30-33 only in video 2, and the
+    instrument 'clipper' (triplets 77-81 and 98) absent from video 1: every component has absent classes."""
+    y, s, vids, n_videos, frames = _random_set(seed)
+    y = y.copy()
+    y[:, 10] = 0
+    y[:frames, 20] = 0
+    y[:2 * frames, 30:34] = 0
+    y[frames:2 * frames, [77, 78, 79, 80, 81, 98]] = 0
+    return y, s, vids, n_videos, frames
+
+
+def _reference(rec_class, y, s, n_videos, frames, video_wise, component, ignore_null):
+    import warnings
+
+    rec = rec_class(100)
+    for v in range(n_videos):
+        sl = slice(v * frames, (v + 1) * frames)
+        rec.update(y[sl], s[sl])
+        rec.video_end()
+    with warnings.catch_warnings():  # scikit-learn warns for classes without positives
+        warnings.simplefilter("ignore")
+        return (rec.compute_video_AP if video_wise else rec.compute_global_AP)(component, ignore_null=ignore_null)
+
+
+@pytest.mark.parametrize("video_wise", [True, False])
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_absent_classes_ignore_equals_ivtmetrics_github(ivtmetrics, component, video_wise):
+    y, s, vids, n_videos, frames = _with_absent_classes(9)
+    for ignore_null in ((False, True) if component == "ivt" else (False,)):
+        ref = _reference(_github_recognition(ivtmetrics), y, s, n_videos, frames, video_wise, component, ignore_null)
+        ours = triplet_map(y, s, video_ids=vids if video_wise else None, component=component,
+                           ignore_null=ignore_null)
+        assert ours["absent_classes"] == "ignore"
+        np.testing.assert_allclose(ours["per_class"], ref["AP"], rtol=0, atol=1e-12)  # NaN where ref is NaN
+        assert ours["mAP"] == pytest.approx(ref["mAP"], abs=1e-12)
+    if component == "ivt":
+        assert ours["n_classes_absent"] == 1 and np.isnan(ours["per_class"][10])
+
+
+@pytest.mark.parametrize("video_wise", [True, False])
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_absent_classes_zero_equals_ivtmetrics_0_1_5(ivtmetrics, component, video_wise):
+    """ivtmetrics 0.1.5 (PyPI) with the installed scikit-learn scores absent classes 0; so does "zero"."""
+    import sklearn
+
+    assert tuple(int(x) for x in sklearn.__version__.split(".")[:2]) >= (1, 3)  # AP +0.0 without positives
+    y, s, vids, n_videos, frames = _with_absent_classes(10)
+    for ignore_null in ((False, True) if component == "ivt" else (False,)):
+        ref = _reference(ivtmetrics.Recognition, y, s, n_videos, frames, video_wise, component, ignore_null)
+        ours = triplet_map(y, s, video_ids=vids if video_wise else None, component=component,
+                           ignore_null=ignore_null, absent_classes="zero")
+        assert np.isfinite(ref["AP"]).all()  # the PyPI release really keeps the zeros
+        np.testing.assert_allclose(ours["per_class"], ref["AP"], rtol=0, atol=1e-12)
+        assert ours["mAP"] == pytest.approx(ref["mAP"], abs=1e-12)
+    ignore = triplet_map(y, s, video_ids=vids if video_wise else None, component=component)
+    yc = reduce_component(y, component)
+    units = [yc[v * frames:(v + 1) * frames] for v in range(n_videos)] if video_wise else [yc]
+    if any((u.sum(axis=0) == 0).any() for u in units):  # some class lacks positives where it is scored
+        assert ours["mAP"] < ignore["mAP"]
+    else:  # every class has a positive in every scored unit: the conventions agree
+        assert ours["mAP"] == ignore["mAP"]
+
+
+def test_absent_classes_in_the_bootstrap_and_bad_values():
+    y, s, vids, _, _ = _with_absent_classes(11)
+    yr, sr = reduce_component(y, "ivt"), reduce_component(s, "ivt")
+    for video_ids in (vids, None):
+        for convention in ("ignore", "zero"):
+            point = class_map(yr, sr, video_ids=video_ids, absent_classes=convention)["mAP"]
+            ci = bootstrap_map(yr, sr, video_ids=video_ids, n_boot=40, seed=2, absent_classes=convention)
+            assert ci["low"] <= point <= ci["high"]
+    zero = bootstrap_map(yr, sr, video_ids=vids, n_boot=40, seed=2, absent_classes="zero")
+    ignore = bootstrap_map(yr, sr, video_ids=vids, n_boot=40, seed=2)  # same replicates, absent classes skipped
+    assert zero["low"] < ignore["low"] and zero["high"] < ignore["high"]
+    with pytest.raises(LapgenError, match="absent-class convention"):
+        triplet_map(y, s, absent_classes="nan")
+
+
 def test_absent_class_difference_to_ivtmetrics_is_only_that_class(ivtmetrics):
     """ivtmetrics 0.1.5 keeps scikit-learn's AP for a class without positives (0.0 in recent releases)
     and averages it in; lapgen excludes it. Every other class agrees."""

@@ -93,8 +93,9 @@ def _fidelity(metrics: tuple[str, ...], help_text: str, single_weights: str):
                                      "paper's numbers) or torch-fidelity (TF1 bilinear)."),
         weights: str | None = typer.Option(None, "--weights", help=f"Weights of the {single_weights} "
                                               "(file or registry name; default: the registry)."),
-        inception: str = typer.Option("inception-v3", "--inception", help="FID/KID extractor (see `lapgen "
-                                      "eval extractors`)."),
+        inception: str = typer.Option("inception-v3", "--inception", help="FID/KID extractor: inception-v3 "
+                                      "(torch-fidelity's port) or inception-v3-clean (NVIDIA's TorchScript file "
+                                      "clean-fid runs; local file only). See `lapgen eval extractors`."),
         clip_fid_model: str = typer.Option("clip-vit-b-32", "--clip-fid-model", help="CLIP-FID extractor "
                                            "(the paper: clip-vit-b-32)."),
         clip: str = typer.Option("clip-vit-b-32", "--clip", help="CMMD backbone: clip-vit-b-32 (lapgen's "
@@ -107,6 +108,9 @@ def _fidelity(metrics: tuple[str, ...], help_text: str, single_weights: str):
         kid_subset_size: int | None = typer.Option(None, "--kid-subset-size", help="KID subset size "
                                                       "(default min(N_gen, N_real, 1000), recorded)."),
         kid_seed: int = typer.Option(2020, "--kid-seed", help="KID subset seed (torch-fidelity's default)."),
+        kid_estimator: str = typer.Option("auto", "--kid-estimator", help="KID arithmetic: torch-fidelity "
+                                          "(float64), clean-fid (its kernel_distance, float32), or auto "
+                                          "(clean-fid with --inception inception-v3-clean --protocol clean)."),
         seeds: int | None = typer.Option(None, "--seeds", help="The GEN sets are K seed replicates of one "
                                             "model (K folders, or one folder of K sub-folders): mean ± sd."),
         splits: int | None = typer.Option(None, "--splits", help="Also report the spread over K disjoint "
@@ -117,8 +121,9 @@ def _fidelity(metrics: tuple[str, ...], help_text: str, single_weights: str):
         real_limit: int | None = typer.Option(None, "--real-limit", help="Sample this many REAL images "
                                                  "(the paper: 10000)."),
         real_seed: int = typer.Option(42, "--real-seed", help="Seed of the REAL sample (the paper: 42)."),
-        fid_method: str = typer.Option("auto", "--fid-method", help="tr sqrt route: auto, eig "
-                                       "(torch-fidelity), sqrtm (clean-fid), gram."),
+        fid_method: str = typer.Option("auto", "--fid-method", help="FID route: eig (torch-fidelity), sqrtm, "
+                                       "gram, clean-fid (clean-fid's arithmetic exactly), or auto (clean-fid "
+                                       "with inception-v3-clean and --protocol clean, else gram/eig)."),
         model: str | None = typer.Option(None, "--model", help="Label: model (default: GEN's card)."),
         setup: str | None = typer.Option(None, "--setup", help="Label: setup (default: GEN's card)."),
         epoch: int | None = typer.Option(None, "--epoch", help="Label: epoch (default: GEN's card)."),
@@ -142,7 +147,8 @@ def _fidelity(metrics: tuple[str, ...], help_text: str, single_weights: str):
             clip_fid_model=clip_fid_model, inception_weights=weights if only in (None, "fid", "kid") else None,
             clip_fid_weights=(weights or clip_fid_weights) if only == "clip_fid" else clip_fid_weights,
             cmmd_clip=clip, cmmd_weights=(weights or cmmd_weights) if only == "cmmd" else cmmd_weights,
-            kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, kid_seed=kid_seed, seeds=seeds,
+            kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, kid_seed=kid_seed,
+            kid_estimator=kid_estimator, seeds=seeds,
             splits=splits, split_seed=split_seed, gen_split=gen_split, real_split=real_split,
             real_limit=real_limit, real_seed=real_seed, fid_method=fid_method, device=device,
             batch_size=batch_size, workers=workers, use_cache=cache,

@@ -25,6 +25,9 @@ def map_command(
                              "global (all images pooled; the paper's protocol), auto (video for frames "
                              "datasets, global for generated sets)."),
     ignore_null: bool = typer.Option(False, "--ignore-null", help="Drop triplets 94-99 from ivt (challenge)."),
+    absent_classes: str = typer.Option("ignore", "--absent-classes", help="Classes without a positive (in a "
+                                       "video, or in the pool): ignore (left out; ivtmetrics on GitHub) or zero "
+                                       "(AP 0; ivtmetrics 0.1.5 from PyPI with current scikit-learn)."),
     components_from: str = typer.Option("heads", "--components-from", help="i/v/t scores from the tool/verb/"
                                         "target heads (heads, RDV paper) or from the triplet logits (triplet)."),
     boot: int = typer.Option(1000, "--boot", help="Bootstrap replicates for the confidence interval (0 = none)."),
@@ -47,8 +50,9 @@ def map_command(
 
     check_out(out, overwrite)
     cfg = MapEvalConfig(images=str(images), recognizer=recognizer, split=split, mode=mode, ignore_null=ignore_null,
-                        components_from=components_from, n_boot=boot, seed=seed, batch_size=batch_size,
-                        device=device, workers=workers, labels={"model": model, "setup": setup, "epoch": epoch})
+                        absent_classes=absent_classes, components_from=components_from, n_boot=boot, seed=seed,
+                        batch_size=batch_size, device=device, workers=workers,
+                        labels={"model": model, "setup": setup, "epoch": epoch})
     result = evaluate_map(cfg)
     if publish(result, [result], out, as_json, metric="map", key=result["key"], value=result["value"],
                recognizer=result["recognizer"]["name"]):
@@ -57,8 +61,8 @@ def map_command(
 
     from lapgen.progress import stdout
 
-    table = Table(title=f"action mAP ({result['mode']}) of {result['n_gen']} images, recognizer "
-                  f"{result['recognizer']['name']}")
+    table = Table(title=f"action mAP ({result['mode']}, absent classes: {result['absent_classes']}) of "
+                  f"{result['n_gen']} images, recognizer {result['recognizer']['name']}")
     for col in ("component", "mAP", "95% CI" if cfg.confidence == 0.95 else "CI", "classes scored"):
         table.add_column(col)
     for row in summary_rows(result):

@@ -4,11 +4,11 @@ The chain is files -> features (`lapgen.metrics.features`, cached) -> statistics
 functions. Importing this package does not import torch: the feature extractors live in
 `lapgen.metrics.features` and are imported only when features are computed.
 
-- `frechet_distance(feats_a, feats_b)`: FID / CLIP-FID (metrics-protocol.md section 1)
-- `kid(feats_a, feats_b, subsets=, subset_size=, seed=)`: KID, torch-fidelity's estimator (section 2)
-- `cmmd(emb_a, emb_b)`: CMMD, the reference biased estimator x1000 (section 4)
-- `mask_f1(pred, target)`: pixel micro/macro F1 of tool masks (section 7)
-- `triplet_map(...)`: ivtmetrics-style action-triplet mAP (section 8; `lapgen.metrics.triplets`)
+- `frechet_distance(feats_a, feats_b)`: FID / CLIP-FID (docs/metrics.md, section 1)
+- `kid(feats_a, feats_b, subsets=, subset_size=, seed=)`: KID, torch-fidelity's or clean-fid's estimator
+- `cmmd(emb_a, emb_b)`: CMMD, the reference biased estimator x1000, summed over tiles
+- `mask_f1(pred, target)`: pixel micro/macro F1 of tool masks (docs/metrics.md, section 4)
+- `triplet_map(...)`: ivtmetrics-style action-triplet mAP (docs/metrics-map.md; `lapgen.metrics.triplets`)
 """
 
 from __future__ import annotations

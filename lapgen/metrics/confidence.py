@@ -1,4 +1,4 @@
-"""Spread and confidence for lapgen's metrics (metrics-protocol.md section 9).
+"""Spread and confidence for lapgen's metrics (docs/metrics.md, "Confidence").
 
 Naive bootstrap is wrong for FID, KID and CMMD: resampling with replacement duplicates images, lowers the
 effective N and shifts the (N-biased) value upward. lapgen therefore offers:

@@ -4,6 +4,12 @@
 against one real set and returns one result dict per (generated set, metric) in lapgen's eval JSON schema
 (documented in `lapgen.metrics.report` and docs/metrics.md). The real set's features are extracted once;
 CLIP-FID and CMMD share one CLIP pass when they use the same backbone and the images are square.
+
+With clean-fid's own network (`inception="inception-v3-clean"`, NVIDIA's TorchScript file) and the `clean`
+protocol, `fid_method="auto"` and `kid_estimator="auto"` take clean-fid 0.1.35's arithmetic as well
+(`frechet_distance_cleanfid`, `kid_cleanfid`), so the whole chain is clean-fid's: the paper's FID and KID
+bit for bit on the same images (KID given clean-fid's RNG seeded with `kid_seed`). With torch-fidelity's
+network, "auto" keeps lapgen's float64 routes and torch-fidelity's KID estimator.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class FidelityConfig:
     kid_subsets: int = 100
     kid_subset_size: int | None = None  # None: min(N_gen, N_real, 1000), clean-fid's rule, recorded
     kid_seed: int = 2020
+    kid_estimator: str = "auto"  # auto | torch-fidelity | clean-fid (auto: clean-fid with its own network)
     fid_method: str = "auto"
     seeds: int | None = None  # the generated sets are this many seed replicates of one model
     splits: int | None = None  # spread over k disjoint splits at size N/k
@@ -100,6 +107,14 @@ def _check_config(cfg: FidelityConfig) -> None:
         raise LapgenError(f"unknown metric(s) {', '.join(unknown)}", hint=f"use {', '.join(FIDELITY_METRICS)}")
     if cfg.protocol not in ("clean", "torch-fidelity"):
         raise LapgenError(f"unknown protocol {cfg.protocol!r}", hint="use clean or torch-fidelity")
+    from lapgen.metrics.fid import METHODS
+    from lapgen.metrics.kid import ESTIMATORS
+
+    if cfg.fid_method not in METHODS:
+        raise LapgenError(f"unknown Fréchet distance method {cfg.fid_method!r}", hint=f"use one of {', '.join(METHODS)}")
+    if cfg.kid_estimator not in ("auto",) + ESTIMATORS:
+        raise LapgenError(f"unknown KID estimator {cfg.kid_estimator!r}",
+                          hint=f"use auto, {', '.join(ESTIMATORS)}")
     if cfg.seeds is not None and cfg.seeds != len(cfg.gen):
         raise LapgenError(f"--seeds {cfg.seeds} but {len(cfg.gen)} generated set(s) given",
                           hint="pass one generated folder per seed, or a folder holding one sub-folder per seed")
@@ -192,11 +207,30 @@ def evaluate_fidelity(cfg: FidelityConfig) -> list[dict[str, Any]]:
     return results
 
 
-def _metric_fn(cfg: FidelityConfig, metric: str, subset_size: int | None):
+def cleanfid_chain(ext: Any, protocol: str) -> bool:
+    """Whether these features are clean-fid's own (its TorchScript network behind its `clean` resize)."""
+    return ext.spec.loader == "torchscript" and protocol == "clean"
+
+
+def fid_method_for(cfg: FidelityConfig, metric: str, ext: Any, protocol: str) -> str:
+    if cfg.fid_method == "auto" and metric == "fid" and cleanfid_chain(ext, protocol):
+        return "clean-fid"
+    return cfg.fid_method
+
+
+def kid_estimator_for(cfg: FidelityConfig, ext: Any, protocol: str) -> str:
+    if cfg.kid_estimator == "auto":
+        return "clean-fid" if cleanfid_chain(ext, protocol) else "torch-fidelity"
+    return cfg.kid_estimator
+
+
+def _metric_fn(cfg: FidelityConfig, metric: str, subset_size: int | None, ext: Any, protocol: str):
     if metric in ("fid", "clip_fid"):
-        return lambda a, b: frechet_distance(a, b, method=cfg.fid_method)
+        method = fid_method_for(cfg, metric, ext, protocol)
+        return lambda a, b: frechet_distance(a, b, method=method)
     if metric == "kid":
-        return lambda a, b: kid(a, b, subsets=cfg.kid_subsets, seed=cfg.kid_seed,
+        estimator = kid_estimator_for(cfg, ext, protocol)
+        return lambda a, b: kid(a, b, subsets=cfg.kid_subsets, seed=cfg.kid_seed, estimator=estimator,
                                 subset_size=min(subset_size or DEFAULT_SUBSET_SIZE, len(a), len(b)))
     return cmmd
 
@@ -207,20 +241,24 @@ def _one_result(cfg: FidelityConfig, metric: str, protocol: str, ext: Any, gen: 
     std = None
     params: dict[str, Any] = {}
     if metric == "kid":
-        value, std = kid(a, b, subsets=cfg.kid_subsets, subset_size=subset_size, seed=cfg.kid_seed)
+        estimator = kid_estimator_for(cfg, ext, protocol)
+        value, std = kid(a, b, subsets=cfg.kid_subsets, subset_size=subset_size, seed=cfg.kid_seed,
+                         estimator=estimator)
         params = {"subsets": cfg.kid_subsets, "subset_size": subset_size, "seed": cfg.kid_seed,
-                  "kernel": "poly3", "estimator": "unbiased"}
+                  "kernel": "poly3", "estimator": "unbiased", "implementation": estimator,
+                  "draw_order": "gen-then-real"}
     elif metric == "cmmd":
         value = cmmd(a, b)
         params = {"sigma": 10.0, "scale": 1000.0, "estimator": "biased-v-statistic", "l2_normalised": True}
     else:
         from lapgen.metrics.fid import resolve_method
 
-        value = frechet_distance(a, b, method=cfg.fid_method)
-        params = {"method": resolve_method(cfg.fid_method, len(a), len(b), a.shape[1]), "ddof": 1}
+        method = fid_method_for(cfg, metric, ext, protocol)
+        value = frechet_distance(a, b, method=method)
+        params = {"method": resolve_method(method, len(a), len(b), a.shape[1]), "ddof": 1}
     spread = None
     if cfg.splits is not None:
-        fn = _metric_fn(cfg, metric, subset_size)
+        fn = _metric_fn(cfg, metric, subset_size, ext, protocol)
         spread = split_values(a, b, (lambda x, y: fn(x, y)[0]) if metric == "kid" else fn, cfg.splits,
                               seed=cfg.split_seed)
     extractor = ext.name
@@ -236,6 +274,7 @@ def _one_result(cfg: FidelityConfig, metric: str, protocol: str, ext: Any, gen: 
         "spread": spread,
         "protocol": protocol,
         "extractor": extractor,
+        "network": ext.spec.loader,
         "weights_sha256": ext.weights_sha256,
         "preprocessing": gen_f.preprocessing,
         "n_gen": len(gen),
@@ -248,7 +287,7 @@ def _one_result(cfg: FidelityConfig, metric: str, protocol: str, ext: Any, gen: 
         "real_selection": real.selection,
         "params": params,
         "cached": {"gen": gen_f.cached, "real": real_f.cached},
-        "precision": "fp32",
+        **{k: gen_f.extractor[k] for k in ("precision", "tf32", "device", "dtype")},
         "batch_size": cfg.batch_size,
         "libraries": _libraries(),
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),

@@ -1,15 +1,19 @@
 """Feature extractors for FID, KID, CLIP-FID and CMMD, with a content-addressed feature cache.
 
-The extractor registry (architecture principle 2; torch-fidelity `registry.py`, open_clip `pretrained.py`):
+The extractor registry (after torch-fidelity's `registry.py` and open_clip's `pretrained.py`):
 
-| name                | network                                   | d    | input | used for                     |
-|---------------------|-------------------------------------------|------|-------|------------------------------|
-| `inception-v3`      | torch-fidelity's FID Inception (TF 2015-12-05 graph), pool3 | 2048 | 299 | FID, KID       |
-| `clip-vit-b-32`     | open_clip `ViT-B-32-quickgelu` + `openai` | 512  | 224   | CLIP-FID; CMMD (lapgen default) |
-| `clip-vit-l-14-336` | open_clip `ViT-L-14-336-quickgelu` + `openai` | 768 | 336 | CMMD as the reference code |
+| name                 | network                                                      | d    | input | used for   |
+|----------------------|--------------------------------------------------------------|------|-------|------------|
+| `inception-v3`       | torch-fidelity's FID Inception (TF 2015-12-05 graph), pool3  | 2048 | 299   | FID, KID   |
+| `inception-v3-clean` | NVIDIA's TorchScript `inception-2015-12-05.pt` (clean-fid's) | 2048 | 299   | FID, KID   |
+| `clip-vit-b-32`      | open_clip `ViT-B-32-quickgelu` + `openai`                    | 512  | 224   | CLIP-FID; CMMD (default) |
+| `clip-vit-l-14-336`  | open_clip `ViT-L-14-336-quickgelu` + `openai`                | 768  | 336   | CMMD as the reference |
 
-Preprocessing protocols (metrics-protocol.md sections 1, 3, 4), each with a stable id that enters the
-cache key:
+`inception-v3-clean` is loaded from a local file only (`--weights PATH`, `lapgen models add
+inception-v3-clean PATH`, or `$LAPGEN_HOME/weights/inception-2015-12-05.pt`); lapgen never downloads it. Its
+body is the archive's `layers` submodule on (x - 128) / 128, exactly as clean-fid's `InceptionV3W` calls it.
+
+Preprocessing protocols (docs/metrics.md, section 2), each with a stable id that enters the cache key:
 - Inception `clean` (clean-fid `mode="clean"`, the default): per channel float32 PIL image, BICUBIC to
   299x299, clip to [0, 255] without rounding, (x - 128) / 128, then the network body.
 - Inception `torch-fidelity`: torch-fidelity's TF1.x-exact bilinear resize (its
@@ -24,10 +28,11 @@ cache key:
 Weights: `--weights PATH` (or a registry name) wins; else the checkpoint registry's `feature-extractor`
 entry when it has a local file; else the libraries' own cache/download (torch-fidelity release file,
 open_clip `openai` tag). The networks are built by `lapgen.models.loading` (`clip_from_file`,
-`inception_from_file`), the same builders as the registry's `load_clip` / `load_inception`. Features
-run in fp32; the cache key is SHA-256 over (ordered relative path and file SHA-256 of every image,
-extractor name, weights SHA-256, preprocessing id, CACHE_VERSION), so changed images or weights never
-hit a stale entry.
+`inception_from_file`, `inception_torchscript_from_file`), the same builders as the registry's `load_clip` /
+`load_inception`. Features run in strict fp32: TF32 (on by default for cuDNN convolutions) is switched off
+during extraction (`strict_fp32`) and the result records it. The cache key is SHA-256 over (ordered relative
+path and file SHA-256 of every image, extractor name, weights SHA-256, preprocessing id, device, dtype,
+CACHE_VERSION), so changed images, weights or hardware never hit a stale entry.
 """
 
 from __future__ import annotations
@@ -43,14 +48,18 @@ import numpy as np
 
 from lapgen.errors import LapgenError
 from lapgen.metrics.images import ImageSet, load_rgb
+from lapgen.metrics.precision import device_id, strict_fp32
 from lapgen.metrics.weights import cache_root, resolve_weights, weights_sha256
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: device and dtype in the key
 INCEPTION_SIZE = 299  # Inception-v3 input side, pixels
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 INCEPTION_PROTOCOLS = ("clean", "torch-fidelity")
 CLIP_PROTOCOLS = ("clip-fid", "cmmd")
+
+
+BACKENDS = {"inception": ("torch-fidelity", "torchscript"), "clip": ("open_clip",)}
 
 
 @dataclass(frozen=True)
@@ -61,11 +70,19 @@ class ExtractorSpec:
     input_size: int  # network input side S, pixels
     open_clip_model: str | None
     description: str
+    backend: str = ""  # inception: "torch-fidelity" (default) | "torchscript"; clip: "open_clip"
+
+    @property
+    def loader(self) -> str:
+        return self.backend or BACKENDS.get(self.family, ("",))[0]
 
 
 EXTRACTORS: dict[str, ExtractorSpec] = {
     "inception-v3": ExtractorSpec("inception-v3", "inception", 2048, INCEPTION_SIZE, None,
                                   "torch-fidelity FID Inception-v3 (TF graph 2015-12-05), pool3 features"),
+    "inception-v3-clean": ExtractorSpec("inception-v3-clean", "inception", 2048, INCEPTION_SIZE, None,
+                                        "NVIDIA's TorchScript inception-2015-12-05.pt (clean-fid's network), "
+                                        "pool3 features; local file only", backend="torchscript"),
     "clip-vit-b-32": ExtractorSpec("clip-vit-b-32", "clip", 512, 224, "ViT-B-32-quickgelu",
                                    "OpenAI CLIP ViT-B/32 image embeddings (open_clip, quickgelu + openai)"),
     "clip-vit-l-14-336": ExtractorSpec("clip-vit-l-14-336", "clip", 768, 336, "ViT-L-14-336-quickgelu",
@@ -80,6 +97,9 @@ def register_extractor(spec: ExtractorSpec, *, replace: bool = False) -> Extract
         raise LapgenError(f"unknown extractor family {spec.family!r}", hint="use inception or clip")
     if spec.family == "clip" and not spec.open_clip_model:
         raise LapgenError(f"clip extractor {spec.name!r} needs an open_clip model name")
+    if spec.loader not in BACKENDS[spec.family]:
+        raise LapgenError(f"unknown backend {spec.backend!r} for a {spec.family} extractor",
+                          hint=f"use one of {', '.join(BACKENDS[spec.family])}")
     if spec.name in EXTRACTORS and not replace:
         raise LapgenError(f"feature extractor {spec.name!r} is already registered")
     EXTRACTORS[spec.name] = spec
@@ -90,6 +110,11 @@ def get_spec(name: str) -> ExtractorSpec:
     if name not in EXTRACTORS:
         raise LapgenError(f"unknown feature extractor {name!r}", hint=f"choose one of {', '.join(EXTRACTORS)}")
     return EXTRACTORS[name]
+
+
+def family_names(family: str) -> list[str]:
+    """The registered extractors of one family ("inception" or "clip"), in registry order."""
+    return [n for n, s in EXTRACTORS.items() if s.family == family]
 
 
 def preprocessing_id(spec: ExtractorSpec, protocol: str, size: tuple[int, int]) -> str:
@@ -192,6 +217,14 @@ def inception_pool3(net: Any, x: Any) -> Any:
     return torch.flatten(x, 1)
 
 
+def torchscript_pool3(net: Any, x: Any) -> Any:
+    """clean-fid's `InceptionV3W.forward` body on already-resized (B, 3, 299, 299) pixels in [0, 255]:
+    x - 128, / 128, the archive's `layers`, reshaped to (B, 2048)."""
+    x1 = x - 128
+    x2 = x1 / 128
+    return net.layers.forward(x2).reshape(x.shape[0], -1)
+
+
 class FeatureExtractor:
     """One registry extractor with resolved weights; the network is built on first use (cache hits skip it)."""
 
@@ -208,19 +241,25 @@ class FeatureExtractor:
 
     def describe(self) -> dict[str, Any]:
         return {"extractor": self.name, "weights": str(self.weights_path), "weights_sha256": self.weights_sha256,
-                "dim": self.spec.dim, "input_size": self.spec.input_size, "precision": "fp32"}
+                "dim": self.spec.dim, "input_size": self.spec.input_size, "network": self.spec.loader,
+                "precision": "fp32", "tf32": False, "device": device_id(self.device), "dtype": "float32"}
 
     def _build(self) -> Any:
         """The network, built by the same loaders as the registry's (`lapgen.models.loading`)."""
         import torch
 
-        from lapgen.models.loading import clip_from_file, inception_from_file
+        from lapgen.models.loading import clip_from_file, inception_from_file, inception_torchscript_from_file
 
-        if self.spec.family == "inception":
+        if self.spec.loader == "torchscript":
+            model = inception_torchscript_from_file(self.weights_path, label=self.name)
+        elif self.spec.family == "inception":
             model = inception_from_file(self.weights_path, label=self.name)
         else:
             model = clip_from_file(self.spec.open_clip_model, self.weights_path, label=self.name)[0]
-        return model.to(torch.device(self.device)).float().eval().requires_grad_(False)
+        model = model.to(torch.device(self.device)).float().eval()
+        for param in model.parameters():  # (a TorchScript module has no requires_grad_)
+            param.requires_grad_(False)
+        return model
 
     @property
     def model(self) -> Any:
@@ -233,7 +272,7 @@ class FeatureExtractor:
         import torch
 
         x = torch.from_numpy(batch).to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), strict_fp32():
             if self.spec.family == "inception":
                 x = x.float()
                 if protocol == "torch-fidelity":  # torch-fidelity's own TF1.x-exact bilinear resize
@@ -243,7 +282,10 @@ class FeatureExtractor:
 
                     size = (self.spec.input_size, self.spec.input_size)
                     x = interpolate_bilinear_2d_like_tensorflow1x(x, size=size, align_corners=False)
-                out = inception_pool3(self.model, x)
+                if self.spec.loader == "torchscript":
+                    out = torchscript_pool3(self.model, x)
+                else:
+                    out = inception_pool3(self.model, x)
             else:
                 out = self.model.encode_image(x.float())
         return out.float().cpu().numpy()
@@ -261,8 +303,10 @@ class FeatureResult:
 
 
 def feature_key(images_digest: str, extractor: FeatureExtractor, preprocessing: str) -> str:
+    info = extractor.describe()
     payload = {"images": images_digest, "extractor": extractor.name, "weights_sha256": extractor.weights_sha256,
-               "preprocessing": preprocessing, "version": CACHE_VERSION}
+               "preprocessing": preprocessing, "device": info["device"], "dtype": info["dtype"],
+               "tf32": info["tf32"], "version": CACHE_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -272,11 +316,14 @@ def compute_features(image_set: ImageSet, extractor: FeatureExtractor, protocol:
     """Features of every image of `image_set`, from the cache when the key matches.
 
     Extraction is resumable: every `chunk` images are saved under `<cache>/features/<key>.partial/`, and a
-    re-run after an interruption continues from the last finished chunk.
+    re-run after an interruption continues from the last finished chunk. `chunk` is rounded down to a
+    multiple of `batch_size`, so the batches are those of one uninterrupted pass (0..B-1, B..2B-1, ...),
+    as in clean-fid's DataLoader.
     """
     from lapgen.outputs import atomic_file
     from lapgen.progress import make_progress
 
+    chunk = max(batch_size, chunk // batch_size * batch_size)
     prep = preprocessing_id(extractor.spec, protocol, image_set.size)
     key = feature_key(image_set.digest(), extractor, prep)
     folder = cache_root() / "features"
@@ -324,5 +371,5 @@ def compute_features(image_set: ImageSet, extractor: FeatureExtractor, protocol:
 
 def list_extractors() -> list[dict[str, Any]]:
     """The registry as plain data (for `lapgen eval extractors`)."""
-    return [{"name": s.name, "family": s.family, "dim": s.dim, "input_size": s.input_size,
+    return [{"name": s.name, "family": s.family, "dim": s.dim, "input_size": s.input_size, "network": s.loader,
              "open_clip_model": s.open_clip_model, "description": s.description} for s in EXTRACTORS.values()]

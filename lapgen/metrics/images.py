@@ -1,6 +1,6 @@
 """Image sets for evaluation: a plain image folder or a lapgen dataset (folder with metadata.jsonl).
 
-lapgen lists files itself (metrics-protocol.md section 0): sorted, explicit extensions, not recursive for
+lapgen lists files itself (docs/metrics.md, introduction): sorted, explicit extensions, not recursive for
 plain folders; for a lapgen dataset the files are the `file_name` entries of `metadata.jsonl` (optionally
 one `split`, optionally a seeded sample). Images are read with PIL as RGB uint8. Every image of a set must
 have the same size, checked from the file headers before any feature is computed.

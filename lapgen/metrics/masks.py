@@ -1,6 +1,6 @@
 """Tool-mask F1 between predicted masks on generated images and their conditioning masks.
 
-metrics-protocol.md section 7. For image k with conditioning mask G_k and predicted mask P_k (boolean, same
+docs/metrics.md, section 4. For image k with conditioning mask G_k and predicted mask P_k (boolean, same
 size):
 
     TP_k = |G & P|,  FP_k = |~G & P|,  FN_k = |G & ~P|

@@ -21,80 +21,28 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from lapgen.errors import LapgenError
+from lapgen.metrics.paper import (
+    NETWORK_LABELS,
+    OFFICIAL_WEIGHTS,
+    PAPER_EXTRACTORS,
+    PAPER_TABLE1,
+    PROTOCOL_NOTES,
+    REAL_ROW,
+    normalise_setup,
+    paper_n,
+)
 
 COLUMNS = ("cmmd", "clip_fid", "fid", "kid", "map", "f1", "f1_instance")
 TITLES = {"cmmd": "CMMD", "clip_fid": "CLIP-FID", "fid": "FID", "kid": "KID", "map": "action mAP",
           "f1": "tool-mask F1 (pixel)", "f1_instance": "tool-mask F1 (instance, YOLO val)"}
-PAPER_N = 10_000  # generated and real images per fidelity metric in the paper
-
-# Table 1 of Iliash et al. 2024 (128x128): setup -> epoch -> column -> value (metrics-protocol.md section 10).
-PAPER_TABLE1: dict[str, dict[int | None, dict[str, float]]] = {
-    "CholecT50 (UNet)": {
-        1: {"cmmd": 0.206, "clip_fid": 4.991, "fid": 50.637, "kid": 0.04359, "map": 0.0421},
-        5: {"cmmd": 0.103, "clip_fid": 3.42, "fid": 36.962, "kid": 0.02660, "map": 0.0971},
-        10: {"cmmd": 0.113, "clip_fid": 3.522, "fid": 38.548, "kid": 0.02953, "map": 0.1325}},
-    "CholecT50+80 (UNet)": {
-        1: {"cmmd": 0.174, "clip_fid": 4.32, "fid": 49.428, "kid": 0.04311, "map": 0.0526},
-        5: {"cmmd": 0.113, "clip_fid": 3.531, "fid": 40.011, "kid": 0.03024, "map": 0.0939},
-        10: {"cmmd": 0.102, "clip_fid": 3.298, "fid": 33.426, "kid": 0.02203, "map": 0.1457}},
-    "CholecT50+80 (UNet+CLIP)": {
-        1: {"cmmd": 0.14, "clip_fid": 3.804, "fid": 44.045, "kid": 0.03616, "map": 0.0503},
-        5: {"cmmd": 0.103, "clip_fid": 3.337, "fid": 38.331, "kid": 0.02858, "map": 0.1035},
-        10: {"cmmd": 0.119, "clip_fid": 3.37, "fid": 34.197, "kid": 0.02457, "map": 0.2055}},
-    "ControlNet": {100: {"cmmd": 0.124, "clip_fid": 2.474, "fid": 38.097, "kid": 0.02924, "map": 0.2516,
-                         "f1_instance": 0.71}},
-    "real CholecT50 frames (RDV)": {None: {"map": 0.2990}},
-}
-REAL_ROW = "real CholecT50 frames (RDV)"
-# --setup values that name a paper row (normalised: lower case, only letters, digits and '+').
-SETUP_ALIASES = {
-    "cholect50unet": "CholecT50 (UNet)", "t50unet": "CholecT50 (UNet)", "t50": "CholecT50 (UNet)",
-    "cholect50+80unet": "CholecT50+80 (UNet)", "t50+80unet": "CholecT50+80 (UNet)", "t50+80": "CholecT50+80 (UNet)",
-    "cholect50+80unet+clip": "CholecT50+80 (UNet+CLIP)", "t50+80unet+clip": "CholecT50+80 (UNet+CLIP)",
-    "controlnet": "ControlNet", "realcholect50framesrdv": "real CholecT50 frames (RDV)", "real": "real CholecT50 frames (RDV)",
-}
-# Official weight files (SHA-256 prefixes): torch-fidelity's Inception release, OpenAI's CLIP TorchScript files.
-OFFICIAL_WEIGHTS = {"inception-v3": "6726825d", "clip-vit-b-32": "40d365715913c9da",
-                    "clip-vit-l-14-336": "3035c92b350959924f"}
-
-PROTOCOL_NOTES = """\
-- **FID / KID**: Inception-v3 pool3 (torch-fidelity's port of the TF 2015-12-05 graph). The paper used
-  clean-fid 0.1.35 `mode="clean"` (PIL bicubic on float data to 299x299); only `protocol=clean` results
-  are comparable. `torch-fidelity` (TF1 bilinear) numbers differ, sometimes by more than two models do.
-  FID is biased upward at small N (roughly c/N): compare only at equal N; the paper used 10,000 vs 10,000.
-- **KID**: torch-fidelity's estimator (polynomial kernel, unbiased MMD, 100 subsets of m = min(N, 1000),
-  seeded). The paper's clean-fid KID is unseeded and reports the mean only.
-- **CLIP-FID**: Fréchet distance on OpenAI CLIP ViT-B/32 embeddings with clean-fid's preprocessing (the
-  paper ran it in fp16 on GPU; lapgen runs fp32).
-- **CMMD**: RBF-MMD (sigma 10, x1000, biased estimator) on L2-normalised CLIP embeddings. The paper's public
-  code used ViT-L/14 @ 336 px (its text says ViT-B/32): only `clip-vit-l-14-336` results are comparable.
-- **action mAP**: Rendezvous retrained at 128 px (weights unpublished), ivtmetrics, all generated images as one
-  pseudo-video (a global mAP). Comparable only with an equivalent recognizer. The real-frames row (0.2990)
-  equals the published RDV AP_IVT (official model, RDV test split, video-wise), so it compares with
-  `lapgen eval map FRAMES --split test` in video mode.
-- **tool-mask F1**: the paper's 0.71 is ultralytics `val` instance-level F1 (`f1_instance_yolo_val`), not
-  the pixel F1; its segmenter weights are unpublished.
-- Spread: `seeds` = sd over independent generation seeds at full N; `disjoint-splits` = sd over k splits at
-  N/k; KID's subset std is not a confidence interval; F1 intervals are image-level bootstrap percentiles.
-"""
-
-
-def normalise_setup(text: str | None) -> str | None:
-    if text is None:
-        return None
-    key = re.sub(r"[^a-z0-9+]", "", str(text).lower())
-    if key in SETUP_ALIASES:
-        return SETUP_ALIASES[key]
-    for name in PAPER_TABLE1:
-        if re.sub(r"[^a-z0-9+]", "", name.lower()) == key:
-            return name
-    return None
-
+LABELLED_COLUMNS = ("cmmd", "fid", "kid")  # main-table cells that name the network behind the value
+# What two results for one cell may differ in that changes the number (reported when they do).
+COMPARABLE_FIELDS = ("value", "extractor", "weights_sha256", "protocol", "preprocessing", "n_gen", "n_real",
+                     "params", "variant", "gen", "real", "absent_classes")
 
 def _as_results(data: Any, source: Path) -> list[dict[str, Any]]:
     if isinstance(data, list):
@@ -141,19 +89,30 @@ def load_results(inputs: list[Path]) -> list[dict[str, Any]]:
     return results
 
 
+def paper_setup_of(r: dict[str, Any]) -> str | None:
+    return normalise_setup(r.get("setup")) or normalise_setup(r.get("model"))
+
+
+def network_label(r: dict[str, Any]) -> str:
+    """Which network produced the value, in words ("ViT-L/14@336", "clean-fid Inception", ...)."""
+    extractor = str(r.get("extractor") or "-")
+    return NETWORK_LABELS.get(extractor, extractor)
+
+
 def comparability(r: dict[str, Any]) -> tuple[bool, list[str]]:
     """(comparable with the paper's column, reasons it is not)."""
     why: list[str] = []
     metric = r["metric"]
     sha = r.get("weights_sha256") or ""
+    row = paper_setup_of(r)
+    n_gen, n_real = paper_n(row)
     if metric in ("fid", "kid", "clip_fid", "cmmd"):
-        if r.get("n_gen") != PAPER_N or r.get("n_real") != PAPER_N:
-            why.append(f"N {r.get('n_gen')}/{r.get('n_real')} != {PAPER_N}/{PAPER_N}")
-        expected = {"fid": "inception-v3", "kid": "inception-v3", "clip_fid": "clip-vit-b-32",
-                    "cmmd": "clip-vit-l-14-336"}[metric]
-        if r.get("extractor") != expected:
-            why.append(f"extractor {r.get('extractor')} (paper: {expected})")
-        elif not sha.startswith(OFFICIAL_WEIGHTS[expected]):
+        if r.get("n_gen") != n_gen or r.get("n_real") != n_real:
+            why.append(f"N {r.get('n_gen')}/{r.get('n_real')} != {n_gen}/{n_real}")
+        expected = PAPER_EXTRACTORS[metric]
+        if r.get("extractor") not in expected:
+            why.append(f"extractor {r.get('extractor')} (paper: {' or '.join(expected)})")
+        elif not sha.startswith(OFFICIAL_WEIGHTS[r["extractor"]]):
             why.append("weights not recognised (SHA-256) as the official release file")
         if metric in ("fid", "kid") and r.get("protocol") != "clean":
             why.append(f"protocol {r.get('protocol')} (paper: clean)")
@@ -174,7 +133,24 @@ def comparability(r: dict[str, Any]) -> tuple[bool, list[str]]:
         why.append("pixel F1; the paper's 0.71 is the instance-level f1_instance_yolo_val")
     elif metric == "f1_instance":
         why.append("needs a segmenter equivalent to the paper's (unpublished weights)")
+        if r.get("n_gen") is not None and r.get("n_gen") != n_gen:
+            why.append(f"N {r.get('n_gen')} != {n_gen}")
     return not why, why
+
+
+def preference(e: dict[str, Any]) -> tuple:
+    """How strongly a result belongs in its table cell; the highest wins. In order: the network is the
+    paper's (for CMMD the ViT-L/14@336 backbone; for FID/KID clean-fid's own network first), comparable,
+    fewer reasons not to be, the newer evaluation (`created`), then the key. Never the file name."""
+    expected = PAPER_EXTRACTORS.get(e["metric"], ())
+    extractor = e.get("extractor")
+    rank = len(expected) - expected.index(extractor) if extractor in expected else 0
+    ok, why = comparability(e)
+    return (rank, ok, -len(why), str(e.get("created") or ""), str(e.get("key") or ""), str(e.get("_source")))
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return [f for f in COMPARABLE_FIELDS if a.get(f) != b.get(f)]
 
 
 def _spread_text(r: dict[str, Any]) -> str:
@@ -192,10 +168,39 @@ def _spread_text(r: dict[str, Any]) -> str:
     return ""
 
 
+def _choose(metric: str, candidates: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
+    """The result a table cell shows, and a note when other results for that cell disagree with it."""
+    chosen = max(candidates, key=preference)
+    others = [(c, _differences(chosen, c)) for c in candidates if c is not chosen]
+    others = [(c, diff) for c, diff in others if diff]
+    if not others:
+        return chosen, None
+    best, runner_up = preference(chosen), max(preference(c) for c, _ in others)
+    if best[0] > runner_up[0]:
+        reason = f"its network ({network_label(chosen)}) is the paper's"
+    elif best[1] > runner_up[1] or best[2] > runner_up[2]:
+        reason = "it is the most comparable with the paper's"
+    elif best[3] > runner_up[3]:
+        reason = "it is the newest evaluation"
+    else:
+        reason = "tie on every criterion; the last by key and source"
+    rest = "; ".join(f"`{c.get('key', metric)}` = {c['value']} from {c.get('_source')} (differs in {', '.join(d)})"
+                     for c, d in others)
+    note = (f"{TITLES.get(metric, metric)}: shows `{chosen.get('key', metric)}` = {chosen['value']} from "
+            f"{chosen.get('_source')} ({network_label(chosen)}) because {reason}; also found {rest}")
+    return chosen, note
+
+
 def build_report(inputs: list[Path]) -> dict[str, Any]:
-    """Rows per (model, setup, epoch) with lapgen's and the paper's values, plus per-result details."""
+    """Rows per (model, setup, epoch) with lapgen's and the paper's values, plus per-result details.
+
+    Several results for one cell (e.g. CMMD with ViT-B/32 from `eval fidelity` and with ViT-L/14@336 from
+    `eval cmmd --clip clip-vit-l-14-336`) are ranked by `preference`, never by file name; the row's `shown`
+    says which result each cell holds, and `choices` explains every cell whose results disagree.
+    """
     results = load_results(inputs)
     rows: dict[tuple[str, str, Any], dict[str, Any]] = {}
+    candidates: dict[tuple[tuple[str, str, Any], str], list[dict[str, Any]]] = {}
     details = []
     for r in results:
         model = str(r.get("model") or Path(r.get("gen") or "?").name)
@@ -208,21 +213,37 @@ def build_report(inputs: list[Path]) -> dict[str, Any]:
             pass
         paper = PAPER_TABLE1.get(paper_setup, {}).get(epoch) if paper_setup else None
         key = (model, str(setup or paper_setup or ""), epoch)
-        row = rows.setdefault(key, {"model": model, "setup": setup, "paper_setup": paper_setup, "epoch": epoch,
-                                    "ours": {}, "paper": dict(paper or {}), "comparable": {}})
+        rows.setdefault(key, {"model": model, "setup": setup, "paper_setup": paper_setup, "epoch": epoch,
+                              "ours": {}, "paper": dict(paper or {}), "comparable": {}, "network": {},
+                              "shown": {}})
         entries = [r]
         if r["metric"] == "f1" and isinstance(r.get("instance"), dict):
             entries.append({**r, **r["instance"], "metric": "f1_instance", "spread": None, "ci": None})
         for e in entries:
             ok, why = comparability(e)
-            row["ours"][e["metric"]] = e["value"]
-            row["comparable"][e["metric"]] = ok
+            candidates.setdefault((key, e["metric"]), []).append(e)
             details.append({"model": model, "setup": setup, "epoch": epoch, "metric": e["metric"],
                             "key": e.get("key", e["metric"]), "variant": e.get("variant"), "value": e["value"],
                             "paper": (paper or {}).get(e["metric"]), "spread": _spread_text(e),
                             "n_gen": e.get("n_gen"), "n_real": e.get("n_real"), "protocol": e.get("protocol"),
-                            "extractor": e.get("extractor"), "weights_sha256": e.get("weights_sha256"),
-                            "comparable": ok, "why_not": why, "source": e.get("_source")})
+                            "extractor": e.get("extractor"), "network": network_label(e),
+                            "weights_sha256": e.get("weights_sha256"), "comparable": ok, "why_not": why,
+                            "source": e.get("_source"), "_cell": (key, e["metric"]), "_entry": e})
+    choices = []
+    shown: dict[tuple[tuple[str, str, Any], str], dict[str, Any]] = {}
+    for (key, metric), found in candidates.items():
+        chosen, note = _choose(metric, found)
+        shown[(key, metric)] = chosen
+        row = rows[key]
+        row["ours"][metric] = chosen["value"]
+        row["comparable"][metric] = comparability(chosen)[0]
+        row["network"][metric] = network_label(chosen)
+        row["shown"][metric] = {"key": chosen.get("key", metric), "source": chosen.get("_source")}
+        if note:
+            choices.append({"model": row["model"], "setup": row["setup"], "epoch": row["epoch"], "metric": metric,
+                            "note": note})
+    for d in details:
+        d["in_table"] = shown[d.pop("_cell")] is d.pop("_entry")
     ordered = sorted(rows.values(), key=lambda x: (str(x["paper_setup"] or x["model"]), str(x["setup"]),
                                                    -1 if x["epoch"] is None else float(x["epoch"])))
     order = {c: i for i, c in enumerate(COLUMNS)}
@@ -230,37 +251,51 @@ def build_report(inputs: list[Path]) -> dict[str, Any]:
                                 order.get(d["metric"], 99)))
     return {"schema": "lapgen.report/1",
             "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-            "columns": list(COLUMNS), "rows": ordered, "details": details, "paper": "Iliash et al. 2024, Table 1",
+            "columns": list(COLUMNS), "rows": ordered, "details": details, "choices": choices,
+            "paper": "Iliash et al. 2024, Table 1",
             "paper_table1": {k: {str(e): v for e, v in d.items()} for k, d in PAPER_TABLE1.items()}}
 
 
-def _cell(value: Any, paper: Any) -> str:
+def _cell(value: Any, paper: Any, label: str | None = None) -> str:
     ours = "-" if value is None else (f"{value:.5g}" if isinstance(value, float) else str(value))
-    return ours if paper is None else f"{ours} ({paper:g})"
+    text = ours if paper is None else f"{ours} ({paper:g})"
+    return f"{text} · {label}" if label else text
 
 
 def render_markdown(report: dict[str, Any], plot_name: str | None) -> str:
     cols = [c for c in COLUMNS if any(c in r["ours"] for r in report["rows"])]
     lines = ["# lapgen evaluation report", "",
-             (f"Created {report['created']}. Cells: lapgen value (paper's Table 1 value, Iliash et al. 2024). "
-              "A paper value is comparable only where the details table says yes."), "",
+             (f"Created {report['created']}. Cells: lapgen value (paper's Table 1 value, Iliash et al. 2024) · "
+              "the network behind the value (CMMD backbone; FID/KID Inception). A paper value is comparable "
+              "only where the details table says yes."), "",
              "| model | setup | epoch | " + " | ".join(TITLES[c] for c in cols) + " |",
              "|---|---|---|" + "---|" * len(cols)]
     for r in report["rows"]:
-        cells = [_cell(r["ours"].get(c), r["paper"].get(c)) for c in cols]
+        cells = [_cell(r["ours"].get(c), r["paper"].get(c),
+                       r.get("network", {}).get(c) if c in LABELLED_COLUMNS else None) for c in cols]
         setup = r["setup"] or r["paper_setup"] or "-"
         lines.append(f"| {r['model']} | {setup} | {'-' if r['epoch'] is None else r['epoch']} | "
                      + " | ".join(cells) + " |")
+    if report.get("choices"):
+        lines += ["", "## Cells with several results", "",
+                  ("Where results for one cell disagree, the table shows one (the paper's network first, then "
+                   "the most comparable, then the newest evaluation; never by file name):"), ""]
+        for c in report["choices"]:
+            lines.append(f"- {c['model']}, epoch {'-' if c['epoch'] is None else c['epoch']}: {c['note']}")
     lines += ["", "## Details", "",
-              ("| model | epoch | key | value | spread | paper | N gen/real | protocol | extractor | weights | "
-               "comparable |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
+              ("| model | epoch | key | value | spread | paper | N gen/real | protocol | network | weights | "
+               "in table | comparable |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in report["details"]:
         comp = "yes" if d["comparable"] else "no: " + "; ".join(d["why_not"])
         value = "-" if d["value"] is None else f"{d['value']:.6g}"
+        network = d["extractor"] or "-"
+        if d.get("network") and d["network"] != network:
+            network = f"{network} ({d['network']})"
         lines.append(f"| {d['model']} | {'-' if d['epoch'] is None else d['epoch']} | `{d['key']}` | {value} | "
                      f"{d['spread'] or '-'} | {'-' if d['paper'] is None else d['paper']} | "
                      f"{d['n_gen'] if d['n_gen'] is not None else '-'}/{'-' if d['n_real'] is None else d['n_real']} | "
-                     f"{d['protocol'] or '-'} | {d['extractor'] or '-'} | {(d['weights_sha256'] or '-')[:12]} | {comp} |")
+                     f"{d['protocol'] or '-'} | {network} | {(d['weights_sha256'] or '-')[:12]} | "
+                     f"{'yes' if d.get('in_table') else 'no'} | {comp} |")
     if plot_name:
         lines += ["", "## Metrics over epochs", "", f"![metrics over epochs]({plot_name})"]
     lines += ["", "## Protocol notes", "", PROTOCOL_NOTES]

@@ -1,4 +1,4 @@
-"""lapgen's extractors as torch-fidelity feature extractors (metrics-protocol.md section 5).
+"""lapgen's extractors as torch-fidelity feature extractors (torch-fidelity 0.4.0 `register_feature_extractor`).
 
 `register_with_torch_fidelity("inception-v3", "clean")` registers `lapgen-inception-v3-clean`, so
 `torch_fidelity.calculate_metrics(..., feature_extractor="lapgen-inception-v3-clean",

@@ -1,8 +1,7 @@
 """Action-triplet mean average precision with the semantics of CAMMA's ivtmetrics.
 
 Reference: CAMMA-public/ivtmetrics (`ivtmetrics/recognition.py`, `disentangle.py`), the metric of the
-CholecT50 benchmarks and of Rendezvous (Nwoye et al., Medical Image Analysis 2022); metrics-protocol.md
-section 8.
+CholecT50 benchmarks and of Rendezvous (Nwoye et al., Medical Image Analysis 2022); docs/metrics-map.md.
 
 - AP per class is scikit-learn's `average_precision_score` (step-wise, not interpolated).
 - Video-wise mode (the CholecT50 benchmark default): AP per class and video, mean over videos per class,
@@ -10,8 +9,13 @@ section 8.
 - Components `i`, `v`, `t`, `iv`, `it` reduce the 100 triplet columns per frame by the max over the
   triplets of each component id (the official maps); columns follow the sorted ids that occur
   (i 6, v 10, t 15, iv 26, it 59), so column k of `iv`/`it` is not id k (`class_ids` gives the ids).
-- A class without positives has no AP: lapgen masks it explicitly (NaN, ignored by every mean) instead
-  of relying on the 0.0 recent scikit-learn returns (which ivtmetrics 0.1.5 then averages in as 0).
+- Absent classes (no positive in a video, or for global in the pool) follow `absent_classes`:
+  `"ignore"` (default): no AP, NaN, left out of every mean. This is ivtmetrics on GitHub, whose
+  `resolve_nan` turns every AP of 0 into NaN (with scikit-learn >= 1.x only absent classes score 0), and
+  ivtmetrics' README ("nan ... for classes with no occurrence"). lapgen masks the classes explicitly.
+  `"zero"`: AP 0, averaged in. This is ivtmetrics 0.1.5 from PyPI with current scikit-learn: its
+  `resolve_nan` only maps the string "-0.0" to NaN, and scikit-learn returns +0.0 for a class without
+  positives. On sets with absent classes the two differ by a lot; the paper pinned neither.
 - `ignore_null` drops triplets 94-99 (instrument, null_verb, null_target) for `ivt` only.
 
 Only numpy is imported at module level; scikit-learn is imported when a score is computed.
@@ -27,6 +31,7 @@ from lapgen.data import vocab
 from lapgen.errors import LapgenError
 
 COMPONENTS: tuple[str, ...] = ("ivt", "i", "v", "t", "iv", "it")
+ABSENT_CLASSES = ("ignore", "zero")
 _MAP_COLUMN = {"ivt": 0, "i": 1, "v": 2, "t": 3, "iv": 4, "it": 5}
 
 
@@ -114,15 +119,31 @@ def per_video_ap(labels, scores, video_ids: Sequence) -> tuple[list, np.ndarray]
     return videos, table
 
 
-def class_map(labels, scores, *, video_ids: Sequence | None = None) -> dict:
+def check_absent_classes(absent_classes: str) -> str:
+    if absent_classes not in ABSENT_CLASSES:
+        raise LapgenError(f"unknown absent-class convention {absent_classes!r}",
+                          hint="use ignore (ivtmetrics on GitHub) or zero (ivtmetrics 0.1.5 from PyPI)")
+    return absent_classes
+
+
+def _absent_as(x: np.ndarray, absent_classes: str) -> np.ndarray:
+    """AP values with the absent ones (NaN) left as NaN ("ignore") or scored 0 ("zero")."""
+    return np.where(np.isnan(x), 0.0, x) if absent_classes == "zero" else x
+
+
+def class_map(labels, scores, *, video_ids: Sequence | None = None, absent_classes: str = "ignore") -> dict:
     """mAP of already-reduced (N, C) labels/scores with the ivtmetrics rules (video-wise or global)."""
+    check_absent_classes(absent_classes)
     y, s = _as_arrays(labels, scores, None)
     if video_ids is None:
-        per_class = _ap_columns(y, s)
+        ap = _ap_columns(y, s)
+        absent = np.isnan(ap)
+        per_class = _absent_as(ap, absent_classes)
         mode, n_videos = "global", None
     else:
         videos, table = per_video_ap(y, s, video_ids)
-        per_class = _nanmean(table, axis=0)  # mean over the videos where the class occurs
+        absent = np.isnan(table).all(axis=0)
+        per_class = _nanmean(_absent_as(table, absent_classes), axis=0)  # mean over videos (ignore: where present)
         mode, n_videos = "video", len(videos)
     m = _nanmean(per_class)
     return {
@@ -132,28 +153,37 @@ def class_map(labels, scores, *, video_ids: Sequence | None = None) -> dict:
         "n_frames": int(y.shape[0]),
         "n_videos": n_videos,
         "n_classes_scored": int(np.isfinite(per_class).sum()),
+        "n_classes_absent": int(absent.sum()),
+        "absent": absent,
+        "absent_classes": absent_classes,
     }
 
 
 def triplet_map(labels, scores, *, video_ids: Sequence | None = None, component: str = "ivt",
-                ignore_null: bool = False) -> dict:
+                ignore_null: bool = False, absent_classes: str = "ignore") -> dict:
     """Triplet (or component) mAP of (N, 100) multi-hot `labels` and `scores` (sigmoid outputs).
 
     With `video_ids` (one per frame) AP is computed per video and averaged as ivtmetrics'
-    `compute_video_AP`; otherwise over all frames (`compute_global_AP`). Returns a dict with `mAP`
-    (float; NaN if no class has a positive), `per_class` (array over `class_ids`, NaN = no positives),
-    `class_ids`, `component`, `mode` ("video"|"global"), `n_frames`, `n_videos`, `n_classes_scored`.
+    `compute_video_AP`; otherwise over all frames (`compute_global_AP`). `absent_classes` is "ignore"
+    (classes without a positive have no AP; ivtmetrics on GitHub) or "zero" (they score 0; ivtmetrics
+    0.1.5 from PyPI with current scikit-learn). Returns a dict with `mAP` (float; NaN if no class has a
+    positive under "ignore"), `per_class` (array over `class_ids`; NaN = no positives under "ignore"),
+    `class_ids`, `component`, `mode` ("video"|"global"), `n_frames`, `n_videos`, `n_classes_scored`,
+    `absent` (bool per class: no positive anywhere) and its count `n_classes_absent`, `absent_classes`.
     """
     _check_component(component)
     y, s = _as_arrays(labels, scores, vocab.NUM_TRIPLETS)
-    result = class_map(reduce_component(y, component), reduce_component(s, component), video_ids=video_ids)
+    result = class_map(reduce_component(y, component), reduce_component(s, component), video_ids=video_ids,
+                       absent_classes=absent_classes)
     ids = list(component_ids(component))
     if ignore_null and component == "ivt":
         keep = [k for k, cid in enumerate(ids) if cid not in vocab.NULL_TRIPLETS]
         result["per_class"] = result["per_class"][keep]
+        result["absent"] = result["absent"][keep]
         ids = [ids[k] for k in keep]
         result["mAP"] = float(_nanmean(result["per_class"]))
         result["n_classes_scored"] = int(np.isfinite(result["per_class"]).sum())
+        result["n_classes_absent"] = int(result["absent"].sum())
     result.update(class_ids=ids, component=component, ignore_null=bool(ignore_null))
     return result
 
@@ -198,14 +228,16 @@ def weighted_ap(labels, scores, weights) -> np.ndarray:
 
 
 def bootstrap_map(labels, scores, *, video_ids: Sequence | None = None, mode: str | None = None,
-                  n_boot: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
-    """Percentile bootstrap interval of `class_map` on reduced (N, C) arrays (metrics-protocol.md 9).
+                  n_boot: int = 1000, seed: int = 0, confidence: float = 0.95,
+                  absent_classes: str = "ignore") -> dict:
+    """Percentile bootstrap interval of `class_map` on reduced (N, C) arrays (docs/metrics-map.md).
 
     Resampling unit: whole videos when `video_ids` has >= 2 videos, else frames (one pseudo-video).
     `mode` "video" (default with videos) averages the per-video AP table over the resampled videos;
     "global" pools the resampled frames (weights = multiplicities). Classes without positives in a
-    replicate are skipped, as in the point estimate.
+    replicate follow `absent_classes`, as in the point estimate (skipped, or scored 0).
     """
+    check_absent_classes(absent_classes)
     y, s = _as_arrays(labels, scores, None)
     n = y.shape[0]
     rng = np.random.default_rng(seed)
@@ -217,6 +249,7 @@ def bootstrap_map(labels, scores, *, video_ids: Sequence | None = None, mode: st
     values = np.empty(n_boot)
     if mode == "video" and unit == "video":
         _, table = per_video_ap(y, s, video_ids)
+        table = _absent_as(table, absent_classes)
         for b in range(n_boot):
             pick = rng.integers(0, len(videos), len(videos))
             values[b] = _nanmean(_nanmean(table[pick], axis=0))
@@ -228,7 +261,7 @@ def bootstrap_map(labels, scores, *, video_ids: Sequence | None = None, mode: st
                 w = counts[index].astype(np.float64)
             else:
                 w = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
-            values[b] = _nanmean(ap(w))
+            values[b] = _nanmean(_absent_as(ap(w), absent_classes))
     alpha = (1.0 - confidence) / 2
     finite = values[np.isfinite(values)]
     low, high = (np.quantile(finite, [alpha, 1 - alpha]) if finite.size else (np.nan, np.nan))

@@ -2,8 +2,10 @@
 
 Order: `--weights PATH` (or a registry name) > the checkpoint registry's `feature-extractor` entry when it
 has a local file (`lapgen.registry`, e.g. `$LAPGEN_HOME/weights` or the torch hub cache) > the libraries'
-own cache/download (torch-fidelity's release file, open_clip's `openai` tag). Offline without weights is a
-one-line error naming `--weights`. Hashes are memoised by (path, size, mtime) under `$LAPGEN_HOME/cache`.
+own cache/download (torch-fidelity's release file, open_clip's `openai` tag). NVIDIA's TorchScript Inception
+(`inception-v3-clean`) is never downloaded: only a local file is used. Offline without weights is a
+one-line error naming `--weights` and the registered extractors of the same family, with which of them have
+local weights. Hashes are memoised by (path, size, mtime) under `$LAPGEN_HOME/cache`.
 """
 
 from __future__ import annotations
@@ -76,10 +78,29 @@ def _registry_weights(name: str) -> Path | None:
     return path
 
 
+def _family_status(spec: ExtractorSpec) -> str:
+    """'inception-v3 (weights here), inception-v3-clean (no local weights)': the registered extractors of
+    `spec`'s family, for the missing-weights error."""
+    from lapgen.metrics.features import family_names
+
+    parts = []
+    for name in family_names(spec.family):
+        try:
+            here = _registry_weights(name) is not None
+        except LapgenError:
+            here = False
+        parts.append(f"{name} ({'local weights' if here else 'no local weights'})")
+    return ", ".join(parts)
+
+
 def _default_weights(spec: ExtractorSpec) -> Path:
     """The libraries' own weight files (downloaded once into their caches when online)."""
-    hint = (f"pass --weights PATH to a local copy, or register one with kind feature-extractor "
-            f"under the name {spec.name}")
+    kind = "Inception" if spec.family == "inception" else "CLIP"
+    hint = (f"pass --weights PATH to a local copy, or `lapgen models add {spec.name} PATH`; registered {kind} "
+            f"extractors: {_family_status(spec)}")
+    if spec.loader == "torchscript":
+        raise LapgenError(f"no local weights for {spec.name} (NVIDIA's inception-2015-12-05.pt, the file "
+                          "clean-fid downloads; lapgen never downloads it)", hint=hint)
     try:
         if spec.family == "inception":
             import torch

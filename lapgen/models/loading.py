@@ -30,7 +30,7 @@ __all__ = [
     "resolve_device", "resolve_dtype", "resolve_entry", "ensure_local", "safe_state_dict",
     "weights_fingerprint",
     "load_sd_pipeline", "load_controlnet", "load_segmenter", "load_recognizer", "load_clip", "load_inception",
-    "clip_from_file", "inception_from_file",
+    "clip_from_file", "inception_from_file", "inception_torchscript_from_file",
 ]
 
 def resolve_entry(source: Any, kind: str) -> Entry:
@@ -352,6 +352,40 @@ def inception_from_file(path: str | Path, *, features: tuple[str, ...] = ("2048"
         raise _load_error(label, path, exc) from exc
 
 
+def inception_torchscript_from_file(path: str | Path, *, label: str = "inception-v3-clean") -> Any:
+    """NVIDIA's TorchScript Inception (`inception-2015-12-05.pt`, the network clean-fid runs), CPU, eval.
+
+    Read with `torch.jit.load` (a TorchScript archive, no Python pickle). The archive must have the
+    interface clean-fid's `InceptionV3W` relies on: a `layers` submodule mapping (x - 128) / 128 at
+    299x299 to 2048 pool3 features. lapgen never downloads it.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise LapgenError(f"{label}: weights file does not exist", path=path)
+    is_script = False
+    if zipfile.is_zipfile(path):  # torch.save files are zip archives too; TorchScript ones carry code/
+        with zipfile.ZipFile(path) as zf:
+            is_script = any(n.split("/", 1)[-1].startswith("code/") for n in zf.namelist())
+    if not is_script:
+        raise LapgenError(f"{label}: not a TorchScript archive", path=path,
+                          hint="point at NVIDIA's inception-2015-12-05.pt (the file clean-fid downloads)")
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch >= 2.10 flags torch.jit as deprecated; the file format is fixed
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise _load_error(label, path, exc) from exc
+    if not hasattr(model, "layers"):
+        raise LapgenError(f"{label}: the TorchScript archive has no `layers` submodule, so it is not "
+                          "clean-fid's Inception", path=path,
+                          hint="point at NVIDIA's inception-2015-12-05.pt (the file clean-fid downloads)")
+    return model.eval()
+
+
 def load_clip(source: Any = "clip-vit-b-32", *, device: Any = "auto", dtype: Any = "fp32",
               arch: str | None = None) -> tuple[Any, Any]:
     """An open_clip CLIP model (eval, on `device`) and its evaluation preprocessing transform.
@@ -383,16 +417,26 @@ def load_clip(source: Any = "clip-vit-b-32", *, device: Any = "auto", dtype: Any
 
 def load_inception(source: Any = "inception-v3", *, device: Any = "auto",
                    features: tuple[str, ...] = ("2048",)) -> Any:
-    """torch-fidelity's FID `FeatureExtractorInceptionV3` (input: uint8 (N, 3, H, W); fp32 inside).
+    """torch-fidelity's FID `FeatureExtractorInceptionV3` (input: uint8 (N, 3, H, W); fp32 inside), or for a
+    `torchscript` entry (`inception-v3-clean`) NVIDIA's TorchScript module as clean-fid loads it.
 
     Local weights are read with `safe_state_dict` (torch-fidelity itself would unpickle them fully) by
-    `inception_from_file`.
+    `inception_from_file`; TorchScript archives by `inception_torchscript_from_file`, never downloaded.
     """
     import torch_fidelity.feature_extractor_inceptionv3 as tfi
 
     entry = resolve_entry(source if source is not None else "inception-v3", "feature-extractor")
-    if entry.options.get("loader", "torch-fidelity") != "torch-fidelity":
-        raise LapgenError(f"'{entry.name}' is not an Inception model", hint="use inception-v3")
+    loader = entry.options.get("loader", "torch-fidelity")
+    if loader == "torchscript":
+        if entry.path is None:
+            files = ", ".join(entry.options.get("files", [])) or "the TorchScript file"
+            raise LapgenError(f"model '{entry.name}': {files} is not on this machine (lapgen never downloads it)",
+                              hint=f"get {files} (the file clean-fid downloads), then "
+                                   f"`lapgen models add {_add_name(entry)} PATH`")
+        return inception_torchscript_from_file(entry.path, label=f"Inception '{entry.name}'").to(
+            resolve_device(device))
+    if loader != "torch-fidelity":
+        raise LapgenError(f"'{entry.name}' is not an Inception model", hint="use inception-v3 or inception-v3-clean")
     if entry.path is not None:
         model = inception_from_file(entry.path, features=features, label=f"Inception '{entry.name}'")
     else:

@@ -2,15 +2,18 @@
 
 The set is a generated set (`lapgen sample`: each image carries the triplet ids of the prompt it was
 generated from) or a prepared CholecT50 frames dataset split (the paper's "CholecT50 (RDV)" row).
-Protocol (metrics-protocol.md section 8, CAMMA-public/rendezvous run.py):
+Protocol (docs/metrics-map.md; CAMMA-public/rendezvous run.py, CAMMA-public/ivtmetrics):
 - scores = sigmoid of the logits; AP_ivt, AP_iv, AP_it from the triplet logits through the official maps;
   AP_i, AP_v, AP_t from the tool / verb / target heads (`components_from="heads"`, the RDV paper), or all
   from the triplet logits (`"triplet"`, the CholecTriplet challenge, usually with `ignore_null`);
 - mode `video` (CholecT50 benchmark: AP per video, averaged) or `global` (all frames pooled). `auto`
   uses `video` for frames datasets and `global` for generated sets: the paper put every generated image
   into one pseudo-video, so its action mAP equals lapgen's `map[global,ivt]`;
+- classes without a positive: `absent_classes="ignore"` (left out; ivtmetrics on GitHub) or `"zero"` (AP 0;
+  ivtmetrics 0.1.5 from PyPI with current scikit-learn), recorded, and named in the key when "zero";
 - confidence: percentile bootstrap, resampling whole videos when the set has >= 2, else frames
-  (metrics-protocol.md section 9); B, seed, unit and method are recorded.
+  (docs/metrics.md, "Confidence"); B, seed, unit and method are recorded;
+- the recognizer runs in fp32 with TF32 switched off (`lapgen.metrics.precision.strict_fp32`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class MapEvalConfig:
     split: str | None = None  # None: "test" for frames datasets with splits, all images otherwise
     mode: str = "auto"  # auto | video | global
     ignore_null: bool = False
+    absent_classes: str = "ignore"  # ignore (ivtmetrics on GitHub) | zero (ivtmetrics 0.1.5 from PyPI)
     components_from: str = "heads"  # heads | triplet
     n_boot: int = 1000
     seed: int = 0
@@ -53,6 +57,9 @@ def _check(cfg: MapEvalConfig) -> None:
         raise LapgenError(f"unknown component source {cfg.components_from!r}", hint="use heads or triplet")
     if cfg.n_boot < 0 or not 0 < cfg.confidence < 1:
         raise LapgenError("--boot must be >= 0 and the confidence level in (0, 1)")
+    from lapgen.metrics.triplets import check_absent_classes
+
+    check_absent_classes(cfg.absent_classes)
 
 
 def load_labelled_set(cfg: MapEvalConfig) -> tuple[Path, list[dict], dict | None, str | None, int]:
@@ -117,8 +124,11 @@ def evaluate_map(cfg: MapEvalConfig) -> dict[str, Any]:
     entry, model = _recognizer(cfg)
     size = tuple(model.config.image_size)
     dataset = RecognitionDataset(root, records, eval_transform(size))
-    scores = predict_scores(model, dataset, batch_size=cfg.batch_size, workers=cfg.workers,
-                            progress_label="recognizing")
+    from lapgen.metrics.precision import device_id, strict_fp32
+
+    with strict_fp32():
+        scores = predict_scores(model, dataset, batch_size=cfg.batch_size, workers=cfg.workers,
+                                progress_label="recognizing")
     labels = dataset.labels
     videos = dataset.video_ids()
     is_frames = bool(card) and card.get("kind") == "frames-dataset"
@@ -138,15 +148,15 @@ def evaluate_map(cfg: MapEvalConfig) -> dict[str, Any]:
         if cfg.ignore_null and comp == "ivt":
             keep = [k for k in ids if k < 94]
             y, s, ids = y[:, keep], s[:, keep], keep
-        res = class_map(y, s, video_ids=videos if mode == "video" else None)
+        res = class_map(y, s, video_ids=videos if mode == "video" else None, absent_classes=cfg.absent_classes)
         ci = None
         if cfg.n_boot > 0 and res["n_classes_scored"] > 0:
             ci = bootstrap_map(y, s, video_ids=videos, mode=mode, n_boot=cfg.n_boot, seed=cfg.seed,
-                               confidence=cfg.confidence)
+                               confidence=cfg.confidence, absent_classes=cfg.absent_classes)
             ci = {k: _json_float(v) if isinstance(v, float) else v for k, v in ci.items()}
         components[comp] = {
             "mAP": _json_float(res["mAP"]), "ci": ci, "n_classes": len(ids),
-            "n_classes_scored": res["n_classes_scored"],
+            "n_classes_scored": res["n_classes_scored"], "n_classes_absent": res["n_classes_absent"],
             "scores_from": "heads" if comp in ("i", "v", "t") and cfg.components_from == "heads" else "triplet",
             "per_class": {str(cid): _json_float(ap) for cid, ap in zip(ids, res["per_class"])},
         }
@@ -155,13 +165,14 @@ def evaluate_map(cfg: MapEvalConfig) -> dict[str, Any]:
     result: dict[str, Any] = {
         "schema": SCHEMA,
         "metric": "map",
-        "key": f"map[{mode},ivt]",
+        "key": f"map[{mode},ivt]" if cfg.absent_classes == "ignore" else f"map[{mode},ivt,absent=zero]",
         "variant": mode,
         "component": "ivt",
         "value": components["ivt"]["mAP"],
         "ci": components["ivt"]["ci"],
         "components": components,
         "ignore_null": cfg.ignore_null,
+        "absent_classes": cfg.absent_classes,
         "components_from": cfg.components_from,
         "mode": mode,
         "protocol": mode,
@@ -180,6 +191,8 @@ def evaluate_map(cfg: MapEvalConfig) -> dict[str, Any]:
         "weights_sha256": file_sha256(weights) if weights else None,
         "preprocessing": preprocess_id(size),
         "precision": "fp32",
+        "tf32": False,
+        "device": device_id(str(next(model.parameters()).device)),
         "batch_size": cfg.batch_size,
         "libraries": library_versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
