@@ -123,3 +123,38 @@ def test_base_defaults_to_the_last_trained_pipeline(controlnet_frames_dir, tiny_
     register_artifact("stage1", "pipeline", tiny_sd_dir)
     stage = ControlNetStage(TrainConfig(data=str(controlnet_frames_dir), out=str(tmp_path / "o"), base=None))
     assert stage.entry.name == "stage1" and stage.entry.path == tiny_sd_dir.resolve()
+
+
+def test_conditioning_embedder_matches_the_vae_factor():
+    from lapgen.errors import LapgenError
+    from lapgen.models.controlnet import conditioning_channels
+
+    assert conditioning_channels(8) == (16, 32, 96, 256)  # diffusers' default: SD 1.5
+    assert conditioning_channels(4) == (16, 32, 96)
+    assert conditioning_channels(2) == (16, 32)
+    assert conditioning_channels(1) == (16,)
+    for bad in (3, 16, 0):
+        with pytest.raises(LapgenError, match="VAE factor"):
+            conditioning_channels(bad)
+
+
+def test_train_controlnet_over_a_factor_4_pipeline(controlnet_frames_dir, tmp_path):
+    """A pipeline whose VAE downsamples by 4 (the demo's) gets a ControlNet whose mask embedder lands on its
+    32x32 latent grid; the trained net drives diffusers' own ControlNet pipeline at 128 px."""
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionPipeline
+
+    from lapgen.demo.assets import materialize_demo_base
+    from lapgen.models.controlnet import train_controlnet
+    from lapgen.models.training import TrainConfig
+
+    base = materialize_demo_base(tmp_path / "base", seed=0, unet_channels=(8, 16, 16), vae_levels=3)
+    train_controlnet(TrainConfig(data=str(controlnet_frames_dir), out=str(tmp_path / "cn"), base=str(base),
+                                 max_steps=1, batch_size=2, learning_rate=1e-3, device="cpu"))
+    controlnet = ControlNetModel.from_pretrained(tmp_path / "cn")
+    assert tuple(controlnet.config.conditioning_embedding_out_channels) == (16, 32, 96)
+    pipe = StableDiffusionControlNetPipeline(**StableDiffusionPipeline.from_pretrained(base).components,
+                                             controlnet=controlnet)
+    mask = Image.open(controlnet_frames_dir / "masks" / "VID01" / "000000.png").convert("RGB")
+    image = pipe("grasper in preparation", mask, num_inference_steps=2, height=128, width=128,
+                 generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert image.shape == (128, 128, 3) and np.isfinite(image).all()

@@ -25,6 +25,31 @@ from lapgen.models.latent_cache import FramesTrainingSet, read_training_records
 from lapgen.models.training import DiffusionStage, TrainConfig, TrainResult, run_training
 
 
+# ControlNetModel's default conditioning embedder (SD 1.5): three stride-2 convolutions, 8x, the VAE factor.
+SD_CONDITIONING_CHANNELS = (16, 32, 96, 256)
+
+
+def conditioning_channels(vae_factor: int) -> tuple[int, ...]:
+    """Conditioning-embedder widths whose downsampling equals `vae_factor` (a power of 2).
+
+    The embedder halves the mask's resolution len(channels) - 1 times, and its output must land on the
+    latent grid. For SD 1.5 (factor 8) this is diffusers' default; smaller factors keep its first entries.
+    """
+    levels = max(vae_factor, 1).bit_length()
+    if 2 ** (levels - 1) != vae_factor or levels > len(SD_CONDITIONING_CHANNELS):
+        raise LapgenError(f"cannot build a ControlNet conditioning embedder for a VAE factor of {vae_factor}",
+                          hint="the VAE must downsample by 1, 2, 4 or 8")
+    return SD_CONDITIONING_CHANNELS[:levels]
+
+
+def controlnet_from_unet(unet, vae) -> Any:
+    """`ControlNetModel.from_unet(unet)` with the conditioning embedder matched to `vae`'s downsampling."""
+    from diffusers import ControlNetModel
+
+    vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=conditioning_channels(vae_factor))
+
+
 def mask_image(path: str | Path, resolution: int) -> Image.Image:
     """A binary mask PNG as the RGB 0/255 control image the ControlNet pipeline expects (NEAREST resize)."""
     from lapgen.data.frames import load_mask
@@ -65,15 +90,13 @@ class ControlNetStage(DiffusionStage):
         self.text_encoder_trained = False
 
     def load(self, device: torch.device, weight_dtype: torch.dtype) -> None:
-        from diffusers import ControlNetModel
-
         adopt_base_pipeline(self)
         if self.init_entry is not None:
             from lapgen.models.loading import load_controlnet
 
             controlnet = load_controlnet(self.init_entry, device="cpu", dtype="fp32")
         else:
-            controlnet = ControlNetModel.from_unet(self.unet)
+            controlnet = controlnet_from_unet(self.unet, self.vae)
         vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         cond_factor = 2 ** (len(controlnet.config.conditioning_embedding_out_channels) - 1)
         if vae_factor != cond_factor:
