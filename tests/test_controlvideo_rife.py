@@ -301,6 +301,7 @@ def test_rife_by_path_name_and_registry(flownet, tmp_path, monkeypatch):
     # rife:PATH
     by_path = resolve_interpolator(f"rife:{flownet}")
     assert isinstance(by_path.fn, RifeMidpoint)
+    assert isinstance(resolve_interpolator("rife", path=flownet).fn, RifeMidpoint)  # the library's spelling
     assert by_path.card() == {
         "requested": f"rife:{flownet}",
         "used": "rife",

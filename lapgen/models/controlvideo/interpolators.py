@@ -118,14 +118,15 @@ def resolve_interpolator(name: str | Interpolator = AUTO, **options: Any) -> Int
         factory = _REGISTRY.get(name, (None,))[0]
         if factory is not None and "path" not in inspect.signature(factory).parameters:
             raise LapgenError(f"interpolator {name!r} takes no model file", hint=f"use --interpolator {name}")
-        if name == "rife" and not options.get("model") and _is_state_dict_file(Path(path)):
-            return _rife_choice(requested, Path(path).expanduser().absolute())
         options = {**options, "path": path}
-    if name == "rife" and not options:  # the registry's default RIFE weights
-        from lapgen.models.loading import interpolator_weights
+    if name == "rife" and options.get("model") is None:
+        if options.get("path") is None:  # the registry's default RIFE weights
+            from lapgen.models.loading import interpolator_weights
 
-        entry, path = interpolator_weights(None)
-        return _rife_choice(requested, path, entry.name)
+            entry, path = interpolator_weights(None)
+            return _rife_choice(requested, path, entry.name)
+        if _is_state_dict_file(Path(options["path"])):  # a flownet.pkl
+            return _rife_choice(requested, Path(options["path"]).expanduser().absolute())
     if name not in _REGISTRY:
         from lapgen.registry import list_entries
 
