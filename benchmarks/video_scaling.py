@@ -4,6 +4,11 @@
     frames of diffusers' `StableDiffusionControlNetPipeline` with the same components, masks, prompt and
     steps. Goal: ratio <= 1.3 (the extra cost is the cross-frame attention, mostly at the 16x16 level).
     The smoother's own cost (one VAE decode + encode of all frames per trigger) is printed separately.
+(r) RIFE against the flow interpolator: the same 16-frame video (smoother on) with lapgen's RIFE IFNet_HDv3
+    (random weights: the published network's shapes, so the published file's cost) and with the weight-free
+    Farnebäck flow midpoint. Goal: ratio <= 1.05, as the median of 3 pairs run in alternating order (wall
+    time; the ratio of the process's CPU time is printed too). The smoother fires at every step here (2
+    triggers in 2 steps), the worst case for this ratio: a 100-step run has the same 2 triggers in 100 steps.
 (b) Hierarchical sampling at 32, 64, 128, 250 frames (+16 frames in full mode as the memory reference),
     1 step, smoother off:
     peak resident memory above the loaded models, sampled every 5 ms in a thread, and wall time.
@@ -16,8 +21,9 @@ Also printed: exact FLOPs per guided step counted on the meta device (16 frames 
 `--width-div 4` runs (b) on the same layout with a quarter of the channel widths (same levels, heads and
 token counts) when CPU time is short.
 
-Run: `python benchmarks/video_scaling.py` (about 40 min on 2 busy CPU cores; `--quick` for a smoke run:
-(a) with 1 step, (b) at 32 and 64 frames with `--width-div 4`).
+Run: `python benchmarks/video_scaling.py` (about an hour on 2 busy CPU cores; `--quick` for a smoke run:
+(a) and (r) with 1 step, (b) at 32 and 64 frames with `--width-div 4`).
+`--part rife --only flow|rife` makes one (r) video per process, for timing the two as whole processes.
 """
 
 from __future__ import annotations
@@ -206,14 +212,20 @@ def main() -> None:
     parser.add_argument("--long-steps", type=int, default=1, help="steps of (b) (time is linear in steps)")
     parser.add_argument("--lengths", default="32,64,128,250")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: (a) 1 step; (b) lengths 32,64 at --width-div 4")
-    parser.add_argument("--part", choices=("a", "b", "smoother", "all"), default="all")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: (a) and (r) 1 step; (b) lengths 32,64 at --width-div 4",
+    )
+    parser.add_argument("--part", choices=("a", "b", "rife", "smoother", "all"), default="all")
+    parser.add_argument(
+        "--only", choices=("flow", "rife"), help="(r): one video with this interpolator, no ratio"
+    )
     parser.add_argument(
         "--width-div",
         type=int,
         default=1,
-        help="(b) only: divide UNet/ControlNet widths (same layout, heads and tokens)",
+        help="(b), and (r) with --part rife: divide UNet/ControlNet widths (same layout, heads and tokens)",
     )
     args = parser.parse_args()
     import torch
@@ -222,11 +234,17 @@ def main() -> None:
     lengths = [32, 64] if args.quick else [int(v) for v in args.lengths.split(",")]
     if args.quick:
         args.steps, args.width_div = 1, max(args.width_div, 4)
+    if args.only:
+        run_rife_video(build(args.width_div), args.steps, args.only)
+        return
     results = flop_report()
+    full = build(1) if args.part in ("a", "smoother", "all") else None
     if args.part in ("a", "all"):
-        results.append(part_a(build(1), args.steps))
+        results.append(part_a(full, args.steps))
+    if args.part in ("rife", "all"):  # full widths (those of (a)) unless --part rife --width-div N
+        results += part_rife(full or build(args.width_div), args.steps, 1 if args.quick else 3)
     if args.part == "smoother":
-        smoother_cost(build(1))
+        smoother_cost(full)
     if args.part in ("b", "all"):
         results += part_b(build(args.width_div), args.long_steps, lengths)
     for line in results:
@@ -301,14 +319,77 @@ def smoother_cost(pipe, frames: int = 16) -> None:
     from lapgen.models.controlvideo.smoother import InterleavedSmoother
 
     x0 = torch.randn(frames, 4, 16, 16, generator=torch.Generator().manual_seed(0))
-    for name in ("flow", "linear"):
-        smoother = InterleavedSmoother(pipe.vae, get_interpolator(name))
+    for name in ("flow", "linear", "rife"):
+        smoother = InterleavedSmoother(
+            pipe.vae, rife_interpolator() if name == "rife" else get_interpolator(name)
+        )
         with torch.no_grad():
             start = time.perf_counter()
-            smoother.smooth_x0(x0)
+            smoother.smooth_x0(x0, 0)
         print(
             f"one smoother trigger, {frames} frames, {name}: {time.perf_counter() - start:.1f} s", flush=True
         )
+
+
+def rife_interpolator():
+    """lapgen's RIFE with random weights in the published layout (same shapes, so the same cost)."""
+    import torch
+
+    from lapgen.models.controlvideo.rife import IFNetHDv3, RifeMidpoint
+
+    torch.manual_seed(0)
+    return RifeMidpoint(IFNetHDv3())
+
+
+def run_rife_video(pipe, steps: int, name: str) -> tuple[float, float]:
+    """One 16-frame video, smoother at every step, with the flow or the RIFE interpolator.
+
+    Returns (wall seconds, CPU seconds of this process)."""
+    import torch
+
+    from lapgen.models.controlvideo.interpolators import FlowMidpoint
+
+    interp = rife_interpolator() if name == "rife" else FlowMidpoint()
+    start, cpu = time.perf_counter(), time.process_time()
+    out = pipe(
+        PROMPT,
+        moving_masks(16),
+        num_inference_steps=steps,
+        guidance_scale=3.0,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+        smoother_at=list(range(steps)),
+        interpolator=interp,
+        long_video="off",
+    )
+    assert out.smoothed_steps == list(range(steps))
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def part_rife(pipe, steps: int, pairs: int = 3) -> list[str]:
+    """(r) 16 frames with the RIFE smoother against the same video with the flow smoother.
+
+    `pairs` pairs in alternating order (flow rife, rife flow, ...); the ratio of each pair, then the
+    median, so a change of machine load between pairs does not enter the ratio.
+    """
+    run_rife_video(pipe, 1, "rife")  # warm-up (first-call allocations, RIFE's kernels)
+    wall, cpu = [], []
+    for k in range(pairs):
+        order = ("flow", "rife") if k % 2 == 0 else ("rife", "flow")
+        got = {name: run_rife_video(pipe, steps, name) for name in order}
+        wall.append(got["rife"][0] / got["flow"][0])
+        cpu.append(got["rife"][1] / got["flow"][1])
+        print(
+            f"(r) pair {k + 1}: 16 frames, {steps} steps, smoother at every step: "
+            f"flow {got['flow'][0]:.1f} s (CPU {got['flow'][1]:.0f} s), "
+            f"RIFE {got['rife'][0]:.1f} s (CPU {got['rife'][1]:.0f} s)",
+            flush=True,
+        )
+    print(f"(r) RIFE/flow per pair, wall: {[round(r, 3) for r in wall]}, CPU: {[round(r, 3) for r in cpu]}")
+    return [
+        f"RESULT video_scaling_rife_vs_flow ratio={float(np.median(wall)):.3f} goal<=1.05",
+        f"RESULT video_scaling_rife_vs_flow_cpu ratio={float(np.median(cpu)):.3f} goal<=1.05",
+    ]
 
 
 def part_b(pipe, steps: int, lengths: list[int]) -> list[str]:

@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -32,13 +33,14 @@ from lapgen.errors import LapgenError
 from lapgen.outputs import lapgen_home
 from lapgen.registry_builtins import BUILTIN_DEFAULTS, BUILTINS
 
-KINDS = ("pipeline", "controlnet", "segmenter", "feature-extractor", "recognizer")
+KINDS = ("pipeline", "controlnet", "segmenter", "feature-extractor", "recognizer", "interpolator")
 KIND_LABELS = {
     "pipeline": "diffusion pipeline",
     "controlnet": "ControlNet",
     "segmenter": "tool segmenter",
     "feature-extractor": "feature extractor",
     "recognizer": "action-triplet recognizer",
+    "interpolator": "frame interpolator",
 }
 # How a command names the model it took by default (the option that would have chosen it).
 DEFAULT_LABELS = {
@@ -159,7 +161,7 @@ def _find_builtin_file(entry: Entry) -> Path | None:
 
 def looks_like_path(source: str) -> bool:
     return (os.sep in source or "/" in source or source.startswith((".", "~"))
-            or source.endswith((".pt", ".pth", ".safetensors", ".yaml", ".bin", ".ckpt")))
+            or source.endswith((".pt", ".pth", ".safetensors", ".yaml", ".bin", ".ckpt", ".pkl")))
 
 
 def _card_kind(card: dict[str, Any] | None) -> str | None:
@@ -193,6 +195,8 @@ def detect_kind(path: Path) -> str | None:
         return "recognizer"
     if "inception" in name or "clip" in name or name.startswith("vit-"):
         return "feature-extractor"
+    if "flownet" in name or "rife" in name:
+        return "interpolator"
     return None
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 RDV_URL = "https://s3.unistra.fr/camma_public/github/rendezvous/"  # Rendezvous README, Model Zoo
+# the flownet.pkl ControlVideo's code loads (its README: "the weights of RIFE"); never downloaded by lapgen
+RIFE_URL = "https://github.com/YBYBZhang/ControlVideo/tree/main/checkpoints"
 _OPEN_CLIP_HUB_FILES = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
 
 BUILTINS: dict[str, dict[str, Any]] = {
@@ -75,6 +77,12 @@ BUILTINS: dict[str, dict[str, Any]] = {
                               for k in range(1, 6)]
                     + ["rendezvous_l8_cholect50_challenge_k0_batchnorm_lowres.pth"]},
     },
+    "rife-v3": {
+        "kind": "interpolator", "source": "rife:flownet.pkl",
+        "description": "RIFE IFNet_HDv3 frame interpolator of ControlVideo's smoother; flownet.pkl from "
+                       "YBYBZhang/ControlVideo (checkpoints/), never downloaded: `lapgen models add rife-v3 PATH`",
+        "options": {"loader": "rife", "url": RIFE_URL, "files": ["flownet.pkl"]},
+    },
 }
 
 # The model a command uses when it gets none and nothing was trained or chosen with `lapgen models use`.
@@ -84,4 +92,5 @@ BUILTIN_DEFAULTS: dict[str, str | None] = {
     "segmenter": "yolov8n-seg",
     "feature-extractor": "inception-v3",
     "recognizer": "rdv-cholect50",
+    "interpolator": "rife-v3",  # `--interpolator auto` falls back to flow while it has no weights
 }

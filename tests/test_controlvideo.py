@@ -112,13 +112,25 @@ def test_identical_masks_shared_noise_give_identical_frames(controlvideo_pipe):
             num_inference_steps=3,
             generator=_gen(),
             output_type="latent",
-            smoother_steps=[1, 2],
+            smoother_at=[1, 2],
             interpolator=interp,
         )
         assert smooth.smoothed_steps == [1, 2]
         torch.testing.assert_close(
             smooth.frames, smooth.frames[:1].expand_as(smooth.frames), atol=1e-5, rtol=0
         )
+    # ControlVideo's re-encode (a posterior sample per frame) does not keep them identical
+    sampled = controlvideo_pipe(
+        PROMPT,
+        [mask] * 4,
+        num_inference_steps=3,
+        generator=_gen(),
+        output_type="latent",
+        smoother_at=[1, 2],
+        interpolator="linear",
+        smoother_sample_posterior=True,
+    ).frames
+    assert (sampled - sampled[:1]).abs().max() > 1e-4
 
 
 def _noise(pipe, latents, cond, embeds, *, frames, coupled=True, pool=True):
@@ -232,7 +244,7 @@ def test_long_video_runs_hierarchically(controlvideo_pipe):
         max_full_frames=4,
         window_size=4,
         interpolator="linear",
-        smoother_steps=[1],
+        smoother_at=[1],
     )
     assert out.long_video and out.frames.shape == (11, 128, 128, 3)
     assert np.isfinite(out.frames).all()
@@ -245,7 +257,7 @@ def test_long_video_runs_hierarchically(controlvideo_pipe):
         generator=_gen(),
         long_video="off",
         interpolator="linear",
-        smoother_steps=[1],
+        smoother_at=[1],
     )
     assert np.abs(full.frames - out.frames).max() > 0
 
@@ -344,7 +356,7 @@ def test_long_video_fp16_on_cuda_with_fused_attention(controlvideo_pipe):
         output_type="np",
         generator=torch.Generator("cuda").manual_seed(0),
         interpolator="linear",
-        smoother_steps=[1],
+        smoother_at=[1],
     )
     assert out.long_video and out.frames.shape == (20, 128, 128, 3) and np.isfinite(out.frames).all()
 
@@ -361,3 +373,91 @@ def test_stacked_clip_passes_equal_one_clip_per_pass(controlvideo_pipe):
     one = controlvideo_pipe(PROMPT, masks, generator=_gen(), **kw).frames
     stacked = controlvideo_pipe(PROMPT, masks, generator=_gen(), clips_per_pass=3, **kw).frames
     torch.testing.assert_close(stacked, one, atol=1e-5, rtol=1e-5)
+
+
+# ---- several ControlNets -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_controlnets(controlvideo_pipe):
+    """The fixture's ControlNet and a second one (other seed), both with awake zero convolutions."""
+    from lapgen.models.tiny import build_tiny_controlnet
+    from tests.fixtures.video import wake_zero_convs
+
+    second = build_tiny_controlnet(controlvideo_pipe.unet, seed=1)
+    wake_zero_convs(second, seed=6)
+    return [controlvideo_pipe.controlnet, second]
+
+
+def _multi_pipe(pipe, nets):
+    from lapgen.models.controlvideo import ControlVideoPipeline
+
+    parts = {k: getattr(pipe, k) for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
+    multi = ControlVideoPipeline(**parts, controlnet=nets)
+    multi.set_progress_bar_config(disable=True)
+    return multi
+
+
+def test_two_controlnets_single_frame_equal_diffusers_multicontrolnet(controlvideo_pipe, two_controlnets):
+    """One frame, smoother off: the same video as diffusers' StableDiffusionControlNetPipeline with a list
+    of ControlNets and per-net conditioning scales (its MultiControlNetModel)."""
+    from diffusers import MultiControlNetModel, StableDiffusionControlNetPipeline
+
+    p = controlvideo_pipe
+    multi = _multi_pipe(p, two_controlnets)
+    assert isinstance(multi.controlnet, MultiControlNetModel) and multi.num_controlnets == 2
+    ref = StableDiffusionControlNetPipeline(
+        vae=p.vae,
+        text_encoder=p.text_encoder,
+        tokenizer=p.tokenizer,
+        unet=p.unet,
+        controlnet=two_controlnets,
+        scheduler=p.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    ref.set_progress_bar_config(disable=True)
+    tool, other = make_moving_masks(1)[0], make_moving_masks(1, step=0, box=80)[0]
+    kw = {"num_inference_steps": 3, "guidance_scale": 3.0, "output_type": "np"}
+    want = ref(
+        PROMPT, [tool, other], controlnet_conditioning_scale=[1.0, 0.4], generator=_gen(2), **kw
+    ).images
+    got = multi(PROMPT, [[tool], [other]], controlnet_conditioning_scale=[1.0, 0.4], generator=_gen(2), **kw)
+    np.testing.assert_allclose(got.frames, want, atol=1e-5)
+
+
+def test_per_net_scales_select_the_nets(controlvideo_pipe, two_controlnets):
+    """A 4-frame video with scales (s, 0) is the video of the first net alone at s, (0, s) the second's;
+    both at once differ from either."""
+    multi = _multi_pipe(controlvideo_pipe, two_controlnets)
+    masks_a, masks_b = make_moving_masks(4, step=15), make_moving_masks(4, step=5, box=60)
+    kw = {"num_inference_steps": 2, "output_type": "latent", "smoother_steps": []}
+
+    def single(net, masks, scale):
+        return _multi_pipe(controlvideo_pipe, [net])(
+            PROMPT, [masks], controlnet_conditioning_scale=[scale], generator=_gen(), **kw
+        ).frames
+
+    first = multi(
+        PROMPT, [masks_a, masks_b], controlnet_conditioning_scale=[0.7, 0.0], generator=_gen(), **kw
+    )
+    second = multi(
+        PROMPT, [masks_a, masks_b], controlnet_conditioning_scale=[0.0, 0.7], generator=_gen(), **kw
+    )
+    both = multi(PROMPT, [masks_a, masks_b], controlnet_conditioning_scale=0.7, generator=_gen(), **kw)
+    plain = controlvideo_pipe(
+        PROMPT, masks_a, controlnet_conditioning_scale=0.7, generator=_gen(), **kw
+    ).frames
+    torch.testing.assert_close(first.frames, single(two_controlnets[0], masks_a, 0.7), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(first.frames, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(second.frames, single(two_controlnets[1], masks_b, 0.7), atol=1e-5, rtol=1e-5)
+    assert (both.frames - first.frames).abs().max() > 1e-4 and (
+        both.frames - second.frames
+    ).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="a list of 2 control sequences"):
+        multi(PROMPT, masks_a, **kw)
+    with pytest.raises(ValueError, match="different numbers of frames"):
+        multi(PROMPT, [masks_a, masks_b[:3]], **kw)
+    with pytest.raises(ValueError, match="1 or 2 conditioning scales"):
+        multi(PROMPT, [masks_a, masks_b], controlnet_conditioning_scale=[1.0, 1.0, 1.0], **kw)

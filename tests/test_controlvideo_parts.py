@@ -84,15 +84,24 @@ def test_processors_installed_only_during_call(controlvideo_pipe):
 
 
 def test_smoother_trigger_indices():
+    """ControlVideo's rule by default: fire when `N - i` is 19 or 20; the other two rules on request."""
     from lapgen.models.controlvideo import smoother_step_indices
 
     assert smoother_step_indices(50) == [30, 31]
-    assert smoother_step_indices(100) == [60, 61]
-    assert smoother_step_indices(10, 0.5, 3) == [5, 6, 7]
-    assert smoother_step_indices(100, steps=[]) == []
-    assert smoother_step_indices(100, steps=[61, 60]) == [60, 61]
+    assert smoother_step_indices(100) == [80, 81]
+    assert smoother_step_indices(100, [19, 20]) == [80, 81]
+    assert smoother_step_indices(20) == [0, 1]
+    assert smoother_step_indices(15) == []  # counted from the end, 19 and 20 never fire (as the original)
+    assert smoother_step_indices(100, start=0.6) == [60, 61]
+    assert smoother_step_indices(10, start=0.5, count=3) == [5, 6, 7]
+    assert smoother_step_indices(100, []) == []
+    assert smoother_step_indices(100, at=[61, 60]) == [60, 61]
     with pytest.raises(LapgenError):
-        smoother_step_indices(10, steps=[10])
+        smoother_step_indices(10, at=[10])
+    with pytest.raises(LapgenError, match=">= 1"):
+        smoother_step_indices(10, [0])
+    with pytest.raises(LapgenError, match="one way"):
+        smoother_step_indices(10, [19], at=[3])
 
 
 def _tagged(n):
@@ -180,7 +189,7 @@ def test_smoother_changes_latents_only_at_its_steps(controlvideo_pipe, monkeypat
         PROMPT,
         masks,
         generator=torch.Generator().manual_seed(0),
-        smoother_steps=[3, 4],
+        smoother_at=[3, 4],
         callback_on_step_end=record("on"),
         **kw,
     )
@@ -192,9 +201,8 @@ def test_smoother_changes_latents_only_at_its_steps(controlvideo_pipe, monkeypat
     # with the VAE round trip bypassed, the recomputed step is the scheduler's own step
     calls = []
 
-    def identity(self, x0):
-        calls.append(self.calls)
-        self.calls += 1
+    def identity(self, x0, step_index):
+        calls.append(step_index)
         return x0
 
     monkeypatch.setattr(InterleavedSmoother, "smooth_x0", identity)
@@ -203,11 +211,11 @@ def test_smoother_changes_latents_only_at_its_steps(controlvideo_pipe, monkeypat
         PROMPT,
         masks,
         generator=torch.Generator().manual_seed(0),
-        smoother_steps=[3, 4],
+        smoother_at=[3, 4],
         callback_on_step_end=record("noop"),
         **kw,
     )
-    assert calls == [0, 1]
+    assert calls == [3, 4]
     for a, b in zip(seen["noop"], off):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
@@ -240,7 +248,7 @@ def test_key_frame_split_250_frames():
 
 
 def test_mode_switch():
-    from lapgen.models.controlvideo import use_long_mode
+    from lapgen.models.controlvideo import long_mode_decision, use_long_mode
 
     assert not use_long_mode("auto", 16, 4)
     assert use_long_mode("auto", 17, 4)
@@ -249,6 +257,10 @@ def test_mode_switch():
     assert not use_long_mode("off", 250, 15)
     with pytest.raises(LapgenError):
         use_long_mode("sometimes", 5, 3)
+    on, why = long_mode_decision("auto", 250, 15)
+    assert on and "250 frames > 16" in why
+    off, why = long_mode_decision("on", 8, 8)
+    assert not off and "window 8" in why
 
 
 @pytest.mark.parametrize("mode,kv", [("keys", lambda n: [0, 1]), ("original", lambda n: [0, n - 1])])

@@ -15,7 +15,8 @@ from lapgen.models import loading
 from lapgen.models.device import dtype_name, mixed_precision_for, resolve_device, resolve_dtype
 
 # (inception-v3-clean is never downloaded: without a local file it fails the same way)
-NEEDS_DOWNLOAD = {"sd15", "clip-vit-b-32", "clip-vit-l-14-336", "inception-v3", "inception-v3-clean", "rdv-cholect50"}
+NEEDS_DOWNLOAD = {"sd15", "clip-vit-b-32", "clip-vit-l-14-336", "inception-v3", "inception-v3-clean", "rdv-cholect50",
+                  "rife-v3"}
 
 
 @pytest.fixture
@@ -71,6 +72,7 @@ def test_every_builtin_loads_or_fails_in_one_line(name, monkeypatch, tmp_path):
     entry = registry.resolve(name)
     loader = {"pipeline": loading.load_sd_pipeline, "controlnet": loading.load_controlnet,
               "segmenter": loading.load_segmenter, "recognizer": loading.load_recognizer,
+              "interpolator": loading.load_interpolator,
               "feature-extractor": loading.load_clip if name.startswith("clip") else loading.load_inception,
               }[entry.kind]
     if name in NEEDS_DOWNLOAD:

@@ -54,7 +54,7 @@ def test_video_writes_mp4_gif_frames_side_by_side_and_card(
             "--interpolator",
             "linear",
             "--smoother-steps",
-            "1",
+            "at:1",
             "--gif",
             "--save-frames",
             "--side-by-side",
@@ -78,6 +78,8 @@ def test_video_writes_mp4_gif_frames_side_by_side_and_card(
     card = read_card(out)
     assert card["kind"] == "video" and card["config"]["steps"] == 3
     assert card["masks"]["frames"] == 10 and card["result"]["fps"] == 12.0
+    assert card["result"]["interpolator"] == {"requested": "linear", "used": "linear", "ran": True}
+    assert card["result"]["long_video"] is False and "10 frames <= 16" in card["result"]["long_video_reason"]
     assert not (tmp_path / "clip.mp4.partial").exists()
 
 
@@ -142,7 +144,10 @@ def test_unknown_prompt_words_warn_but_run(tmp_path, mask_dir, tiny_sd_dir, tiny
         (["--frames", "99"], "only 12"),
         (["--out", "clip.avi"], ".mp4"),
         (["--smoother-steps", "x"], "--smoother-steps"),
-        (["--interpolator", "rife"], "--interpolator rife:PATH"),
+        (["--interpolator", "rife"], "lapgen models add rife-v3 PATH"),
+        (["--interpolator", "rife:/nonexistent/flownet.pkl"], "not found"),
+        (["--smoother-steps", "0,1"], "must be >= 1"),
+        (["--smoother-reencode", "median"], "unknown --smoother-reencode"),
         (["--interpolator", "flow:model.pt"], "takes no model file"),
     ],
 )
@@ -232,7 +237,7 @@ def test_interrupted_run_resumes_to_the_same_video(tmp_path, mask_dir, tiny_sd_d
             model=str(tiny_sd_dir),
             controlnet=str(tiny_controlnet_dir),
             interpolator="linear",
-            smoother_steps="2,3",
+            smoother_steps="at:2,3",
             save_frames=True,
             device="cpu",
             checkpoint_every=2,
@@ -292,4 +297,152 @@ def test_list_interpolators():
     res = runner.invoke(app, ["video", "--list-interpolators"])
     assert res.exit_code == 0, res.output
     names = [line.split("\t")[0] for line in res.stdout.strip().splitlines()]
-    assert names == ["flow", "linear", "rife"]
+    assert names == ["auto", "flow", "linear", "rife", "rife-v3"]
+    assert "rife-v3\tregistered RIFE weights (default): no weights on this machine" in res.stdout
+
+
+# ---- RIFE weights and several ControlNets ---------------------------------------------------------
+
+
+def _frames_of(folder):
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(f)) for f in sorted(folder.glob("*.png"))])
+
+
+def _run(tmp_path, name, mask_dir, models, *extra):
+    args = ["video", "--prompt", "grasper retract liver", "--masks", str(mask_dir), "--frames", "4"]
+    args += ["--steps", "2", "--smoother-steps", "at:1", "--save-frames", "--device", "cpu", "--json"]
+    args += ["--out", str(tmp_path / f"{name}.mp4"), *models, *extra]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout.strip().splitlines()[-1]), _frames_of(tmp_path / f"{name}_frames")
+
+
+def test_published_rife_file_from_the_command_line(
+    tmp_path, monkeypatch, mask_dir, tiny_sd_dir, awake_controlnets
+):
+    """A flownet.pkl in the published layout (torch.save of a state dict with `module.` keys) runs through
+    `--interpolator rife:PATH`: the video equals the one made with the from-scratch RIFE computation of
+    test_controlvideo_rife as the smoother's interpolator, and the card names the file. Registered as the
+    built-in `rife-v3`, the default `--interpolator auto` picks it up."""
+    import torch
+
+    from lapgen.cards import read_card
+    from lapgen.outputs import file_sha256
+    from tests.test_controlvideo_rife import published_state, reference_midpoint
+
+    monkeypatch.setenv("LAPGEN_HOME", str(tmp_path / "home"))
+    state = published_state(seed=2)
+    torch.save(state, tmp_path / "flownet.pkl")
+    models = _models(tiny_sd_dir, awake_controlnets[0])  # masks matter, so neighbouring frames differ
+    payload, rife = _run(
+        tmp_path, "rife", mask_dir, models, "--interpolator", f"rife:{tmp_path / 'flownet.pkl'}"
+    )
+    card = read_card(tmp_path / "rife.mp4")["result"]["interpolator"]
+    assert card == {
+        "requested": f"rife:{tmp_path / 'flownet.pkl'}",
+        "used": "rife",
+        "weights": str(tmp_path / "flownet.pkl"),
+        "sha256": file_sha256(tmp_path / "flownet.pkl"),
+        "ran": True,
+    }
+    assert payload["interpolator"] == card and payload["smoothed_steps"] == [1]
+
+    sd = {k[len("module.") :]: v for k, v in state.items()}
+
+    def independent(a, b):
+        assert not any(torch.equal(x, y) for x, y in zip(a, b))  # the network runs on every pair
+        with torch.no_grad():
+            return reference_midpoint(sd, a.float(), b.float()).clamp(0, 1).to(a.dtype)
+
+    from lapgen.models.controlvideo import interpolators
+    from lapgen.models.video_generation import VideoConfig, generate_video
+
+    config = VideoConfig(
+        prompt="grasper retract liver",
+        masks=str(mask_dir),
+        out=str(tmp_path / "ref.mp4"),
+        frames=4,
+        steps=2,
+        device="cpu",
+        model=str(tiny_sd_dir),
+        controlnet=str(awake_controlnets[0]),
+        smoother_steps="at:1",
+        save_frames=True,
+    )
+    with monkeypatch.context() as m:
+        m.setattr(
+            interpolators,
+            "resolve_interpolator",
+            lambda name: interpolators.InterpolatorChoice(independent, "reference", name),
+        )
+        generate_video(config)
+    assert np.abs(rife.astype(int) - _frames_of(tmp_path / "ref_frames").astype(int)).max() <= 1
+    # flow gives another video: the RIFE weights were used
+    _, flow = _run(tmp_path, "flow", mask_dir, models, "--interpolator", "flow")
+    assert np.abs(flow.astype(int) - rife.astype(int)).max() > 1
+
+    res = runner.invoke(app, ["models", "add", "rife-v3", str(tmp_path / "flownet.pkl")])
+    assert res.exit_code == 0, res.output
+    payload, auto = _run(tmp_path, "auto", mask_dir, models)
+    assert payload["interpolator"]["used"] == "rife" and payload["interpolator"]["entry"] == "rife-v3"
+    np.testing.assert_array_equal(auto, rife)
+
+
+@pytest.fixture(scope="module")
+def awake_controlnets(tmp_path_factory, tiny_sd_dir):
+    """Two saved tiny ControlNets whose zero convolutions have small random weights (masks matter)."""
+    from diffusers import UNet2DConditionModel
+
+    from lapgen.models.tiny import build_tiny_controlnet
+    from tests.fixtures.video import wake_zero_convs
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd_dir / "unet")
+    folders = []
+    for k in range(2):
+        net = build_tiny_controlnet(unet, seed=k)
+        wake_zero_convs(net, seed=5 + k)
+        folder = tmp_path_factory.mktemp("cn") / f"cn{k}"
+        net.save_pretrained(folder)
+        folders.append(folder)
+    return folders
+
+
+def test_several_controlnets_from_the_command_line(tmp_path, mask_dir, tiny_sd_dir, awake_controlnets):
+    """Repeated --controlnet/--masks pairs with per-net scales. Scales (0.8, 0) give exactly the video of the
+    first ControlNet alone at 0.8; (0.8, 0.8) another one; the card lists both nets and mask sequences."""
+    from lapgen.cards import read_card
+
+    other = tmp_path / "other_masks"
+    other.mkdir()
+    for i, m in enumerate(make_moving_masks(12, step=2, box=70)):
+        m.save(other / f"o{i}.png")
+    first, second = (str(p) for p in awake_controlnets)
+    pairs = ["--controlnet", first, "--masks", str(mask_dir), "--controlnet", second, "--masks", str(other)]
+    base = ["video", "--prompt", "grasper retract liver", "--frames", "4", "--steps", "2", "--device", "cpu"]
+    base += ["--model", str(tiny_sd_dir), "--save-frames", "--smoother-steps", "none"]
+
+    def run(name, *extra):
+        res = runner.invoke(app, [*base, "--out", str(tmp_path / f"{name}.mp4"), *extra])
+        assert res.exit_code == 0, res.output
+        return _frames_of(tmp_path / f"{name}_frames")
+
+    only_first = run("single", "--controlnet", first, "--masks", str(mask_dir), "--controlnet-scale", "0.8")
+    gated = run("gated", *pairs, "--controlnet-scale", "0.8", "--controlnet-scale", "0")
+    both = run("both", *pairs, "--controlnet-scale", "0.8")
+    np.testing.assert_array_equal(gated, only_first)
+    assert np.abs(both.astype(int) - only_first.astype(int)).max() > 0
+    card = read_card(tmp_path / "both.mp4")
+    assert [c["source"] for c in card["models"]["controlnet"]] == [first, second]
+    assert [m["source"] for m in card["masks"]] == [str(mask_dir), str(other)]
+    assert card["config"]["controlnet_scale"] == 0.8
+    assert (tmp_path / "both_frames" / "masks_2").is_dir()
+
+    for extra, needle in (
+        (pairs[:6], "one --masks per --controlnet (got 1 --masks and 2 --controlnet)"),
+        ([*pairs, "--controlnet-scale", "1", "--controlnet-scale", "1", "--controlnet-scale", "1"], "not 3"),
+    ):
+        res = runner.invoke(app, [*base, "--out", str(tmp_path / "bad.mp4"), *extra])
+        assert res.exit_code == 2 and needle in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "bad.mp4").exists()

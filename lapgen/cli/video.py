@@ -9,17 +9,24 @@ import typer
 
 _HELP = (
     "Generate a video from a text prompt and one tool mask per frame (ControlVideo with the Stage-1 model "
-    "and Stage-2 ControlNet). Masks: a folder of PNGs (natural sort) or a video. Writes an H.264 MP4 "
-    "and a card beside it."
+    "and Stage-2 ControlNet). Masks: a folder of PNGs (natural sort) or a video. Several ControlNets: repeat "
+    "--controlnet and --masks in pairs. Defaults follow ControlVideo's code (docs/video.md). Writes an H.264 "
+    "MP4 and a card beside it."
 )
 
 
 def _list_interpolators(value: bool) -> None:
     if value:
         from lapgen.models.controlvideo.interpolators import list_interpolators
+        from lapgen.registry import default_for, list_entries
 
         for name, description in list_interpolators().items():
             typer.echo(f"{name}\t{description}")
+        default = default_for("interpolator")
+        for entry in list_entries("interpolator"):  # weights for rife / auto, from the model registry
+            where = str(entry.path) if entry.present() else "no weights on this machine"
+            mark = " (default)" if entry.name == default else ""
+            typer.echo(f"{entry.name}\tregistered RIFE weights{mark}: {where}")
         raise typer.Exit()
 
 
@@ -27,13 +34,18 @@ def register(app: typer.Typer) -> None:
     @app.command("video", help=_HELP)
     def video_cmd(
         prompt: str = typer.Option(..., "--prompt", help='Action text, e.g. "grasper retract liver".'),
-        masks: Path = typer.Option(..., "--masks", help="Folder of mask images or a mask video."),
+        masks: list[Path] = typer.Option(
+            ..., "--masks", help="Folder of mask images or a mask video; repeat: one per --controlnet."
+        ),
         out: Path = typer.Option(Path("clip.mp4"), "--out", help="Output .mp4 file."),
         model: str | None = typer.Option(
             None, "--model", help="Stage-1 pipeline (default: registry default)."
         ),
-        controlnet: str | None = typer.Option(
-            None, "--controlnet", help="Stage-2 ControlNet (default: registry default)."
+        controlnet: list[str] | None = typer.Option(
+            None, "--controlnet", help="Stage-2 ControlNet (default: registry default); repeat for several."
+        ),
+        controlnet_scale: list[float] | None = typer.Option(
+            None, "--controlnet-scale", help="Conditioning scale: one for all, or one per --controlnet (1.0)."
         ),
         frames: int | None = typer.Option(None, "--frames", help="Use the first N masks (default: all)."),
         fps: float = typer.Option(25.0, "--fps", help="Frames per second of the output (paper: 25)."),
@@ -44,22 +56,36 @@ def register(app: typer.Typer) -> None:
             None, "--negative-prompt", help="Optional negative prompt."
         ),
         resolution: int = typer.Option(128, "--resolution", help="Square size in px (paper: 128)."),
-        long: str = typer.Option("auto", "--long", help="Hierarchical key-frame sampling: auto|on|off."),
+        long: str = typer.Option(
+            "auto", "--long", help="Hierarchical key-frame sampling: auto (above --max-full-frames)|on|off."
+        ),
         max_full_frames: int = typer.Option(16, "--max-full-frames", help="auto: full attention up to this."),
         window: int | None = typer.Option(None, "--window", help="Key-frame window (default sqrt(frames))."),
         clip_kv: str = typer.Option(
-            "keys", "--clip-kv", help="Clips attend to: keys (paper) | original (code)."
+            "original",
+            "--clip-kv",
+            help="Long mode, clip frames attend to: original (first key + clip's last frame, as "
+            "ControlVideo's code) | keys (both key frames, as its paper).",
         ),
         clips_per_pass: int = typer.Option(
             1, "--clips-per-pass", help="Long mode: stack equal-length clips per call (faster, more memory)."
         ),
         interpolator: str = typer.Option(
-            "flow",
+            "auto",
             "--interpolator",
-            help="Smoother interpolator: flow|linear|rife:PATH (your RIFE-style model file).",
+            help="Smoother interpolator: auto (RIFE if its weights are registered, else flow) | rife | "
+            "rife:PATH (a flownet.pkl) | flow | linear | a registered interpolator name.",
         ),
         smoother_steps: str = typer.Option(
-            "auto", "--smoother-steps", help='"auto" (60%% of the steps, 2 steps), "none", or "60,61".'
+            "19,20",
+            "--smoother-steps",
+            help='When to smooth: "19,20" = steps counted from the end, as ControlVideo (loop indices 80, 81 '
+            'of 100), "none", "start:0.6" (2 steps from 60%% of the way) or "at:80,81" (loop indices).',
+        ),
+        smoother_reencode: str = typer.Option(
+            "mean",
+            "--smoother-reencode",
+            help="Re-encode smoothed frames with the VAE posterior mean, or a seeded sample (ControlVideo).",
         ),
         no_pool_norm: bool = typer.Option(False, "--no-pool-norm", help="Per-frame GroupNorm statistics."),
         sequential_cfg: bool = typer.Option(
@@ -85,10 +111,15 @@ def register(app: typer.Typer) -> None:
 
         config = VideoConfig(
             prompt=prompt,
-            masks=str(masks),
+            masks=str(masks[0]) if len(masks) == 1 else [str(m) for m in masks],
             out=str(out),
             model=model,
-            controlnet=controlnet,
+            controlnet=(controlnet[0] if len(controlnet) == 1 else list(controlnet)) if controlnet else None,
+            controlnet_scale=(
+                (controlnet_scale[0] if len(controlnet_scale) == 1 else list(controlnet_scale))
+                if controlnet_scale
+                else 1.0
+            ),
             frames=frames,
             fps=fps,
             steps=steps,
@@ -103,6 +134,7 @@ def register(app: typer.Typer) -> None:
             clips_per_pass=clips_per_pass,
             interpolator=interpolator,
             smoother_steps=smoother_steps,
+            smoother_reencode=smoother_reencode,
             pool_norm=not no_pool_norm,
             sequential_cfg=sequential_cfg,
             gif=gif,
@@ -138,10 +170,21 @@ def register(app: typer.Typer) -> None:
                         "fps": result.fps,
                         "card": str(result.card),
                         "long_video": result.long_video,
+                        "long_video_reason": result.long_video_reason,
                         "smoothed_steps": result.smoothed_steps,
+                        "interpolator": result.interpolator,
                         "extras": result.extras,
                     }
                 )
             )
         else:
-            notice(f"wrote {result.frames} frames at {result.fps:g} fps to {result.out}")
+            used = (result.interpolator or {}).get("used", "-")
+            smoothing = (
+                f"smoothed at {result.smoothed_steps} with {used}"
+                if result.smoothed_steps
+                else "no smoothing"
+            )
+            notice(
+                f"wrote {result.frames} frames at {result.fps:g} fps to {result.out} "
+                f"({'hierarchical' if result.long_video else 'full attention'}; {smoothing})"
+            )

@@ -1,5 +1,5 @@
 """Registry entry -> model objects: diffusers pipelines and ControlNets, ultralytics YOLO, open_clip CLIP,
-torch-fidelity's Inception and Rendezvous.
+torch-fidelity's Inception, Rendezvous and RIFE frame interpolators.
 
 Every loader takes a *source* (registry name, local path, `hf:ORG/NAME`, or an already resolved `Entry`),
 a device (`auto|cpu|cuda[:N]`) and, for float models, a dtype (`fp32|fp16|bf16|auto`; fp16 on CPU falls back
@@ -27,10 +27,23 @@ if TYPE_CHECKING:  # pragma: no cover
     from diffusers import ControlNetModel, StableDiffusionPipeline
 
 __all__ = [
-    "resolve_device", "resolve_dtype", "resolve_entry", "ensure_local", "safe_state_dict",
+    "clip_from_file",
+    "ensure_local",
+    "inception_from_file",
+    "interpolator_weights",
+    "load_clip",
+    "load_controlnet",
+    "load_inception",
+    "load_interpolator",
+    "load_recognizer",
+    "load_sd_pipeline",
+    "load_segmenter",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_entry",
+    "safe_state_dict",
     "weights_fingerprint",
-    "load_sd_pipeline", "load_controlnet", "load_segmenter", "load_recognizer", "load_clip", "load_inception",
-    "clip_from_file", "inception_from_file", "inception_torchscript_from_file",
+    "inception_torchscript_from_file",
 ]
 
 def resolve_entry(source: Any, kind: str) -> Entry:
@@ -96,7 +109,7 @@ def _quiet_loaders() -> None:
     tlog.disable_progress_bar()
 
 
-def _dtype_kwargs(torch_dtype: "torch.dtype") -> dict[str, Any]:
+def _dtype_kwargs(torch_dtype: torch.dtype) -> dict[str, Any]:
     """Recent diffusers name the argument `dtype` (`torch_dtype` is deprecated); older ones `torch_dtype`."""
     from diffusers.utils import deprecation_utils
 
@@ -139,7 +152,7 @@ def _check_pipeline_components(entry: Entry, location: Path) -> None:
 
 
 def load_sd_pipeline(source: Any = None, *, device: Any = "auto", dtype: Any = "fp32",
-                     entry: Entry | None = None) -> "StableDiffusionPipeline":
+                     entry: Entry | None = None) -> StableDiffusionPipeline:
     """A diffusers `StableDiffusionPipeline` (safety checker off) on `device` in `dtype`.
 
     `source=None` uses the default pipeline (the last trained Stage-1 model, else `sd15`).
@@ -162,7 +175,7 @@ def load_sd_pipeline(source: Any = None, *, device: Any = "auto", dtype: Any = "
     return pipe.to(dev)
 
 
-def load_controlnet(source: Any = None, *, device: Any = "auto", dtype: Any = "fp32") -> "ControlNetModel":
+def load_controlnet(source: Any = None, *, device: Any = "auto", dtype: Any = "fp32") -> ControlNetModel:
     """A diffusers `ControlNetModel` (default: the last trained Stage-2 ControlNet)."""
     from diffusers import ControlNetModel
 
@@ -225,11 +238,45 @@ def load_recognizer(source: Any = None, *, device: Any = "auto") -> Any:
     return load_rendezvous(entry.path, device=resolve_device(device))
 
 
+def interpolator_weights(source: Any = None) -> tuple[Entry, Path]:
+    """The entry and weights file of a frame interpolator (default: the registry's default, `rife-v3`).
+
+    Nothing is downloaded: without a file on disk, one line says where to get it and how to register it.
+    """
+    entry = resolve_entry(source, "interpolator")
+    if entry.path is None:
+        files = ", ".join(entry.options.get("files", [])) or "the weights file"
+        url = entry.options.get("url")
+        raise LapgenError(
+            f"interpolator '{entry.name}': no weights on this machine (looked for {files} in $LAPGEN_HOME/weights)",
+            hint=f"get {files}{' from ' + url if url else ''}, then `lapgen models add {_add_name(entry)} PATH` "
+                 "(lapgen never downloads it), or use --interpolator flow",
+        )
+    if not entry.path.is_file():
+        raise LapgenError(f"interpolator '{entry.name}': weights file does not exist", path=entry.path,
+                          hint=f"fix it with `lapgen models add {_add_name(entry)} PATH`")
+    return entry, entry.path
+
+
+def load_interpolator(source: Any = None, *, device: Any = "auto") -> Any:
+    """The RIFE frame interpolator `(a, b) -> midpoint` of an interpolator entry (IFNet_HDv3 weights).
+
+    The network starts on `device` and follows the frames it is given (fp16 on CUDA, fp32 elsewhere).
+    """
+    from lapgen.models.controlvideo.interpolators import rife_from_file
+
+    interpolator = rife_from_file(interpolator_weights(source)[1])
+    model = getattr(interpolator, "model", None)
+    if hasattr(model, "to"):
+        model.to(resolve_device(device))
+    return interpolator
+
+
 # --------------------------------------------------------------------------------------------------
 # Feature extractors
 
 
-def safe_state_dict(path: str | Path) -> dict[str, "torch.Tensor"]:
+def safe_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from safetensors, `torch.load(weights_only=True)` or a TorchScript archive (CPU)."""
     import torch
 

@@ -213,10 +213,14 @@ def frame_coupling(
 ) -> Iterator[FrameContext]:
     """Install cross-frame attention and pooled GroupNorm for the duration of the block, then restore.
 
+    `controlnet` may be one ControlNet, a diffusers `MultiControlNetModel` or None.
+
     The models are left exactly as found (processors and forwards), so components shared with another
     pipeline behave normally outside a ControlVideo call.
     """
-    models = [(unet, True)] + ([(controlnet, couple_controlnet)] if controlnet is not None else [])
+    nets = getattr(controlnet, "nets", None)  # diffusers' MultiControlNetModel holds its ControlNets in .nets
+    controlnets = list(nets) if nets is not None else ([controlnet] if controlnet is not None else [])
+    models = [(unet, True)] + [(net, couple_controlnet) for net in controlnets]
     saved = []
     patched: list[torch.nn.GroupNorm] = []
     try:

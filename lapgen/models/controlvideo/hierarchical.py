@@ -5,9 +5,9 @@ At every denoising step (all frames at the same t):
     cross-frame attention over all keys;
 (b) each clip of frames strictly between two consecutive keys k_i < k_{i+1} is denoised in a pass over
     `[k_i, k_{i+1}] + clip`, whose queries attend only to selected frames; the key-frame outputs of the
-    pass are dropped. lapgen's default `clip_kv="keys"` reads keys/values from k_i and k_{i+1}, as the
-    paper describes; `"original"` reads them from positions [0, -1] of the pass (k_i and the last clip
-    frame), as the official code does;
+    pass are dropped. lapgen's default `clip_kv="original"` reads keys/values from positions [0, -1] of the
+    pass (k_i and the last clip frame), as the official code does; `"keys"` reads them from k_i and
+    k_{i+1}, as the ControlVideo paper describes;
 (c) the pipeline then takes one scheduler step over all frames.
 
 Every pass reads the step's input latents, never already-stepped ones. Peak memory is set by the largest
@@ -25,7 +25,7 @@ import torch
 
 from lapgen.errors import LapgenError
 
-CLIP_KV_MODES = ("keys", "original")
+CLIP_KV_MODES = ("original", "keys")
 LONG_MODES = ("auto", "on", "off")
 
 
@@ -65,13 +65,33 @@ def split_key_frames(length: int, window: int) -> KeyFramePlan:
     return KeyFramePlan(length, window, tuple(keys), tuple(clips), tuple(bounds))
 
 
-def use_long_mode(mode: str, length: int, window: int, max_full_frames: int = 16) -> bool:
-    """Whether to sample hierarchically: "on" when L > window, "auto" when also L > max_full_frames."""
+def long_mode_decision(mode: str, length: int, window: int, max_full_frames: int = 16) -> tuple[bool, str]:
+    """Whether to sample hierarchically, and why (for the video's card).
+
+    "on" (ControlVideo's `--is_long_video`): hierarchical when L > window. "auto" (lapgen's default, the
+    rule of ControlVideo's own web demo): hierarchical when L > max_full_frames and L > window; full
+    attention over all frames costs O(L²) memory (at 250 frames x 128 px about 130 GB of scores without
+    fused kernels). "off": always full.
+    """
     if mode not in LONG_MODES:
         raise LapgenError(f"unknown long-video mode {mode!r}", hint=f"use one of {LONG_MODES}")
-    if mode == "off" or length <= window:
-        return False
-    return mode == "on" or length > max_full_frames
+    if mode == "off":
+        return False, "long=off: full cross-frame attention over all frames"
+    if length <= window:
+        return False, f"{length} frames <= window {window}: one pass with full attention (no clips to split)"
+    if mode == "on":
+        return True, f"long=on: hierarchical (key frames every {window - 1}, clips between them)"
+    if length > max_full_frames:
+        return True, (
+            f"long=auto: {length} frames > {max_full_frames} (max full-attention frames): hierarchical, "
+            "since full attention memory grows with the square of the length"
+        )
+    return False, f"long=auto: {length} frames <= {max_full_frames}: full cross-frame attention"
+
+
+def use_long_mode(mode: str, length: int, window: int, max_full_frames: int = 16) -> bool:
+    """Whether to sample hierarchically: "on" when L > window, "auto" when also L > max_full_frames."""
+    return long_mode_decision(mode, length, window, max_full_frames)[0]
 
 
 PassFn = Callable[[Sequence[int], Sequence[int] | None], torch.Tensor]
@@ -80,7 +100,7 @@ PassFn = Callable[[Sequence[int], Sequence[int] | None], torch.Tensor]
 def hierarchical_noise_prediction(
     predict: PassFn,
     plan: KeyFramePlan,
-    clip_kv: str = "keys",
+    clip_kv: str = "original",
     out: torch.Tensor | None = None,
     clips_per_pass: int = 1,
 ) -> torch.Tensor:

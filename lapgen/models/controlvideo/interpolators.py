@@ -3,22 +3,27 @@
 An interpolator maps two batches of frames `a`, `b` (tensors `(N, 3, H, W)`, float in [0, 1]) to their
 temporal midpoints `(N, 3, H, W)`. The smoother calls it once per pass with all neighbour pairs batched.
 
-Registry (names users type with `--interpolator`):
-- `flow` (default): weight-free optical-flow midpoint. OpenCV Farnebäck flow both ways on greyscale,
-  each endpoint backward-warped half-way with `cv2.remap`, the two warps averaged. CPU-cheap at 128 px.
+Names users type with `--interpolator` (`lapgen video --list-interpolators`):
+- `auto` (default): RIFE with the registry's default interpolator weights (built-in entry `rife-v3`, or
+  one chosen with `lapgen models use`) when that file is on this machine, else `flow`.
+- `rife`: RIFE's IFNet_HDv3 (`rife.py`), the interpolator of the original ControlVideo, with the weights
+  of the registry's default interpolator entry; `rife:PATH` takes a `flownet.pkl` file directly (a
+  TorchScript `.pt` or torch.export `.pt2` RIFE-style model of your own also works there), and any
+  registry name of kind `interpolator` works too. lapgen never downloads weights.
+- `flow`: weight-free optical-flow midpoint. OpenCV Farnebäck flow both ways on greyscale, each endpoint
+  backward-warped half-way with `cv2.remap`, the two warps averaged. CPU-cheap at 128 px.
 - `linear`: the pixel average; fast, but ghosts moving tools.
-- `rife`: a user-supplied RIFE-style model (the original ControlVideo uses RIFE's IFNet_HDv3 at t=0.5).
-  lapgen never downloads weights: pass `model=` (a callable `(a, b) -> mid` or `(a, b, t) -> mid`) or
-  `path=` (a TorchScript `.pt` or torch.export `.pt2` file with that signature). By name, the file
-  follows a colon: `rife:/models/rife.pt` (what `lapgen video --interpolator` takes).
 
+`resolve_interpolator` also says which interpolator ran and with which weights, for the video's card.
 Every interpolator maps `(x, x)` to `x` exactly, so identical frames stay identical through the smoother.
 """
 
 from __future__ import annotations
 
 import inspect
+import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +34,37 @@ from lapgen.errors import LapgenError
 
 Interpolator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+AUTO = "auto"
 _REGISTRY: dict[str, tuple[Callable[..., Interpolator], str]] = {}
+
+
+@dataclass
+class InterpolatorChoice:
+    """A resolved interpolator and what a video's card records about it."""
+
+    fn: Interpolator
+    name: str  # flow | linear | rife | a registered method | "callable"
+    requested: str
+    weights: str | None = None  # the weights file
+    entry: str | None = None  # the registry entry the weights came from
+    sha256: str | None = None
+    reason: str = ""
+
+    def card(self) -> dict[str, Any]:
+        out = {"requested": self.requested, "used": self.name}
+        out.update(
+            {
+                k: v
+                for k, v in (
+                    ("weights", self.weights),
+                    ("entry", self.entry),
+                    ("sha256", self.sha256),
+                    ("reason", self.reason),
+                )
+                if v
+            }
+        )
+        return out
 
 
 def register_interpolator(name: str, factory: Callable[..., Interpolator], description: str) -> None:
@@ -38,26 +73,99 @@ def register_interpolator(name: str, factory: Callable[..., Interpolator], descr
 
 
 def list_interpolators() -> dict[str, str]:
-    """Registered interpolator names -> one-line descriptions."""
-    return {name: desc for name, (_, desc) in sorted(_REGISTRY.items())}
+    """Interpolator names -> one-line descriptions (`auto` first, then the registered methods)."""
+    return {
+        AUTO: "RIFE when the registry's default interpolator weights are on this machine, else flow; default",
+        **{name: desc for name, (_, desc) in sorted(_REGISTRY.items())},
+    }
 
 
-def get_interpolator(name: str | Interpolator, **options: Any) -> Interpolator:
-    """An interpolator by registry name, `NAME:PATH` for a model file (`rife:rife.pt`), or a callable
-    (returned as is)."""
+def _rife_choice(
+    requested: str, path: Path, entry: str | None = None, reason: str = ""
+) -> InterpolatorChoice:
+    from lapgen.outputs import file_sha256
+
+    fn = rife_from_file(path) if _is_state_dict_file(path) else ModelMidpoint(path=path)
+    return InterpolatorChoice(fn, "rife", requested, str(path), entry, file_sha256(path), reason)
+
+
+def _default_rife_entry():
+    """The registry's default interpolator entry (None when there is none)."""
+    from lapgen.registry import default_for, resolve
+
+    name = default_for("interpolator")
+    return resolve(name, "interpolator") if name else None
+
+
+def resolve_interpolator(name: str | Interpolator = AUTO, **options: Any) -> InterpolatorChoice:
+    """An interpolator by name (see the module docstring), `NAME:PATH`, a registry entry of kind
+    `interpolator`, or a callable (used as is); with what the card records."""
     if callable(name):
-        return name
+        return InterpolatorChoice(name, "callable", getattr(name, "__name__", type(name).__name__))
+    requested = str(name)
+    if name == AUTO:
+        entry = _default_rife_entry()
+        if entry is not None and entry.path is not None and entry.path.is_file():
+            return _rife_choice(
+                requested, entry.path, entry.name, f"auto: RIFE weights of '{entry.name}' found"
+            )
+        where = f"'{entry.name}' has no weights on this machine" if entry else "no interpolator registered"
+        return InterpolatorChoice(
+            FlowMidpoint(), "flow", requested, reason=f"auto: {where}, so the weight-free flow interpolator"
+        )
     if name not in _REGISTRY and ":" in name:
         name, path = name.split(":", 1)
         factory = _REGISTRY.get(name, (None,))[0]
         if factory is not None and "path" not in inspect.signature(factory).parameters:
             raise LapgenError(f"interpolator {name!r} takes no model file", hint=f"use --interpolator {name}")
         options = {**options, "path": path}
+    if name == "rife" and options.get("model") is None:
+        if options.get("path") is None:  # the registry's default RIFE weights
+            from lapgen.models.loading import interpolator_weights
+
+            entry, path = interpolator_weights(None)
+            return _rife_choice(requested, path, entry.name)
+        if _is_state_dict_file(Path(options["path"])):  # a flownet.pkl
+            return _rife_choice(requested, Path(options["path"]).expanduser().absolute())
     if name not in _REGISTRY:
+        from lapgen.registry import list_entries
+
+        entries = {e.name: e for e in list_entries("interpolator")}
+        if name in entries:
+            from lapgen.models.loading import interpolator_weights
+
+            entry, path = interpolator_weights(name)
+            return _rife_choice(requested, path, entry.name)
         raise LapgenError(
-            f"unknown interpolator {name!r}", hint=f"choose one of: {', '.join(sorted(_REGISTRY))}"
+            f"unknown interpolator {name!r}",
+            hint=f"choose one of: {', '.join([AUTO, *sorted(_REGISTRY), *entries])}",
         )
-    return _REGISTRY[name][0](**options)
+    fn = _REGISTRY[name][0](**options)
+    weights = options.get("path")
+    return InterpolatorChoice(fn, name, requested, str(weights) if weights else None)
+
+
+def get_interpolator(name: str | Interpolator = AUTO, **options: Any) -> Interpolator:
+    """The interpolator callable of `resolve_interpolator`."""
+    return resolve_interpolator(name, **options).fn
+
+
+def _is_state_dict_file(path: Path) -> bool:
+    """A file `rife_from_file` reads as RIFE weights (anything but TorchScript and torch.export archives)."""
+    path = path.expanduser()
+    if path.suffix == ".pt2" or not path.is_file():
+        return False
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:  # TorchScript archives carry their code
+            return not any(n.split("/", 1)[-1].startswith("code/") for n in zf.namelist())
+    return True
+
+
+def rife_from_file(path: str | Path) -> Interpolator:
+    """The RIFE interpolator with the IFNet_HDv3 weights of a `flownet.pkl` (strict layout check)."""
+    from lapgen.models.controlvideo.rife import RifeMidpoint, load_ifnet
+
+    return RifeMidpoint(load_ifnet(path))
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -164,7 +272,7 @@ class ModelMidpoint:
         if model is None and path is None:
             raise LapgenError(
                 "the rife interpolator needs a model",
-                hint="name your RIFE-style TorchScript (.pt) or torch.export (.pt2) file as "
+                hint="name a flownet.pkl (or your RIFE-style TorchScript .pt / torch.export .pt2 file) as "
                 "--interpolator rife:PATH, or use --interpolator flow; lapgen never downloads RIFE weights",
             )
         self._loaded_device: torch.device | None = None  # a model read from a file follows the frames
@@ -177,7 +285,7 @@ class ModelMidpoint:
                     model = torch.export.load(str(path)).module()
                 else:  # TorchScript
                     model = torch.jit.load(str(path), map_location=device or "cpu").eval()
-            except (RuntimeError, ValueError, OSError) as exc:
+            except (RuntimeError, ValueError, OSError, zipfile.BadZipFile) as exc:
                 raise LapgenError(
                     f"cannot load the RIFE model ({' '.join(str(exc).split())[:160]})",
                     path=path,
@@ -199,8 +307,13 @@ class ModelMidpoint:
         return torch.where(same[:, None, None, None], a, mid)
 
 
-register_interpolator("flow", FlowMidpoint, "optical-flow midpoint (OpenCV Farnebäck), weight-free; default")
+register_interpolator(
+    "flow", FlowMidpoint, "optical-flow midpoint (OpenCV Farnebäck), weight-free; what auto falls back to"
+)
 register_interpolator("linear", lambda: linear_midpoint, "pixel average of the two neighbours")
 register_interpolator(
-    "rife", ModelMidpoint, "user-supplied RIFE-style model: rife:PATH (TorchScript .pt or torch.export .pt2)"
+    "rife",
+    ModelMidpoint,
+    "RIFE IFNet_HDv3 (ControlVideo's interpolator): the registry's default interpolator weights, or "
+    "rife:PATH with a flownet.pkl (or your own TorchScript .pt / torch.export .pt2 model)",
 )

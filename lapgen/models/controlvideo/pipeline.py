@@ -16,19 +16,21 @@ ControlNet: 128x128, 100 DDIM steps, guidance 3, 250 frames.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
 import PIL.Image
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, DiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    ControlNetModel,
+    DiffusionPipeline,
+    MultiControlNetModel,
+    UNet2DConditionModel,
+)
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from lapgen.errors import LapgenError
@@ -37,10 +39,11 @@ from lapgen.models.controlvideo.hierarchical import (
     CLIP_KV_MODES,
     default_window,
     hierarchical_noise_prediction,
+    long_mode_decision,
     split_key_frames,
-    use_long_mode,
 )
-from lapgen.models.controlvideo.interpolators import get_interpolator
+from lapgen.models.controlvideo.inputs import ControlVideoInputs
+from lapgen.models.controlvideo.interpolators import resolve_interpolator
 from lapgen.models.controlvideo.smoother import (
     InterleavedSmoother,
     ddim_alpha_prev,
@@ -55,20 +58,26 @@ from lapgen.models.controlvideo.smoother import (
 class ControlVideoPipelineOutput(BaseOutput):
     """frames: list of F PIL images ("pil"), an array (F, H, W, 3) in [0, 1] ("np"), a tensor (F, 3, H, W)
     in [0, 1] ("pt") or the final latents (F, 4, H/8, W/8) ("latent").
-    smoothed_steps: loop indices at which the smoother ran. long_video: whether keys/clips were used.
+    smoothed_steps: loop indices at which the smoother ran. long_video: whether keys/clips were used, and
+    long_video_reason why. interpolator: the smoother's interpolator (None when no step smooths).
     """
 
     frames: Any
     smoothed_steps: list[int] = field(default_factory=list)
     long_video: bool = False
+    long_video_reason: str = ""
+    interpolator: dict | None = None
 
 
-class ControlVideoPipeline(DiffusionPipeline):
+class ControlVideoPipeline(ControlVideoInputs, DiffusionPipeline):
     """Training-free controllable video generation (ControlVideo) with a Stable Diffusion + ControlNet pair.
 
     Components are those of `StableDiffusionControlNetPipeline` without the safety checker:
-    `vae, text_encoder, tokenizer, unet, controlnet, scheduler`. The interpolator of the smoother is a
-    call argument (never a component), so `save_pretrained` / `from_pretrained` stay plain diffusers.
+    `vae, text_encoder, tokenizer, unet, controlnet, scheduler`. As there, `controlnet` may be a list of
+    ControlNets (wrapped in diffusers' `MultiControlNetModel`): then `frames` holds one control sequence per
+    net and `controlnet_conditioning_scale` one scale per net (or one for all); the nets' residuals are
+    summed. The interpolator of the smoother is a call argument (never a component), so
+    `save_pretrained` / `from_pretrained` stay plain diffusers.
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
@@ -81,12 +90,15 @@ class ControlVideoPipeline(DiffusionPipeline):
         text_encoder: CLIPTextModel,
         tokenizer: CLIPTokenizer,
         unet: UNet2DConditionModel,
-        controlnet: ControlNetModel,
+        controlnet: ControlNetModel
+        | list[ControlNetModel]
+        | tuple[ControlNetModel, ...]
+        | MultiControlNetModel,
         scheduler,
     ):
         super().__init__()
         if isinstance(controlnet, (list, tuple)):
-            raise TypeError("ControlVideoPipeline takes one ControlNetModel")
+            controlnet = MultiControlNetModel(controlnet)
         self.register_modules(
             vae=vae,
             text_encoder=text_encoder,
@@ -109,9 +121,9 @@ class ControlVideoPipeline(DiffusionPipeline):
 
     @classmethod
     def from_components(
-        cls, sd_pipeline: DiffusionPipeline, controlnet: ControlNetModel, scheduler=None
+        cls, sd_pipeline: DiffusionPipeline, controlnet, scheduler=None
     ) -> ControlVideoPipeline:
-        """Build from a loaded Stable Diffusion pipeline (Stage 1) and a ControlNet (Stage 2)."""
+        """Build from a loaded Stable Diffusion pipeline (Stage 1) and a ControlNet (Stage 2) or a list."""
         return cls(
             vae=sd_pipeline.vae,
             text_encoder=sd_pipeline.text_encoder,
@@ -120,97 +132,6 @@ class ControlVideoPipeline(DiffusionPipeline):
             controlnet=controlnet,
             scheduler=scheduler or sd_pipeline.scheduler,
         )
-
-    # -- inputs ---------------------------------------------------------------------------------------
-
-    def encode_prompt(
-        self,
-        prompt,
-        device,
-        num_images_per_prompt,
-        do_classifier_free_guidance,
-        negative_prompt=None,
-        prompt_embeds=None,
-        negative_prompt_embeds=None,
-        lora_scale=None,
-        clip_skip=None,
-    ):
-        """diffusers' Stable Diffusion prompt encoding (same tokenisation, truncation and dtype rules)."""
-        return StableDiffusionPipeline.encode_prompt(
-            self,
-            prompt,
-            device,
-            num_images_per_prompt,
-            do_classifier_free_guidance,
-            negative_prompt,
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds,
-            lora_scale=lora_scale,
-            clip_skip=clip_skip,
-        )
-
-    def prepare_frames(self, frames, height: int | None, width: int | None, device, dtype) -> torch.Tensor:
-        """Conditioning sequence -> `(F, 3, H, W)` float in [0, 1] (NEAREST resize to height x width)."""
-        if isinstance(frames, (PIL.Image.Image, np.ndarray)) and not (
-            isinstance(frames, np.ndarray) and frames.ndim == 4
-        ):
-            frames = [frames]
-        if isinstance(frames, torch.Tensor):
-            if frames.ndim == 3:
-                frames = frames[None]
-            if frames.ndim != 4 or frames.shape[1] not in (1, 3):
-                raise ValueError(f"frames tensor must be (F, 3, H, W) in [0, 1], got {tuple(frames.shape)}")
-            if frames.shape[1] == 1:
-                frames = frames.repeat(1, 3, 1, 1)
-            if frames.numel() and (frames.min() < 0 or frames.max() > 1):
-                raise ValueError("frames tensor values must lie in [0, 1]")
-            frames = frames.float()
-        elif len(frames) == 0:
-            raise ValueError("frames is empty: give one control image per frame")
-        image = self.control_image_processor.preprocess(frames, height=height, width=width)
-        return image.to(device=device, dtype=dtype)
-
-    def prepare_latents(
-        self,
-        num_frames: int,
-        num_channels_latents: int,
-        height: int,
-        width: int,
-        dtype,
-        device,
-        generator,
-        latents: torch.Tensor | None = None,
-        same_frame_noise: bool = True,
-    ) -> torch.Tensor:
-        """Initial noise `(F, C, h, w)`: one draw `(1, C, h, w)` repeated over frames (as diffusers draws
-        it, so F=1 matches the image pipeline), or i.i.d. per frame; user latents may be (1|F, C, h, w)."""
-        shape = (
-            1 if same_frame_noise else num_frames,
-            num_channels_latents,
-            int(height) // self.vae_scale_factor,
-            int(width) // self.vae_scale_factor,
-        )
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        else:
-            if latents.ndim != 4 or latents.shape[0] not in (1, num_frames) or latents.shape[1:] != shape[1:]:
-                raise ValueError(
-                    f"latents must be (1 or {num_frames}, {', '.join(map(str, shape[1:]))}), "
-                    f"got {tuple(latents.shape)}"
-                )
-            latents = latents.to(device=device, dtype=dtype)
-        if latents.shape[0] == 1 and num_frames > 1:
-            latents = latents.repeat(num_frames, 1, 1, 1)
-        return latents * self.scheduler.init_noise_sigma
-
-    def prepare_extra_step_kwargs(self, generator, eta):
-        params = set(inspect.signature(self.scheduler.step).parameters)
-        kwargs = {}
-        if "eta" in params:
-            kwargs["eta"] = eta
-        if "generator" in params:
-            kwargs["generator"] = generator
-        return kwargs
 
     # -- model calls ----------------------------------------------------------------------------------
 
@@ -239,13 +160,15 @@ class ControlVideoPipeline(DiffusionPipeline):
         self, ctx: FrameContext, latents, t, idx, kv, cond, pos, neg, guidance, scale, sequential_cfg: bool
     ) -> torch.Tensor:
         """Guided noise for the frames `idx` of one video (or a list of equal-length index lists: several
-        videos in one call), attending to positions `kv` of each video's pass. Rows are video-major."""
+        videos in one call), attending to positions `kv` of each video's pass. Rows are video-major.
+        `cond` is one conditioning tensor or a list (one per ControlNet)."""
         frames = latents.shape[0]
         if idx is not None:
             videos = idx if idx and isinstance(idx[0], (list, tuple)) else [idx]  # equal-length videos
             frames = len(videos[0])
             sel = torch.as_tensor([i for v in videos for i in v], device=latents.device)
-            latents, cond, pos = latents[sel], cond[sel], pos[sel]
+            latents, pos = latents[sel], pos[sel]
+            cond = [c[sel] for c in cond] if isinstance(cond, list) else cond[sel]
             neg = neg[sel] if neg is not None else None
         ctx.num_frames = frames
         ctx.kv_frames = kv
@@ -255,9 +178,8 @@ class ControlVideoPipeline(DiffusionPipeline):
             uncond = self._model_pass(latents, t, neg, cond, scale)
             text = self._model_pass(latents, t, pos, cond, scale)
         else:
-            noise = self._model_pass(
-                torch.cat([latents] * 2), t, torch.cat([neg, pos]), torch.cat([cond] * 2), scale
-            )
+            both = [torch.cat([c] * 2) for c in cond] if isinstance(cond, list) else torch.cat([cond] * 2)
+            noise = self._model_pass(torch.cat([latents] * 2), t, torch.cat([neg, pos]), both, scale)
             uncond, text = noise.chunk(2)
         return uncond + guidance * (text - uncond)
 
@@ -267,7 +189,7 @@ class ControlVideoPipeline(DiffusionPipeline):
     def __call__(
         self,
         prompt: str | list[str] | None = None,
-        frames: Sequence[PIL.Image.Image] | torch.Tensor | None = None,
+        frames: Sequence[PIL.Image.Image] | torch.Tensor | list | None = None,
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 100,
@@ -280,51 +202,56 @@ class ControlVideoPipeline(DiffusionPipeline):
         negative_prompt_embeds: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        controlnet_conditioning_scale: float = 1.0,
+        controlnet_conditioning_scale: float | list[float] = 1.0,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
         same_frame_noise: bool = True,
         pool_norm_over_frames: bool = True,
         couple_controlnet: bool = False,
         smoother_steps: Sequence[int] | None = None,
-        smoother_start: float = 0.6,
+        smoother_start: float | None = None,
         smoother_num_steps: int = 2,
-        interpolator: str | Callable = "flow",
+        smoother_at: Sequence[int] | None = None,
+        interpolator: str | Callable = "auto",
         smoother_endpoints: str = "original",
         smoother_sample_posterior: bool = False,
         long_video: str = "auto",
         max_full_frames: int = 16,
         window_size: int | None = None,
-        clip_kv: str = "keys",
+        clip_kv: str = "original",
         clips_per_pass: int = 1,
         sequential_cfg: bool = False,
         attention_memory_bytes: int = DEFAULT_ATTENTION_MEMORY,
         decode_chunk_size: int = 16,
         start_step: int = 0,
-        smoother_calls: int | None = None,
     ):
         """Generate one video: `prompt` (str, or one per frame) and one control image per frame.
 
         Args (beyond diffusers' ControlNet pipeline):
-            frames: the control sequence, a list of PIL images or a float tensor (F, 3, H, W) in [0, 1].
+            frames: the control sequence, a list of PIL images or a float tensor (F, 3, H, W) in [0, 1];
+                with several ControlNets, a list of such sequences (one per net, same F).
+            controlnet_conditioning_scale: one scale, or one per ControlNet.
             same_frame_noise: one initial noise for all frames (ControlVideo); False draws i.i.d. noise.
             pool_norm_over_frames: pool ResNet GroupNorm statistics over frames (the original's coupling).
             couple_controlnet: also make the ControlNet's self-attention cross-frame (off, as the original).
-            smoother_steps: explicit loop indices for the smoother ([] disables); default from
-                smoother_start x steps, smoother_num_steps consecutive steps. Off automatically for F < 3.
-            interpolator: registry name ("flow", "linear", "rife") or a callable (a, b) -> midpoint.
+            smoother_steps: when the smoother fires, as in ControlVideo: steps counted from the end (fires at
+                loop index i when `num_inference_steps - i` is in the list); default (19, 20), i.e. i = 80, 81
+                of 100 steps; [] disables. Alternatives (give one): smoother_start (a fraction of the steps,
+                smoother_num_steps consecutive steps from there) or smoother_at (loop indices).
+                Off automatically for F < 3.
+            interpolator: "auto" (RIFE when the registry has its weights, else flow), "rife", "rife:PATH",
+                "flow", "linear", a registry name of kind interpolator, or a callable (a, b) -> midpoint.
             smoother_endpoints: "original" or "keep" (see `smoother.interleave_frames`).
             smoother_sample_posterior: re-encode by sampling the VAE posterior with `generator` (as the
                 original) instead of its mean (default; deterministic, identical frames stay identical).
             long_video: "auto" (hierarchical above max_full_frames), "on" or "off".
             window_size: key-frame spacing + 1 for long mode (default int(sqrt(F))).
-            clip_kv: "keys" (clips attend to both key frames, the paper) or "original" (the code's quirk).
+            clip_kv: "original" (clip frames attend to the first key frame and the clip's last frame, as
+                ControlVideo's code does) or "keys" (both key frames, as the ControlVideo paper describes).
             clips_per_pass: long mode: stack up to this many equal-length clips in one model call.
             sequential_cfg: run the two guidance halves as separate calls (halves peak memory).
             attention_memory_bytes: budget for materialised attention scores (exact query chunking).
-            start_step, smoother_calls: resume a run: `latents` (F rows) are the latents after loop index
-                start_step - 1, and smoother_calls the number of smoother passes already made (default:
-                the trigger indices below start_step).
+            start_step: resume a run: `latents` (F rows) are the latents after loop index start_step - 1.
         """
         if frames is None:
             raise ValueError("frames (the control sequence) is required")
@@ -333,10 +260,12 @@ class ControlVideoPipeline(DiffusionPipeline):
         device = self._execution_device
         do_cfg = guidance_scale > 1.0
 
-        # 1. control frames (F, 3, H, W) in [0, 1]
-        cond = self.prepare_frames(frames, height, width, device, self.controlnet.dtype)
-        num_frames = cond.shape[0]
-        height, width = cond.shape[-2:]
+        # 1. control frames (F, 3, H, W) in [0, 1] (a list of them with several ControlNets)
+        cond = self.prepare_control(frames, height, width, device, self.controlnet.dtype)
+        scale = self.conditioning_scales(controlnet_conditioning_scale)
+        first = cond[0] if isinstance(cond, list) else cond
+        num_frames = first.shape[0]
+        height, width = first.shape[-2:]
 
         # 2. prompt: one video, the text repeated per frame (per-frame prompts when a list of F is given)
         if isinstance(prompt, list) and len(prompt) not in (1, num_frames):
@@ -384,37 +313,34 @@ class ControlVideoPipeline(DiffusionPipeline):
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
 
         # 4. smoother and long-video plan
-        if smoother_steps is None:
-            smooth_at = smoother_step_indices(len(timesteps), smoother_start, smoother_num_steps)
-        else:
-            smooth_at = smoother_step_indices(len(timesteps), steps=smoother_steps)
+        smooth_at = smoother_step_indices(
+            len(timesteps), smoother_steps, start=smoother_start, count=smoother_num_steps, at=smoother_at
+        )
         if num_frames < 3:
             smooth_at = []
         smoother = None
+        chosen = None
         if smooth_at:
             require_ddim(self.scheduler)
             if eta != 0:
                 raise LapgenError("the smoother recomputes a deterministic DDIM step; use eta=0")
+            chosen = resolve_interpolator(interpolator)
             smoother = InterleavedSmoother(
                 self.vae,
-                get_interpolator(interpolator),
+                chosen.fn,
                 smoother_endpoints,
                 chunk_size=decode_chunk_size,
                 sample_posterior=smoother_sample_posterior,
                 generator=generator,
             )
-            smoother.calls = (
-                smoother_calls if smoother_calls is not None else sum(1 for s in smooth_at if s < start_step)
-            )
         window = window_size or default_window(num_frames)
-        long_mode = use_long_mode(long_video, num_frames, window, max_full_frames)
+        long_mode, long_reason = long_mode_decision(long_video, num_frames, window, max_full_frames)
         plan = split_key_frames(num_frames, window) if long_mode else None
 
         ctx = FrameContext(
             num_frames=num_frames, pool_norm=pool_norm_over_frames, memory_bytes=attention_memory_bytes
         )
         smoothed = []
-        self._smoother_calls = smoother.calls if smoother is not None else 0
 
         # 5. denoising loop
         with (
@@ -437,7 +363,7 @@ class ControlVideoPipeline(DiffusionPipeline):
                         pos,
                         neg,
                         guidance_scale,
-                        controlnet_conditioning_scale,
+                        scale,
                         sequential_cfg,
                     )
 
@@ -449,14 +375,13 @@ class ControlVideoPipeline(DiffusionPipeline):
                     noise_pred = predict(None, None)
                 step = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=True)
                 if smoother is not None and i in smooth_at:
-                    x0 = smoother.smooth_x0(step.pred_original_sample)
+                    x0 = smoother.smooth_x0(step.pred_original_sample, i)
                     eps = ddim_epsilon(self.scheduler, noise_pred, latents, t)
                     latents = ddim_recompute(x0, eps, ddim_alpha_prev(self.scheduler, t)).to(latents.dtype)
                     smoothed.append(i)
                 else:
                     latents = step.prev_sample
 
-                self._smoother_calls = smoother.calls if smoother is not None else 0
                 if callback_on_step_end is not None:
                     local = {"latents": latents, "prompt_embeds": pos, "negative_prompt_embeds": neg}
                     outputs = callback_on_step_end(
@@ -482,4 +407,10 @@ class ControlVideoPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         if not return_dict:
             return (video,)
-        return ControlVideoPipelineOutput(frames=video, smoothed_steps=smoothed, long_video=long_mode)
+        return ControlVideoPipelineOutput(
+            frames=video,
+            smoothed_steps=smoothed,
+            long_video=long_mode,
+            long_video_reason=long_reason,
+            interpolator=chosen.card() if chosen is not None else None,
+        )

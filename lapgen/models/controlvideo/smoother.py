@@ -3,13 +3,16 @@
 At a few denoising steps, after the DDIM step produced the predicted clean latent x̂0:
 1. decode x̂0 with the VAE to RGB in [0, 1] (in slices),
 2. replace one parity class of frames by the interpolation of its two neighbours (inputs read from an
-   unmodified copy; the 1st trigger replaces odd frames, the 2nd even frames, alternating),
-3. re-encode (posterior mean by default, so identical frames stay identical) -> smoothed x̂0,
+   unmodified copy): at an even loop index the odd frames, at an odd loop index the even frames, as the
+   original decides by `i % 2`,
+3. re-encode (posterior mean by default, so identical frames stay identical; the original samples the
+   posterior with the generator, `sample_posterior=True`) -> smoothed x̂0,
 4. recompute the DDIM (η=0) step: `x_{t-1} = sqrt(ᾱ_prev)·x̂0_smoothed + sqrt(1-ᾱ_prev)·ε̂`.
 
-When: the original fires at loop indices i=30, 31 of 50 steps (`smooth_steps=[19, 20]` counted from the
-end). lapgen expresses that as a start fraction and a count (`start=0.6, count=2`), which gives {30, 31}
-for 50 steps and {60, 61} for 100 (the same point of the trajectory, not the literal i=80, 81).
+When: the original fires at loop index i when `num_inference_steps - i` is in `smooth_steps`, default
+`[19, 20]`: steps counted from the end, so i = 30, 31 of 50 steps and i = 80, 81 of the paper's 100.
+lapgen's default is that rule with the same numbers. Also available: a start fraction and a count
+(`start=0.6, count=2` gives i = 60, 61 of 100) and explicit loop indices (`at=[60, 61]`).
 """
 
 from __future__ import annotations
@@ -21,24 +24,54 @@ import torch
 from lapgen.errors import LapgenError
 
 ENDPOINT_RULES = ("original", "keep")
+REFERENCE_SMOOTHER_STEPS = (19, 20)  # ControlVideo's --smoother_steps default: steps counted from the end
 
 
 def smoother_step_indices(
-    num_inference_steps: int, start: float = 0.6, count: int = 2, steps: Sequence[int] | None = None
+    num_inference_steps: int,
+    from_end: Sequence[int] | None = None,
+    *,
+    start: float | None = None,
+    count: int = 2,
+    at: Sequence[int] | None = None,
 ) -> list[int]:
-    """Loop indices at which the smoother fires: explicit `steps`, else `count` steps from `start·N`."""
-    if steps is not None:
-        bad = [s for s in steps if not 0 <= int(s) < num_inference_steps]
+    """Loop indices `i` (0-based) at which the smoother fires, by one of three rules:
+
+    - `from_end` (default `(19, 20)`, ControlVideo's rule): i = N - s for every s; an s larger than N never
+      fires (as in the original), an s < 1 is an error;
+    - `start`: `count` consecutive indices from round(start·N);
+    - `at`: explicit loop indices in 0..N-1.
+    """
+    n = int(num_inference_steps)
+    if sum(x is not None for x in (from_end, start, at)) > 1:
+        raise LapgenError(
+            "give the smoother steps one way: counted from the end, a start fraction or loop indices"
+        )
+    if at is not None:
+        bad = [s for s in at if not 0 <= int(s) < n]
         if bad:
             raise LapgenError(
-                f"smoother steps {bad} are outside 0..{num_inference_steps - 1}",
+                f"smoother loop indices {bad} are outside 0..{n - 1}",
                 hint="give loop indices of the denoising loop, or none to disable",
             )
-        return sorted({int(s) for s in steps})
-    if not 0.0 <= start <= 1.0 or count < 0:
-        raise LapgenError(f"smoother start must be in [0, 1] and count >= 0 (got {start}, {count})")
-    first = round(start * num_inference_steps)
-    return [i for i in range(first, first + count) if i < num_inference_steps]
+        return sorted({int(s) for s in at})
+    if start is not None:
+        if not 0.0 <= start <= 1.0 or count < 0:
+            raise LapgenError(f"smoother start must be in [0, 1] and count >= 0 (got {start}, {count})")
+        first = round(start * n)
+        return [i for i in range(first, first + count) if i < n]
+    steps = REFERENCE_SMOOTHER_STEPS if from_end is None else from_end
+    bad = [s for s in steps if int(s) < 1]
+    if bad:
+        raise LapgenError(
+            f"smoother steps {bad} must be >= 1 (they count the steps left, as in ControlVideo: 19,20)",
+        )
+    return sorted({n - int(s) for s in steps if int(s) <= n})
+
+
+def smoother_parity(step_index: int) -> int:
+    """Which frames a trigger at loop index `step_index` replaces: 1 = odd frames (even i), 0 = even (odd i)."""
+    return 1 if step_index % 2 == 0 else 0
 
 
 def interleave_frames(
@@ -135,7 +168,6 @@ class InterleavedSmoother:
         self.chunk_size = max(1, int(chunk_size))
         self.sample_posterior = sample_posterior
         self.generator = generator
-        self.calls = 0  # trigger count: the 1st pass is odd, the 2nd even, ...
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """`(F, 4, h, w)` scaled latents -> `(F, 3, H, W)` float32 RGB in [0, 1], in slices."""
@@ -158,10 +190,9 @@ class InterleavedSmoother:
             parts.append(z.to(dtype) * sf)
         return torch.cat(parts)
 
-    def smooth_x0(self, x0: torch.Tensor) -> torch.Tensor:
-        """One smoother pass on the predicted clean latents; alternates parity between calls."""
-        parity = 1 if self.calls % 2 == 0 else 0
-        self.calls += 1
+    def smooth_x0(self, x0: torch.Tensor, step_index: int) -> torch.Tensor:
+        """One smoother pass on the predicted clean latents at loop index `step_index` (its parity decides
+        which frames are replaced, `smoother_parity`)."""
         frames = self.decode(x0)
-        frames = interleave_frames(frames, parity, self.interpolator, self.endpoints)
+        frames = interleave_frames(frames, smoother_parity(step_index), self.interpolator, self.endpoints)
         return self.encode(frames, x0.dtype)
