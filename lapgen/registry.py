@@ -49,6 +49,7 @@ DEFAULT_LABELS = {
     "segmenter": "segmenter",
     "feature-extractor": "feature extractor",
     "recognizer": "recognizer",
+    "interpolator": "interpolator",
 }
 REGISTRY_FILE = "registry.yaml"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -344,7 +345,7 @@ def announce_default(kind: str) -> tuple[str, str] | None:
         return None
     if (kind, name) not in _announced:
         _announced.add((kind, name))
-        notice(f"{DEFAULT_LABELS[kind]}: {name} (registry default, {why})")
+        notice(f"{DEFAULT_LABELS.get(kind, kind)}: {name} (registry default, {why})")
     return name, why
 
 

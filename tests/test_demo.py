@@ -165,17 +165,19 @@ def test_registry_defaults_and_studio_preselection(demo_home):
 
 
 def test_rerun_resumes_and_other_settings_are_refused(demo_home):
+    from lapgen.demo import STEPS
+
     out = demo_home["out"]
     before = (out / "report.md").stat().st_mtime_ns
     result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "done before, skipped" in result.stderr
     assert (out / "report.md").stat().st_mtime_ns == before
-    assert "18 steps done before" in result.stdout
+    assert f"{len(STEPS) - 1} steps done before" in result.stdout  # all but the registry step
     (out / "report.md").unlink()  # a lost output: its step and every later one run again
     result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert (out / "report.md").is_file() and "17 steps done before" in result.stdout
+    assert (out / "report.md").is_file() and f"{len(STEPS) - 2} steps done before" in result.stdout
     assert "$ lapgen eval report" in result.stderr and "$ lapgen eval fidelity" not in result.stderr
     result = runner.invoke(app, ["demo", "--quick", "--seed", "1", "--out", str(out)])
     assert result.exit_code == 2
@@ -208,25 +210,28 @@ def test_bad_out_is_one_line_exit_2(tmp_path, case):
         ]
 
 
-def test_box_vae_is_block_average_and_blur():
-    """The hand-set VAE against numpy: latents = 8x8 block means of the image; decoding = those means
-    upsampled (nearest x2 and a [1 2 1] blur, three times)."""
+@pytest.mark.parametrize("levels", [4, 3])
+def test_box_vae_is_block_average_and_blur(levels):
+    """The hand-set VAE against numpy: latents = f x f block means of the image (f = 8 for 4 levels, the
+    demo's f = 4 for 3); decoding = those means upsampled (nearest x2 and a [1 2 1] blur, per level)."""
     import torch
 
     from lapgen.demo.assets import BOX_VAE_SCALING, build_box_vae
 
+    f = 2 ** (levels - 1)
     rng = np.random.default_rng(0)
     img = rng.uniform(-1, 1, (3, 128, 128)).astype(np.float32)
-    vae = build_box_vae()
+    vae = build_box_vae(levels)
     with torch.no_grad():
         z = vae.encode(torch.from_numpy(img)[None]).latent_dist.sample()[0].numpy()
         y = vae.decode(torch.from_numpy(z)[None]).sample[0].numpy()
-    blocks = img.reshape(3, 16, 8, 16, 8).mean(axis=(2, 4))
+    blocks = img.reshape(3, 128 // f, f, 128 // f, f).mean(axis=(2, 4))
+    assert z.shape == (4, 128 // f, 128 // f)
     assert np.abs(z[:3] - blocks).max() < 2e-3 and np.abs(z[3]).max() < 1e-3
     assert vae.config.scaling_factor == BOX_VAE_SCALING
     expected = blocks
     k = np.array([1.0, 2.0, 1.0]) / 4
-    for _ in range(3):
+    for _ in range(levels - 1):
         expected = expected.repeat(2, axis=1).repeat(2, axis=2)
         pad = np.pad(expected, ((0, 0), (1, 1), (1, 1)))  # zero padding, as the 3x3 conv
         rows = k[0] * pad[:, :-2] + k[1] * pad[:, 1:-1] + k[2] * pad[:, 2:]

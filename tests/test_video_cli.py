@@ -73,6 +73,17 @@ def test_video_writes_mp4_gif_frames_side_by_side_and_card(
     frames = sorted((tmp_path / "clip_frames").glob("*.png"))
     assert len(frames) == 10 and len(list((tmp_path / "clip_frames" / "masks").glob("*.png"))) == 10
     assert probe(tmp_path / "clip_side_by_side.mp4").size == (256, 128)
+    # the frames folder is a generated set: `lapgen eval f1` pairs every frame with the mask it was made from
+    from lapgen.metrics.images import open_image_set
+    from lapgen.metrics.spatial import mask_pairs
+
+    gen = open_image_set(tmp_path / "clip_frames")
+    assert [gen.path(i).name for i in range(len(gen))] == [f.name for f in frames]
+    pairs = mask_pairs(gen)
+    assert [p.relative_to(tmp_path / "clip_frames").as_posix() for p in pairs] == [
+        f"masks/{f.name}" for f in frames
+    ]
+    assert {r["text"] for r in gen.records} == {"grasper retract liver"}
     sbs = read_video(tmp_path / "clip_side_by_side.mp4")
     assert sbs[0][:, :128].mean() < sbs[0][:, :128].max()  # the mask half is a binary picture
     card = read_card(out)

@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     ) -> None:
         from lapgen.demo import DemoConfig, run_demo
-        from lapgen.demo.summary import summary_lines
+        from lapgen.demo.summary import control_lines, summary_lines
         from lapgen.progress import is_quiet, stderr, stdout
 
         def on_event(i: int, n: int, step, commands: list[str], event: str) -> None:
@@ -99,6 +99,8 @@ def register(app: typer.Typer) -> None:
         stdout.print(table)
         for line in summary_lines(result.summary):
             stdout.print(line, highlight=False)
+        for line in control_lines(result.summary):
+            stdout.print(line, highlight=False, markup=False)
         stdout.print(
             f"\nvideo:         {result.video}\nmask | video:  {result.side_by_side}\n"
             f"frame strip:   {result.strip}\nreport:        {result.report}\n"

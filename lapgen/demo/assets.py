@@ -12,7 +12,7 @@
 3. `write_random_inception` / `write_random_clip`: feature-extractor weights with SEEDED RANDOM values in the
    real architectures (torch-fidelity's Inception-v3, open_clip ViT-B/32). The official weights cannot be
    downloaded here; random Inception needs Kaiming re-initialisation, else its features vanish and FID is
-   ~0 for any two sets (metrics-protocol.md section 6). Their FID/CMMD values are only comparable within
+   ~0 for any two sets (docs/metrics.md explains the test networks). Their FID/CMMD values are only comparable within
    one demo run and never with the paper's numbers.
 
 How the hand-set VAE keeps colours through GroupNorm: every GroupNorm (2 groups of 4 channels) sees, per
@@ -80,14 +80,23 @@ def _conv_out(conv) -> None:
         conv.bias[i] = -value / slope
 
 
-def build_box_vae() -> AutoencoderKL:
-    """The hand-set 8x box-average / blur-upsample VAE in the tiny-sd VAE architecture (no randomness)."""
+def build_box_vae(levels: int = 4) -> AutoencoderKL:
+    """The hand-set box-average / blur-upsample VAE in the tiny-sd VAE architecture (no randomness).
+
+    `levels` sets the downsampling factor 2**(levels-1): 4 levels = 8x as in SD 1.5 (tiny-sd), 3 = 4x.
+    """
     import torch
     from diffusers import AutoencoderKL
 
     from lapgen.models.tiny import TINY_VAE_CONFIG
 
-    vae = AutoencoderKL(**{**TINY_VAE_CONFIG, "scaling_factor": BOX_VAE_SCALING})
+    if levels < 1:
+        raise ValueError(f"levels must be >= 1 (got {levels})")
+    config = {**TINY_VAE_CONFIG, "scaling_factor": BOX_VAE_SCALING}
+    config["block_out_channels"] = (config["block_out_channels"][0],) * levels
+    config["down_block_types"] = ("DownEncoderBlock2D",) * levels
+    config["up_block_types"] = ("UpDecoderBlock2D",) * levels
+    vae = AutoencoderKL(**config)
     blur = torch.tensor([1.0, 2.0, 1.0])
     blur = blur[:, None] * blur[None, :] / 16  # (3, 3), sums to 1
     with torch.no_grad():
@@ -128,18 +137,40 @@ def build_box_vae() -> AutoencoderKL:
     return vae.eval()
 
 
-def materialize_demo_base(path: Path, seed: int, unet_channels: tuple[int, int] = (16, 32)) -> Path:
+def demo_unet_config(channels: tuple[int, ...], latent_size: int, attention_levels: int = 1) -> dict:
+    """A `UNet2DConditionModel` config in tiny-sd's layout with `channels` per level.
+
+    Cross-attention (the text) sits in the deepest `attention_levels` levels, plain ResNet blocks above.
+    """
+    from lapgen.models.tiny import TINY_UNET_CONFIG
+
+    n = len(channels)
+    attn = [i >= n - attention_levels for i in range(n)]
+    return {
+        **TINY_UNET_CONFIG,
+        "block_out_channels": tuple(channels),
+        "down_block_types": tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn),
+        "up_block_types": tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
+        "sample_size": latent_size,
+        "norm_num_groups": 4 if min(channels) % 4 == 0 else 1,
+    }
+
+
+def materialize_demo_base(path: Path, seed: int, unet_channels: tuple[int, ...] = (32, 64, 64),
+                          vae_levels: int = 3, resolution: int = 128,
+                          prediction_type: str = "v_prediction") -> Path:
     """The demo's untrained Stage-1 base, saved as a diffusers folder + card.
 
-    `tiny-sd`'s text encoder, tokenizer and scheduler (seeded), a random UNet of `tiny-sd`'s layout with
-    `unet_channels` (tiny-sd: (4, 8), too small to learn the frames within the demo's few hundred steps)
-    and the box VAE.
+    `tiny-sd`'s text encoder and tokenizer (seeded), its DDIM scheduler predicting `prediction_type`
+    (`v_prediction` as in Stable Diffusion 2, or SD 1.5's `epsilon`), a random UNet of `tiny-sd`'s layout
+    with `unet_channels` per level, and the box VAE with `vae_levels` levels (3: factor 4, so a 128 px frame
+    is a 32x32 latent in which a tool shaft a few pixels wide survives; SD's factor 8 blurs it away).
     """
     import torch
-    from diffusers import UNet2DConditionModel
+    from diffusers import DDIMScheduler, UNet2DConditionModel
 
     from lapgen.cards import make_card, write_card
-    from lapgen.models.tiny import TINY_RESOLUTION, TINY_UNET_CONFIG, build_tiny_sd_pipeline
+    from lapgen.models.tiny import build_tiny_sd_pipeline
     from lapgen.outputs import finalize_output_dir, prepare_output_dir
 
     path = Path(path)
@@ -147,15 +178,11 @@ def materialize_demo_base(path: Path, seed: int, unet_channels: tuple[int, int] 
         return path
     stage = prepare_output_dir(path, overwrite=False, resume=False)
     pipe = build_tiny_sd_pipeline(seed)
+    factor = 2 ** (vae_levels - 1)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        **{
-            **TINY_UNET_CONFIG,
-            "block_out_channels": tuple(unet_channels),
-            "norm_num_groups": 4 if min(unet_channels) % 4 == 0 else 1,
-        }
-    )
-    pipe.register_modules(unet=unet, vae=build_box_vae())
+    unet = UNet2DConditionModel(**demo_unet_config(tuple(unet_channels), resolution // factor))
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type=prediction_type)
+    pipe.register_modules(unet=unet, vae=build_box_vae(vae_levels), scheduler=scheduler)
     pipe.save_pretrained(stage, safe_serialization=True)
     write_card(
         stage,
@@ -164,11 +191,13 @@ def materialize_demo_base(path: Path, seed: int, unet_channels: tuple[int, int] 
             name="demo-base",
             parent="tiny-sd",
             seed=seed,
-            resolution=TINY_RESOLUTION,
+            resolution=resolution,
             unet_channels=list(unet_channels),
             unet_parameters=sum(p.numel() for p in unet.parameters()),
-            description="untrained demo base: a random tiny-sd-layout UNet and tiny-sd's random text encoder "
-            "(seeded) with a hand-set 8x box-average VAE (lapgen.demo.assets.build_box_vae)",
+            vae_factor=factor,
+            prediction_type=prediction_type,
+            description=f"untrained demo base: a random tiny-sd-layout UNet and tiny-sd's random text encoder "
+            f"(seeded) with a hand-set {factor}x box-average VAE (lapgen.demo.assets.build_box_vae)",
         ),
     )
     return finalize_output_dir(path)
@@ -181,9 +210,10 @@ def materialize_untrained_controlnet(path: Path, pipeline: Path, seed: int) -> P
     the baseline a trained ControlNet is compared with. Saved as a diffusers folder + card.
     """
     import torch
-    from diffusers import ControlNetModel, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from lapgen.cards import make_card, write_card
+    from lapgen.models.controlnet import controlnet_from_unet
     from lapgen.outputs import finalize_output_dir, prepare_output_dir
 
     path = Path(path)
@@ -191,8 +221,9 @@ def materialize_untrained_controlnet(path: Path, pipeline: Path, seed: int) -> P
         return path
     stage = prepare_output_dir(path, overwrite=False, resume=False)
     unet = UNet2DConditionModel.from_pretrained(Path(pipeline) / "unet")
+    vae = AutoencoderKL.from_pretrained(Path(pipeline) / "vae")
     torch.manual_seed(seed)
-    ControlNetModel.from_unet(unet).save_pretrained(stage, safe_serialization=True)
+    controlnet_from_unet(unet, vae).save_pretrained(stage, safe_serialization=True)
     write_card(
         stage,
         make_card(

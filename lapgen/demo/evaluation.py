@@ -107,13 +107,24 @@ CN_SETS = [f for f, v in SETS.items() if v[1]]
 T2I_SETS = [f for f, v in SETS.items() if not v[1]]
 
 
+VIDEO_LABEL = "demo video (Stage 3)"  # report label of the video's frames (F1 against the authored masks)
+
+
+def f1_jobs(c: Context) -> list[tuple[Path, str, str]]:
+    """(generated set, report label, output name) of each `eval f1` run: the two ControlNet sets, then the
+    video's frames (`lapgen video --save-frames` pairs every frame with its authored mask)."""
+    jobs = [(c.p("samples", f), SETS[f][2], f"f1-{f}.json") for f in CN_SETS]
+    jobs.append((c.p("video", "clip_frames"), VIDEO_LABEL, "f1-video.json"))
+    return jobs
+
+
 def f1_cmds(c: Context) -> list[str]:
     return [
         cmd(
             "lapgen",
             "eval",
             "f1",
-            c.p("samples", folder),
+            images,
             "--segmenter",
             NAMES["segmenter"],
             "--conf",
@@ -122,29 +133,32 @@ def f1_cmds(c: Context) -> list[str]:
             c.sizes.boot,
             "--seed",
             c.seed,
-            *eval_tail(c, SETS[folder][2], SETUP, f"f1-{folder}.json"),
+            *eval_tail(c, label, SETUP, name),
         )
-        for folder in CN_SETS
+        for images, label, name in f1_jobs(c)
     ]
 
 
 def f1_step(c: Context) -> dict:
     from lapgen.metrics.spatial import F1Config, evaluate_mask_f1
 
-    for folder in CN_SETS:
+    facts: dict = {}
+    for images, label, name in f1_jobs(c):
         result = evaluate_mask_f1(
             F1Config(
-                gen=c.p("samples", folder),
+                gen=images,
                 segmenter=NAMES["segmenter"],
                 conf=c.sizes.annotate_conf,
                 n_boot=c.sizes.boot,
                 seed=c.seed,
                 device=c.device,
-                labels={"model": SETS[folder][2], "setup": SETUP},
+                labels={"model": label, "setup": SETUP},
             )
         )
-        write_json(c.p("eval", f"f1-{folder}.json"), result, [result])
-    return {}
+        write_json(c.p("eval", name), result, [result])
+        if name == "f1-video.json":  # the video follows its masks: the mean of the per-frame F1
+            facts.update(video_mask_f1=result["macro"], video_mask_f1_pooled=result["value"])
+    return facts
 
 
 def _map_jobs(c: Context) -> list[tuple[Path, str | None, str, dict[str, str], str]]:
@@ -222,5 +236,5 @@ def defaults_step(c: Context) -> dict:
     ):
         register_artifact(NAMES[key], kind, c.p("runs", folder), make_default=False)
         if c.facts.get("set_defaults", True):
-            set_default(NAMES[key])
+            set_default(NAMES[key], origin="set by lapgen demo")
     return {}

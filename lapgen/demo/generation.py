@@ -24,7 +24,14 @@ def base_step(c: Context) -> dict:
     from lapgen.demo.assets import materialize_demo_base
     from lapgen.registry import add_entry
 
-    path = materialize_demo_base(c.p("models", "demo-base"), seed=c.seed, unet_channels=c.sizes.unet_channels)
+    s = c.sizes
+    path = materialize_demo_base(
+        c.p("models", "demo-base"),
+        seed=c.seed,
+        unet_channels=s.unet_channels,
+        vae_levels=s.vae_levels,
+        prediction_type=s.prediction_type,
+    )
     add_entry(
         NAMES["base"],
         str(path),
@@ -34,12 +41,13 @@ def base_step(c: Context) -> dict:
     return {}
 
 
-def _train_args(c: Context, steps: int, lr: float) -> list[Any]:
+def _train_args(c: Context, steps: int, lr: float, ema: float | None) -> list[Any]:
     return [
         "--max-steps",
         steps,
         "--lr",
         lr,
+        *(["--ema", "--ema-decay", ema] if ema else []),
         "--batch-size",
         c.sizes.batch_size,
         "--cache-latents",
@@ -54,10 +62,12 @@ def _train_args(c: Context, steps: int, lr: float) -> list[Any]:
     ]
 
 
-def _train_config(c: Context, **kw: Any):
+def _train_config(c: Context, ema: float | None = None, **kw: Any):
     from lapgen.models.training import TrainConfig
 
     steps = kw.pop("max_steps")
+    if ema:
+        kw.update(ema=True, ema_decay=ema)
     return TrainConfig(
         max_steps=steps,
         batch_size=c.sizes.batch_size,
@@ -80,7 +90,7 @@ def finetune_cmds(c: Context) -> list[str]:
             c.p("data", "frames"),
             "--base",
             NAMES["base"],
-            *_train_args(c, c.sizes.sd_steps, c.sizes.sd_lr),
+            *_train_args(c, c.sizes.sd_steps, c.sizes.sd_lr, c.sizes.sd_ema),
             "--out",
             c.p("runs", "sd"),
             "--name",
@@ -101,6 +111,7 @@ def finetune_step(c: Context) -> dict:
             name=NAMES["sd"],
             max_steps=c.sizes.sd_steps,
             learning_rate=c.sizes.sd_lr,
+            ema=c.sizes.sd_ema,
         )
     )
     return {"sd_loss": _loss_summary(c.p("runs", "sd"), r.final_loss)}
@@ -115,7 +126,7 @@ def controlnet_cmds(c: Context) -> list[str]:
             c.p("data", "controlnet"),
             "--base",
             NAMES["sd"],
-            *_train_args(c, c.sizes.cn_steps, c.sizes.cn_lr),
+            *_train_args(c, c.sizes.cn_steps, c.sizes.cn_lr, c.sizes.cn_ema),
             "--out",
             c.p("runs", "controlnet"),
             "--name",
@@ -136,6 +147,7 @@ def controlnet_step(c: Context) -> dict:
             name=NAMES["controlnet"],
             max_steps=c.sizes.cn_steps,
             learning_rate=c.sizes.cn_lr,
+            ema=c.sizes.cn_ema,
         )
     )
     return {"controlnet_loss": _loss_summary(c.p("runs", "controlnet"), r.final_loss)}

@@ -45,6 +45,13 @@ STEPS: tuple[Step, ...] = (
         _files("runs", "segmenter"),
     ),
     Step(
+        "segment-evaluate",
+        "score the segmenter against the held-out CholecSeg8k masks (pixel F1)",
+        st.seg_eval_cmds,
+        st.seg_eval_step,
+        lambda c: [],
+    ),
+    Step(
         "segment-annotate",
         "annotate the frames with tool masks",
         st.annotate_cmds,
@@ -53,7 +60,7 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         "base",
-        "build the untrained base (tiny-sd + hand-set box VAE)",
+        "build the untrained base (small UNet, tiny-sd text encoder, hand-set 4x box VAE)",
         gen.base_cmds,
         gen.base_step,
         _files("models", "demo-base"),
@@ -123,10 +130,10 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         "eval-f1",
-        "tool-mask F1 of the ControlNet sets",
+        "tool-mask F1 of the ControlNet sets and of the video's frames",
         ev.f1_cmds,
         ev.f1_step,
-        lambda c: [c.p("eval", f"f1-{f}.json") for f in ev.CN_SETS],
+        lambda c: [c.p("eval", name) for _images, _label, name in ev.f1_jobs(c)],
     ),
     Step(
         "eval-map",

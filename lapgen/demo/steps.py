@@ -96,22 +96,17 @@ def data_step(c: Context) -> dict:
     from lapgen.data import synthetic
 
     s, raw = c.sizes, c.p("raw")
-    synthetic.write_cholect50(
-        raw / "CholecT50", videos=s.t50_videos, num_frames=s.t50_frames, size=s.frame_size, seed=c.seed
-    )
-    synthetic.write_cholec80(
-        raw / "cholec80", videos=s.c80_videos, num_frames=s.c80_frames, size=s.frame_size, seed=c.seed
-    )
+    common = {"size": s.frame_size, "seed": c.seed, "tool_scale": s.tool_scale}
+    synthetic.write_cholect50(raw / "CholecT50", videos=s.t50_videos, num_frames=s.t50_frames, **common)
+    synthetic.write_cholec80(raw / "cholec80", videos=s.c80_videos, num_frames=s.c80_frames, **common)
     synthetic.write_cholecseg8k(
         raw / "CholecSeg8k",
         videos=s.seg8k_videos,
+        clips_per_video=s.seg8k_clips,
         frames_per_clip=s.seg8k_frames,
-        size=s.frame_size,
-        seed=c.seed,
+        **common,
     )
-    synthetic.write_artnet(
-        raw / "ART-Net", train=s.artnet_train, test=s.artnet_test, size=s.frame_size, seed=c.seed
-    )
+    synthetic.write_artnet(raw / "ART-Net", train=s.artnet_train, test=s.artnet_test, **common)
     return {}
 
 
@@ -235,6 +230,42 @@ def seg_train_step(c: Context) -> dict:
         )
     )
     return {"segmenter_mask_map50": r["metrics"].get("metrics/mAP50(M)")}
+
+
+def seg_eval_cmds(c: Context) -> list[str]:
+    return [
+        cmd(
+            "lapgen",
+            "segment",
+            "evaluate",
+            "--data",
+            c.p("data", "yolo"),
+            "--segmenter",
+            NAMES["segmenter"],
+            "--conf",
+            c.sizes.annotate_conf,
+            "--device",
+            c.device,
+        )
+    ]
+
+
+def seg_eval_step(c: Context) -> dict:
+    """The segmenter's pixel F1 on the held-out synthetic CholecSeg8k video (ground truth): how far to trust
+    every F1 the demo measures with it."""
+    from lapgen.models.segmenter_eval import SegmenterEvalConfig, evaluate_segmenter
+
+    r = evaluate_segmenter(
+        SegmenterEvalConfig(
+            data=c.p("data", "yolo"), segmenter=NAMES["segmenter"], conf=c.sizes.annotate_conf, device=c.device
+        )
+    )
+    seg8k = r["by_source"].get("cholecseg8k", r["overall"])
+    return {
+        "segmenter_pixel_f1": r["overall"]["micro"],
+        "segmenter_pixel_f1_cholecseg8k": seg8k["micro"],
+        "segmenter_val_images": r["overall"]["n_images"],
+    }
 
 
 def annotate_cmds(c: Context) -> list[str]:

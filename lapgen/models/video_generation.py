@@ -17,6 +17,7 @@ Long runs are resumable: every `checkpoint_every` denoising steps the latents ar
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -386,6 +387,14 @@ def generate_video(
             Image.fromarray(frame).save(frames_stage / f"{i:06d}.png")
         for k, seq in enumerate(seqs):
             write_mask_sequence(frames_stage / ("masks" if k == 0 else f"masks_{k + 1}"), seq.masks)
+        # the frames folder is a generated set like `lapgen sample`'s: `lapgen eval f1` pairs each frame with
+        # the (first) mask it was generated from
+        lines = [
+            json.dumps({"file_name": f"{i:06d}.png", "text": config.prompt, "frame": i,
+                        "conditioning_image_file_name": f"masks/{i:06d}.png"})
+            for i in range(len(video))
+        ]
+        (frames_stage / "metadata.jsonl").write_text("\n".join(lines) + "\n")
         finalize_output_dir(paths["frames"])
         extras["frames"] = str(paths["frames"])
     write_mp4(video, out, fps=config.fps)
