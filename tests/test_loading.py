@@ -12,7 +12,7 @@ import torch
 from lapgen import registry
 from lapgen.errors import LapgenError
 from lapgen.models import loading
-from lapgen.models.device import dtype_name, mixed_precision_for, resolve_device, resolve_dtype
+from lapgen.device import dtype_name, mixed_precision_for, resolve_device, resolve_dtype
 
 # (inception-v3-clean is never downloaded: without a local file it fails the same way)
 NEEDS_DOWNLOAD = {"sd15", "clip-vit-b-32", "clip-vit-l-14-336", "inception-v3", "inception-v3-clean", "rdv-cholect50"}

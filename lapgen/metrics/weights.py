@@ -10,16 +10,12 @@ local weights. Hashes are memoised by (path, size, mtime) under `$LAPGEN_HOME/ca
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lapgen.errors import LapgenError
-
-if TYPE_CHECKING:
-    from lapgen.metrics.features import ExtractorSpec
+from lapgen.metrics.extractors import EXTRACTORS, ExtractorSpec, family_names
 
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth")
@@ -56,15 +52,11 @@ def weights_sha256(path: Path) -> str:
 
 def _registry_weights(name: str) -> Path | None:
     """The local file of a `feature-extractor` registry entry, when the registry knows one."""
-    if importlib.util.find_spec("lapgen.registry") is None:
-        return None
     from lapgen import registry
 
     try:
         entry = registry.resolve(name, kind="feature-extractor")
     except LapgenError:
-        from lapgen.metrics.features import EXTRACTORS
-
         if name in EXTRACTORS:
             return None
         raise
@@ -81,8 +73,6 @@ def _registry_weights(name: str) -> Path | None:
 def _family_status(spec: ExtractorSpec) -> str:
     """'inception-v3 (weights here), inception-v3-clean (no local weights)': the registered extractors of
     `spec`'s family, for the missing-weights error."""
-    from lapgen.metrics.features import family_names
-
     parts = []
     for name in family_names(spec.family):
         try:

@@ -223,7 +223,7 @@ def run_training(config: TrainConfig, stage: DiffusionStage, *,
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
 
-    from lapgen.models.device import resolve_device
+    from lapgen.device import resolve_device
     from lapgen.progress import is_quiet
 
     if is_quiet():  # --quiet also silences the save/load bars of diffusers, transformers and the hub
