@@ -82,14 +82,14 @@ def _t50_tools(vectors: list[list[float]]) -> list[str]:
 
 
 def cholect50_frame(video: int, frame: int, *, num_frames: int = 12, size: tuple[int, int] = DEFAULT_SIZE,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                    seed: int = 0, tool_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(rgb (H, W, 3) uint8, tool mask (H, W) uint8 0/255) of a synthetic CholecT50 frame.
 
     Same arguments as `write_cholect50` give the same pixels as the written PNG: the ground-truth tool
     mask of every synthetic frame (union of the drawn instruments).
     """
     vectors = cholect50_annotations(video, num_frames, seed)[frame]
-    return render_frame(seed, video, float(frame), _t50_tools(vectors), *size)
+    return render_frame(seed, video, float(frame), _t50_tools(vectors), *size, tool_scale=tool_scale)
 
 
 def cholect50_labels_json(video: int, num_frames: int, seed: int = 0) -> dict:
@@ -114,17 +114,19 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 def write_cholect50(root: str | Path, *, videos: tuple[int, ...] = (1, 103), num_frames: int = 12,
                     size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0,
-                    masks_dir: str | Path | None = None) -> Path:
+                    masks_dir: str | Path | None = None, tool_scale: float = 1.0) -> Path:
     """Write a synthetic CholecT50 release under `root` (section 1.1 layout); returns `root`.
 
     `num_frames` frames per video at 1 fps; `size` = (width, height). With `masks_dir`, the ground-truth
     tool masks are written too, OUTSIDE the dataset, as `masks_dir/VIDxx/NNNNNN.png` (0/255, same size).
+    `tool_scale` multiplies the drawn tools' thickness (`synthetic_render.draw_tool`), here and in every writer.
     """
     root = Path(root)
     for video in videos:
         name = vocab.t50_video_name(video)
         for k in range(num_frames):
-            rgb, mask = cholect50_frame(video, k, num_frames=num_frames, size=size, seed=seed)
+            rgb, mask = cholect50_frame(video, k, num_frames=num_frames, size=size, seed=seed,
+                                        tool_scale=tool_scale)
             _save_png(rgb, root / "videos" / name / f"{k:06d}.png")
             if masks_dir is not None:
                 _save_png(mask, Path(masks_dir) / name / f"{k:06d}.png")
@@ -162,17 +164,17 @@ def cholec80_annotations(video: int, num_frames: int, seed: int = 0) -> tuple[li
 
 
 def cholec80_frame(video: int, c_index: int, *, num_frames: int = 110, size: tuple[int, int] = DEFAULT_SIZE,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                   seed: int = 0, tool_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(rgb, tool mask) of synthetic Cholec80 frame `c_index` before encoding (the MP4 is lossy)."""
     _phases, tools = cholec80_annotations(video, num_frames, seed)
     flags = tools[c_index - c_index % vocab.CHOLEC80_FPS]
     names = [w for w, f in zip(vocab.CHOLEC80_TOOL_WORDS, flags) if f]  # renderer tool names
-    return render_frame(seed, video, c_index / vocab.CHOLEC80_FPS, names, *size)
+    return render_frame(seed, video, c_index / vocab.CHOLEC80_FPS, names, *size, tool_scale=tool_scale)
 
 
 def write_cholec80(root: str | Path, *, videos: tuple[int, ...] = (3, 1), num_frames: int = 110,
                    size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0, crf: int = 18,
-                   preset: str = "veryfast") -> Path:
+                   preset: str = "veryfast", tool_scale: float = 1.0) -> Path:
     """Write a synthetic Cholec80 release under `root` (section 2 layout); returns `root`.
 
     Default videos: 03 (Cholec80 only) and 01 (also in CholecT50). `num_frames` frames per video at
@@ -182,7 +184,7 @@ def write_cholec80(root: str | Path, *, videos: tuple[int, ...] = (3, 1), num_fr
     for video in videos:
         name = vocab.c80_video_name(video)
         phases, tools = cholec80_annotations(video, num_frames, seed)
-        frames = (cholec80_frame(video, c, num_frames=num_frames, size=size, seed=seed)[0]
+        frames = (cholec80_frame(video, c, num_frames=num_frames, size=size, seed=seed, tool_scale=tool_scale)[0]
                   for c in range(num_frames))
         write_mp4(frames, root / "videos" / f"{name}.mp4", fps=vocab.CHOLEC80_FPS, crf=crf, preset=preset)
         (root / "phase_annotations").mkdir(parents=True, exist_ok=True)
@@ -214,7 +216,8 @@ _SEG_TISSUE = {1: (200, 150, 140), 2: (120, 35, 30), 3: (190, 120, 130), 4: (214
 
 
 def cholecseg8k_frame(video: int, frame: int, *, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0,
-                      tools: tuple[str, ...] = ("grasper", "hook")) -> tuple[np.ndarray, np.ndarray]:
+                      tools: tuple[str, ...] = ("grasper", "hook"),
+                      tool_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(endo rgb (H, W, 3) uint8, watershed codes (H, W) uint8) of a synthetic CholecSeg8k frame."""
     w, h = size
     classes = list(_SEG_TISSUE)
@@ -225,7 +228,7 @@ def cholecseg8k_frame(video: int, frame: int, *, size: tuple[int, int] = DEFAULT
         (w, h), Image.BICUBIC), np.float32)[..., None] / 255
     rgb = np.clip(np.array([_SEG_TISSUE[c] for c in classes], np.float32)[region] * shade, 0, 255).astype(np.uint8)
     img = Image.fromarray(rgb)
-    per_tool = draw_tools(img, seed, video, frame / vocab.CHOLEC80_FPS, list(tools))
+    per_tool = draw_tools(img, seed, video, frame / vocab.CHOLEC80_FPS, list(tools), tool_scale)
     for name, value in (("grasper", 31), ("hook", 32)):
         if name in per_tool:
             codes[per_tool[name] > 0] = value
@@ -241,7 +244,8 @@ def cholecseg8k_frame(video: int, frame: int, *, size: tuple[int, int] = DEFAULT
 
 
 def write_cholecseg8k(root: str | Path, *, videos: tuple[int, ...] = (1,), clips_per_video: int = 1,
-                      frames_per_clip: int = 80, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0) -> Path:
+                      frames_per_clip: int = 80, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0,
+                      tool_scale: float = 1.0) -> Path:
     """Write a synthetic CholecSeg8k release under `root` (section 3 layout); returns `root`.
 
     Clip c of a video starts at C-index 80 * (1 + 2c); each frame gets `_endo`, `_endo_mask`,
@@ -259,7 +263,7 @@ def write_cholecseg8k(root: str | Path, *, videos: tuple[int, ...] = (1,), clips
             start = 80 * (1 + 2 * c)
             clip = root / f"video{video:02d}" / f"video{video:02d}_{start:05d}"
             for n in range(start, start + frames_per_clip):
-                rgb, codes = cholecseg8k_frame(video, n, size=size, seed=seed)
+                rgb, codes = cholecseg8k_frame(video, n, size=size, seed=seed, tool_scale=tool_scale)
                 _save_png(rgb, clip / f"frame_{n}_endo.png")
                 ws = np.repeat(codes[..., None], 3, axis=2)
                 if n == start:
@@ -273,7 +277,7 @@ def write_cholecseg8k(root: str | Path, *, videos: tuple[int, ...] = (1,), clips
 # ----------------------------------------------------------------------------------------------- ART-Net
 
 def artnet_sample(index: int, positive: bool, *, size: tuple[int, int] = DEFAULT_SIZE,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  seed: int = 0, tool_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rgb, tool mask 0/255, tip-point map uint8) of synthetic ART-Net image `index`."""
     rng = _rng(seed, index, 3)
     key = 5000 + index  # a texture of its own per image
@@ -281,7 +285,7 @@ def artnet_sample(index: int, positive: bool, *, size: tuple[int, int] = DEFAULT
     if positive:
         tools = [str(t) for t in rng.choice(vocab.INSTRUMENTS, size=int(rng.integers(1, 3)), replace=False)]
     t = float(rng.uniform(0, 60))
-    rgb, per_tool = render_frame(seed, key, t, tools, *size, tool_masks=True)
+    rgb, per_tool = render_frame(seed, key, t, tools, *size, tool_masks=True, tool_scale=tool_scale)
     w, h = size
     mask = np.zeros((h, w), np.uint8)
     tip_map = np.zeros((h, w), np.float32)
@@ -296,7 +300,7 @@ def artnet_sample(index: int, positive: bool, *, size: tuple[int, int] = DEFAULT
 
 def write_artnet(root: str | Path, *, train: tuple[int, int] = (4, 4), test: tuple[int, int] = (2, 2),
                  size: tuple[int, int] = DEFAULT_SIZE, mask_size: tuple[int, int] | None = None,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, tool_scale: float = 1.0) -> Path:
     """Write a synthetic ART-Net release under `root` (section 4 layout); returns `root`.
 
     `train` / `test` = (positives, negatives). Positives `Train/Train_Positive/Train_Pos_001.png` get
@@ -307,7 +311,7 @@ def write_artnet(root: str | Path, *, train: tuple[int, int] = (4, 4), test: tup
     index = 0
     for split, (n_pos, n_neg) in (("Train", train), ("Test", test)):
         for k in range(1, n_pos + 1):
-            rgb, mask, tip = artnet_sample(index, True, size=size, seed=seed)
+            rgb, mask, tip = artnet_sample(index, True, size=size, seed=seed, tool_scale=tool_scale)
             index += 1
             stem = f"{split}_Pos_{k:03d}"
             _save_png(rgb, root / split / f"{split}_Positive" / f"{stem}.png")
@@ -318,7 +322,7 @@ def write_artnet(root: str | Path, *, train: tuple[int, int] = (4, 4), test: tup
             m.save(root / split / f"{split}_Positive_Tool_Mask" / f"{stem}_Tool_Mask.png")
             _save_png(tip, root / split / f"{split}_Positive_TipPoint" / f"{stem}_TipPoint.png")
         for k in range(1, n_neg + 1):
-            rgb, _mask, _tip = artnet_sample(index, False, size=size, seed=seed)
+            rgb, _mask, _tip = artnet_sample(index, False, size=size, seed=seed, tool_scale=tool_scale)
             index += 1
             _save_png(rgb, root / split / f"{split}_Negative" / f"{split}_Neg_{k:03d}.png")
     return root

@@ -158,15 +158,18 @@ def _jaw(canvas: _Canvas, base, direction, normal, length, width, angle, color) 
     canvas.polygon([base + n * width / 2, tip + n * width / 6, tip - n * width / 6, base - n * width / 2], color)
 
 
-def draw_tool(canvas: _Canvas, tool: str, pose: ToolPose, width: int) -> None:
-    """Draw one tool (name in TOOL_NAMES) at `pose`; `width` = frame width (sets the scale)."""
+def draw_tool(canvas: _Canvas, tool: str, pose: ToolPose, width: int, scale: float = 1.0) -> None:
+    """Draw one tool (name in TOOL_NAMES) at `pose`; `width` = frame width (sets the scale).
+
+    `scale` multiplies the tool's thickness and tip length (1.0: a shaft about 4.4 % of the frame width
+    wide; real Cholec80 graspers are often wider, `lapgen demo` draws them at 1.8)."""
     entry, tip = np.asarray(pose.entry, float), np.asarray(pose.tip, float)
     axis = tip - entry
     dist = max(np.hypot(*axis), 1e-6)
     d = axis / dist
     n = np.array([-d[1], d[0]])
-    shaft_w = max(1.5, 0.022 * width)  # half width of the shaft, pixels
-    tip_len = 0.1 * width
+    shaft_w = max(1.5, 0.022 * width * scale)  # half width of the shaft, pixels
+    tip_len = 0.1 * width * min(scale, 1.5)
     base = tip - d * tip_len
     metal = (205, 205, 212)
     if tool == "specimenbag":  # a whitish plastic pouch held near the port
@@ -208,7 +211,8 @@ def draw_tool(canvas: _Canvas, tool: str, pose: ToolPose, width: int) -> None:
         raise ValueError(f"unknown tool {tool!r}")
 
 
-def draw_tools(img: Image.Image, seed: int, video: int, t: float, tools: list[str]) -> dict[str, np.ndarray]:
+def draw_tools(img: Image.Image, seed: int, video: int, t: float, tools: list[str],
+               tool_scale: float = 1.0) -> dict[str, np.ndarray]:
     """Draw `tools` (names from TOOL_NAMES) onto `img` in place at time `t` (seconds).
 
     Returns `{tool: (H, W) uint8 0/255}` of the visible pixels of each tool (a tool drawn later hides
@@ -220,7 +224,8 @@ def draw_tools(img: Image.Image, seed: int, video: int, t: float, tools: list[st
     per_tool: dict[str, np.ndarray] = {}
     for name in order:
         canvas.mask_img.paste(0, (0, 0, width, height))
-        draw_tool(canvas, name, tool_pose(seed, video, TOOL_NAMES.index(name), t, width, height), width)
+        draw_tool(canvas, name, tool_pose(seed, video, TOOL_NAMES.index(name), t, width, height), width,
+                  tool_scale)
         per_tool[name] = np.asarray(canvas.mask_img).copy()
     for k, name in enumerate(order):  # keep only what is visible
         for other in order[k + 1:]:
@@ -244,7 +249,7 @@ def instrument_union(per_tool: dict[str, np.ndarray], shape: tuple[int, int]) ->
 
 
 def render_frame(seed: int, video: int, t: float, tools: list[str], width: int, height: int,
-                 tool_masks: bool = False) -> tuple[np.ndarray, np.ndarray | dict[str, np.ndarray]]:
+                 tool_masks: bool = False, tool_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray | dict[str, np.ndarray]]:
     """Render one frame at time `t` (seconds) with `tools` (names from TOOL_NAMES) drawn on tissue.
 
     Returns `(rgb, mask)`: rgb (H, W, 3) uint8; mask (H, W) uint8 0/255 = union of the visible
@@ -256,7 +261,7 @@ def render_frame(seed: int, video: int, t: float, tools: list[str], width: int, 
     ox = int(round((tw - width) * (0.5 + 0.5 * math.sin(0.05 * t + video))))  # camera drift, pixels
     oy = int(round((th - height) * (0.5 + 0.5 * math.sin(0.037 * t + 2 * video))))
     img = Image.fromarray(tex[oy:oy + height, ox:ox + width])
-    per_tool = draw_tools(img, seed, video, t, tools)
+    per_tool = draw_tools(img, seed, video, t, tools, tool_scale)
     rgb = vignette(np.asarray(img))
     return rgb, (per_tool if tool_masks else instrument_union(per_tool, (height, width)))
 
