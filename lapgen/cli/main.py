@@ -7,21 +7,21 @@ so `lapgen --help` and `lapgen <command> --help` stay fast and light.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 
 import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from lapgen import __version__
+from lapgen.cli import demo, masks, models, prepare, sample, segment, studio, synthetic, train, video
+from lapgen.cli import eval as eval_group
 from lapgen.errors import LapgenError
 
-# Command modules, in the order their commands appear in `lapgen --help`.
-COMMAND_MODULES = (
-    "prepare", "segment", "train", "sample", "video", "masks", "eval", "models", "demo", "studio",
-)
+# Command modules, in the order their commands appear in `lapgen --help`. They are imported above, by name:
+# a command module that is missing or fails to import stops `lapgen` with its traceback, never a command
+# that silently disappears.
+COMMAND_MODULES = (prepare, segment, train, sample, video, masks, synthetic, eval_group, models, demo, studio)
 
 _state = {"debug": False}
 
@@ -103,17 +103,19 @@ def _global_options(
     registry.reset_announcements()  # every command names the defaults it falls back to
 
 
-def _register_commands() -> None:
-    for name in COMMAND_MODULES:
-        module_name = f"lapgen.cli.{name}"
-        # A command group joins the app when its module exists; a module that exists but fails to
-        # import is a bug and raises here.
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        importlib.import_module(module_name).register(app)
+def _flag_display_type(self: TyperOption, ctx: click.Context) -> str | None:
+    """An on/off flag (`--overwrite`, `--cache/--no-cache`) takes no value, so its help shows no value type
+    (typer >= 0.2x shows `<bool>` for it, as if it took one)."""
+    if self.is_flag and self.metavar is None:
+        return None
+    return _TYPER_DISPLAY_TYPE(self, ctx)
 
 
-_register_commands()
+_TYPER_DISPLAY_TYPE = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_display_type
+
+for _module in COMMAND_MODULES:
+    _module.register(app)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ the image centre. They are schematic (not learnt from data) and drawn at any squ
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -78,7 +79,7 @@ def tool_silhouette(name: str, size: int = 128, *, angle: float = _SHAFT_ANGLE) 
     a = math.radians(angle)
     du = (math.cos(a), math.sin(a))  # unit vector along the shaft, image coordinates (y down)
     dv = (-math.sin(a), math.cos(a))
-    tip = (0.44 * size, 0.44 * size)  # px; the shaft then runs past the lower-right border
+    tip = tip_position(size)  # px; the shaft then runs past the lower-right border
 
     def to_px(poly: Polygon) -> list[tuple[float, float]]:
         return [
@@ -100,3 +101,26 @@ def tool_silhouette(name: str, size: int = 128, *, angle: float = _SHAFT_ANGLE) 
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
     small = img.resize((size, size), Image.BOX)
     return np.asarray(small) > 127
+
+
+def tip_position(size: int = 128) -> tuple[float, float]:
+    """(x, y) in px of every silhouette's tip in a `(size, size)` mask (the shaft runs from there to the border)."""
+    return 0.44 * size, 0.44 * size
+
+
+def save_silhouette(name: str, out: str | Path, *, size: int = 128, angle: float = _SHAFT_ANGLE,
+                    overwrite: bool = False) -> Path:
+    """Write the silhouette of `name` as a 0/255 greyscale PNG at `out` (written to a temporary name and
+    renamed); an existing `out` needs `overwrite`. Returns `out`."""
+    from lapgen.outputs import atomic_file, check_writable_parent
+
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise LapgenError("a silhouette is written as a PNG", path=out, hint="give --out a .png name")
+    mask = tool_silhouette(name, size, angle=angle)  # checks the name and the size before touching disk
+    if out.exists() and not overwrite:
+        raise LapgenError("output already exists", path=out, hint="pass --overwrite or choose another --out")
+    check_writable_parent(out)
+    with atomic_file(out) as fh:
+        Image.fromarray(mask.astype(np.uint8) * 255).save(fh, format="PNG")  # (H, W) uint8: mode L
+    return out
