@@ -138,7 +138,7 @@ def read_labels(path: str | Path, *, frames_dir: str | Path | None = None) -> T5
             except (TypeError, ValueError):
                 raise LapgenError(f"{where}: id fields must be numbers, got {vec!r:.60}", path=path,
                                   hint="re-download the label file") from None
-            for (i, name, n), value in zip(_FIELDS, ids):
+            for (_i, name, n), value in zip(_FIELDS, ids):
                 if value == -1:
                     continue
                 if not 0 <= value < n:
