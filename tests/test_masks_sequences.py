@@ -46,6 +46,27 @@ def test_read_sequence_natural_order_threshold_and_resize(tmp_path):
         read_mask_sequence(tmp_path / "empty")
 
 
+def test_frames_of_different_sizes_are_one_line_naming_the_first_odd_file(tmp_path):
+    from lapgen.data.masks import read_mask_sequence
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i, (w, h) in enumerate([(128, 128), (128, 128), (96, 64), (64, 96)]):
+        Image.fromarray(np.full((h, w), 255, np.uint8)).save(masks / f"{i:06d}.png")
+    with pytest.raises(LapgenError) as err:
+        read_mask_sequence(masks, size=(128, 128))
+    assert err.value.path == masks / "000002.png"
+    assert "this one is 96x64, the first (000000.png) is 128x128" in err.value.one_line()
+    assert read_mask_sequence(masks, frames=2).resized_from is None  # the first two agree: no resize, no notice
+    out = tmp_path / "clip.mp4"
+    result = runner.invoke(app, ["video", "--prompt", "grasper retract liver", "--masks", str(masks), "--out",
+                                 str(out), "--model", "tiny-sd", "--controlnet", "tiny-controlnet"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "000002.png: mask frames differ in size" in lines[0], result.stderr
+    assert not out.exists()
+
+
 # ---- authoring -----------------------------------------------------------------------------------
 
 

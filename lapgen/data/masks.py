@@ -116,7 +116,7 @@ def read_mask_sequence(source: str | Path, *, size: tuple[int, int] | None = Non
     """Read masks from a folder of images (natural sort) or a video; `size` = (width, height), NEAREST.
 
     Non-binary masks are thresholded at 127 (counted in `thresholded`). `frames` keeps the first N and
-    errors when fewer exist.
+    errors when fewer exist. Frames of different sizes are an error naming the first odd file.
     """
     source = Path(source)
     arrays: list[np.ndarray] = []
@@ -151,7 +151,12 @@ def read_mask_sequence(source: str | Path, *, size: tuple[int, int] | None = Non
                           hint="lower --frames or add masks")
     if not arrays:
         raise LapgenError("no mask frames found", path=source)
-    shapes = {a.shape[:2] for a in arrays}
+    for i, a in enumerate(arrays):  # one sequence, one frame size: never stretch frames to each other
+        if a.shape[:2] != arrays[0].shape[:2]:
+            (h0, w0), (h, w) = arrays[0].shape[:2], a.shape[:2]
+            odd, first_name = (source / files[i], files[0]) if files else (source, "frame 0")
+            raise LapgenError(f"mask frames differ in size: this one is {w}x{h}, the first ({first_name}) is "
+                              f"{w0}x{h0}", path=odd, hint="give every frame of the sequence the same size")
     masks, thresholded = [], 0
     for a in arrays:
         m, changed = _binary_and_mask(a)
@@ -160,7 +165,7 @@ def read_mask_sequence(source: str | Path, *, size: tuple[int, int] | None = Non
     first = (masks[0].shape[1], masks[0].shape[0])
     target = tuple(size) if size else first
     resized = None
-    if len(shapes) > 1 or target != first:
+    if target != first:
         resized = first
         masks = [resize_mask(m, target) for m in masks]
     return MaskSequence(np.stack(masks), str(source), fps, files, thresholded, resized)

@@ -71,8 +71,11 @@ def _registry_weights(name: str) -> Path | None:
 
 
 def _family_status(spec: ExtractorSpec) -> str:
-    """'inception-v3 (weights here), inception-v3-clean (no local weights)': the registered extractors of
-    `spec`'s family, for the missing-weights error."""
+    """'inception-v3 (no local weights), demo-inception-random (local weights; random-weight demo extractor)':
+    the built-in extractors of `spec`'s family and the registry's own feature-extractor entries that name the
+    family, for the missing-weights error."""
+    from lapgen import registry
+
     parts = []
     for name in family_names(spec.family):
         try:
@@ -80,14 +83,22 @@ def _family_status(spec: ExtractorSpec) -> str:
         except LapgenError:
             here = False
         parts.append(f"{name} ({'local weights' if here else 'no local weights'})")
+    for entry in registry.list_entries("feature-extractor"):
+        text = f"{entry.name} {entry.description}".lower()
+        if entry.builtin or entry.name in EXTRACTORS or spec.family not in text:
+            continue
+        status = "local weights" if entry.path is not None and entry.path.exists() else "weights missing"
+        if "random" in text:
+            status += "; random-weight demo extractor, values not comparable with published ones"
+        parts.append(f"{entry.name} ({status})")
     return ", ".join(parts)
 
 
 def _default_weights(spec: ExtractorSpec) -> Path:
     """The libraries' own weight files (downloaded once into their caches when online)."""
     kind = "Inception" if spec.family == "inception" else "CLIP"
-    hint = (f"pass --weights PATH to a local copy, or `lapgen models add {spec.name} PATH`; registered {kind} "
-            f"extractors: {_family_status(spec)}")
+    hint = (f"pass --weights PATH (or a registered NAME) to a local copy, or `lapgen models add {spec.name} "
+            f"PATH`; registered {kind} extractors: {_family_status(spec)}")
     if spec.loader == "torchscript":
         raise LapgenError(f"no local weights for {spec.name} (NVIDIA's inception-2015-12-05.pt, the file "
                           "clean-fid downloads; lapgen never downloads it)", hint=hint)
