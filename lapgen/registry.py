@@ -500,14 +500,24 @@ def register_artifact(name: str, kind: str, path: str | Path, card: dict[str, An
     return resolve(name, kind)
 
 
+# What a model card keeps of one `lapgen eval` result, and which fields make two results the same measurement.
+METRIC_RECORD_FIELDS = ("metric", "value", "extractor", "protocol", "gen", "real", "n_gen", "n_real", "setup",
+                        "created")
+METRIC_SAME_RUN = ("gen", "real", "n_gen", "n_real", "protocol")
+
+
 def record_metrics(results: list[dict[str, Any]]) -> list[str]:
     """Add `lapgen eval` results to the provenance card of the lapgen-trained model that made each set.
 
     A generated set's card (written by `lapgen sample`) names its pipeline (`model`) and its ControlNet. Each
-    result goes into the card of the ControlNet when there is one, else of the pipeline, as
-    `metrics[<result key>]`, but only when that model is a folder written by `lapgen finetune` or
-    `lapgen train-controlnet` (built-in, hub and external weights are left alone). Returns the names of the
-    models whose cards were updated; `lapgen models show NAME` then lists the metrics.
+    result goes into the card of the ControlNet when there is one, else of the pipeline, but only when that
+    model is a folder written by `lapgen finetune` or `lapgen train-controlnet` (built-in, hub and external
+    weights are left alone). Returns the names of the models whose cards were updated; `lapgen models show
+    NAME` then lists the metrics.
+
+    A card never mixes protocols silently: `metrics[<result key>]` is a list of results, each with its sets,
+    N and setup. A result replaces only the one measured on the same GEN and REAL sets with the same N (a
+    re-run); another N or another REAL set is kept beside it.
     """
     from lapgen.cards import update_card
 
@@ -526,7 +536,10 @@ def record_metrics(results: list[dict[str, Any]]) -> list[str]:
                 or _card_kind(entry.card) not in ("pipeline", "controlnet")
                 or not isinstance(entry.card.get("training"), dict)):
             continue
-        keep = ("metric", "value", "extractor", "gen", "real", "n_gen", "n_real", "created")
-        update_card(entry.path, metrics={result["key"]: {k: result.get(k) for k in keep}})
+        record = {k: result.get(k) for k in METRIC_RECORD_FIELDS}
+        held = (entry.card.get("metrics") or {}).get(result["key"])
+        held = held if isinstance(held, list) else [held] if isinstance(held, dict) else []  # (older cards)
+        kept = [r for r in held if [r.get(k) for k in METRIC_SAME_RUN] != [record[k] for k in METRIC_SAME_RUN]]
+        update_card(entry.path, metrics={result["key"]: [*kept, record]})
         updated.append(entry.name)
     return sorted(set(updated))
