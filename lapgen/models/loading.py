@@ -13,6 +13,8 @@ a local copy (`lapgen models add NAME PATH`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,12 +111,33 @@ def _dtype_kwargs(torch_dtype: "torch.dtype") -> dict[str, Any]:
     return {"dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype": torch_dtype}
 
 
+@contextmanager
+def _library_warnings_silenced() -> Iterator[None]:
+    """diffusers and transformers log their own lines while they try the hub ("Couldn't connect to the Hub:
+    ...", "Will try to load from local cache."); lapgen says what happened in its one line, so their
+    warnings are held back while a hub name loads (errors still show)."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    before = (dlog.get_verbosity(), tlog.get_verbosity())
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(before[0])
+        tlog.set_verbosity(before[1])
+
+
 def _from_pretrained(cls: Any, entry: Entry, location: Path | str, **kwargs: Any) -> Any:
     """`cls.from_pretrained`, turning hub/network failures into one-line errors."""
     _quiet_loaders()
     if isinstance(location, str) and entry.revision:
         kwargs["revision"] = entry.revision
     try:
+        if isinstance(location, str):  # a hub name: the libraries' own hub messages would precede lapgen's
+            with _library_warnings_silenced():
+                return cls.from_pretrained(location, **kwargs)
         return cls.from_pretrained(location, **kwargs)
     except (OSError, ValueError) as exc:
         if isinstance(location, Path):
