@@ -186,7 +186,7 @@ def silhouette_cmd(
     from lapgen.studio.silhouettes import save_silhouette, tip_position
 
     written = save_silhouette(tool, out or Path(f"{tool}.png"), size=size, angle=angle, overwrite=overwrite)
-    tip = tip_position(size)
+    tip = tip_position(tool, size, angle=angle)
     if as_json:
         typer.echo(json.dumps({"out": str(written), "tool": tool, "size": size, "tip": list(tip)}))
     else:

@@ -79,7 +79,7 @@ def tool_silhouette(name: str, size: int = 128, *, angle: float = _SHAFT_ANGLE) 
     a = math.radians(angle)
     du = (math.cos(a), math.sin(a))  # unit vector along the shaft, image coordinates (y down)
     dv = (-math.sin(a), math.cos(a))
-    tip = tip_position(size)  # px; the shaft then runs past the lower-right border
+    tip = _origin(size)  # px; the shaft then runs past the lower-right border
 
     def to_px(poly: Polygon) -> list[tuple[float, float]]:
         return [
@@ -103,9 +103,22 @@ def tool_silhouette(name: str, size: int = 128, *, angle: float = _SHAFT_ANGLE) 
     return np.asarray(small) > 127
 
 
-def tip_position(size: int = 128) -> tuple[float, float]:
-    """(x, y) in px of every silhouette's tip in a `(size, size)` mask (the shaft runs from there to the border)."""
+def _origin(size: int) -> tuple[float, float]:
+    """(x, y) px where the shaft meets the tip shapes (the unit frame's origin)."""
     return 0.44 * size, 0.44 * size
+
+
+def tip_position(name: str, size: int = 128, *, angle: float = _SHAFT_ANGLE) -> tuple[float, float]:
+    """(x, y) px of the tool's working end in its `(size, size)` silhouette: the point of the tip shapes
+    farthest from the border along the shaft (the jaws' ends, the hook's bend, the tube's rounded end)."""
+    if name not in SILHOUETTES:
+        raise LapgenError(f"unknown tool silhouette {name!r}", hint="valid: " + ", ".join(SILHOUETTES))
+    reach = min((u for poly in _tip_shapes(name) for u, _v in poly), default=0.0)
+    if name == "irrigator":
+        reach = -_SHAFT_WIDTH[name] / 2  # the rounded end
+    a = math.radians(angle)
+    x0, y0 = _origin(size)
+    return round(x0 + size * reach * math.cos(a), 2), round(y0 + size * reach * math.sin(a), 2)
 
 
 def save_silhouette(name: str, out: str | Path, *, size: int = 128, angle: float = _SHAFT_ANGLE,
