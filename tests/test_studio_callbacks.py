@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from lapgen.cli.main import app
 from lapgen.data import vocab
-from lapgen.data.masks import animate_mask, mask_centroid, read_mask_sequence
+from lapgen.data.mask_motion import animate_mask, mask_centroid
+from lapgen.data.masks import read_mask_sequence
 from lapgen.data.prompts import triplet_prompt
 from lapgen.errors import LapgenError
 from lapgen.studio import authoring, prompting, uploads

@@ -132,7 +132,7 @@ def clips_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
-    from lapgen.data.masks import plan_clips
+    from lapgen.data.mask_clips import plan_clips
     from lapgen.data.prompts import check_format
     from lapgen.models.mask_sequences import check_frame_size, extract_clips, make_segment_fn
     from lapgen.outputs import prepare_output_dir

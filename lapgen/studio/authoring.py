@@ -2,7 +2,7 @@
 
 A *track* is one tool: a binary mask (an upload, a built-in silhouette or a mask segmented from a real
 frame) and its keyframes (position of the mask's centroid in px, rotation in degrees counter-clockwise,
-scale). The sequence is the union over tracks of `lapgen.data.masks.animate_mask`, which is what
+scale). The sequence is the union over tracks of `lapgen.data.mask_motion.animate_mask`, which is what
 `lapgen masks animate --mask ... --path ... --rotate ... --scale ...` does with several `--mask/--path`
 pairs; `masks_animate_command` writes that command for the page.
 
@@ -68,7 +68,7 @@ def centroid_for(track: ToolTrack, x: float, y: float, rotation: float, scale: f
     lands on (x, y); the same affine map as `animate_mask` (OpenCV's rotation about the centroid)."""
     import cv2
 
-    from lapgen.data.masks import mask_centroid
+    from lapgen.data.mask_motion import mask_centroid
 
     if anchor not in ANCHORS:
         raise LapgenError(f"unknown anchor {anchor!r}", hint="valid: " + ", ".join(ANCHORS))
@@ -148,7 +148,7 @@ def animate_track(track: ToolTrack, frames: int, size: int) -> np.ndarray:
     """`(frames, size, size)` bool: the track's mask moved through its keyframes by `animate_mask`, with
     one rotation and scale per keyframe (piecewise linear between keyframes), which is what
     `lapgen masks animate --rotate r0:...:rK --scale s0:...:sK` does."""
-    from lapgen.data.masks import animate_mask
+    from lapgen.data.mask_motion import animate_mask
 
     keys = track.keyframes
     if not keys:
@@ -180,7 +180,7 @@ def render_canvas(
 ) -> np.ndarray:
     """The click canvas, `(display, display, 3)` uint8: each tool drawn at each keyframe pose in its colour,
     the current tool's unplaced mask faintly when it has no keyframe yet, keyframes numbered."""
-    from lapgen.data.masks import animate_mask
+    from lapgen.data.mask_motion import animate_mask
 
     base = np.zeros((size, size, 3), np.float32) + 24
     if background is not None:

@@ -1,7 +1,7 @@
 """Built-in tool silhouettes: binary masks of the six CholecT50 instruments, drawn from simple shapes.
 
 They are a starting point for authoring a mask sequence when no real mask is at hand: the studio moves a
-silhouette along the user's keyframes with `lapgen.data.masks.animate_mask`, exactly like
+silhouette along the user's keyframes with `lapgen.data.mask_motion.animate_mask`, exactly like
 `lapgen masks animate --mask tool.png`. Each silhouette is a laparoscopic tool as it appears in a
 Cholec80 frame: a straight shaft entering from the lower-right border, with the instrument's tip near
 the image centre. They are schematic (not learnt from data) and drawn at any square size.
