@@ -84,7 +84,7 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # ---- mask sequences (video) below ----
 # A mask sequence is a `(F, H, W)` bool array: one binary tool mask per video frame. On disk it is a folder
 # of 0/255 PNGs named in frame order (`000000.png`, ...; read in natural order) or a (greyscale) video,
-# thresholded at 127 on reading (removes codec noise, data-formats.md section 6).
+# thresholded at 127 on reading (removes codec noise; the paper's mask2yolo thresholds at 127 too).
 
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v")

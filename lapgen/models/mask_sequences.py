@@ -4,7 +4,8 @@
 - `masks_from_video`: a real clip -> union tool masks per frame with a YOLOv8-seg segmenter (paper route;
   a frame without detections reuses the previous mask).
 - `extract_clips`: CholecT50 runs of an unchanged prompt -> 25 fps Cholec80 clips with prompt, masks and real
-  frames (the paper's `extract_clips.ipynb`, seeded; data-formats.md section 6).
+  frames (the paper's `data_processing/extract_clips.ipynb` in buma13/dgm4miccai24_laparoscopicvideos, seeded;
+  docs/video.md).
 - `preview_masks`: a GIF of a mask folder (side by side with the frames of a clip folder).
 
 Every function writes into a staging folder and renames it into place, with a card `lapgen.yaml`.
