@@ -75,7 +75,7 @@ def _load_json(path: Path) -> dict:
         raise LapgenError("label file is not UTF-8 text", path=path, hint="re-download it") from exc
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), dict):
         raise LapgenError("label file has no `annotations` object", path=path,
-                          hint="expected the CholecT50 label JSON (docs/data-formats.md, "CholecT50")")
+                          hint="expected the CholecT50 label JSON (docs/data-formats.md, 'CholecT50')")
     return data
 
 
@@ -132,7 +132,7 @@ def read_labels(path: str | Path, *, frames_dir: str | Path | None = None) -> T5
         for vec in vectors:
             if not isinstance(vec, list) or len(vec) < 15:
                 raise LapgenError(f"{where}: every vector needs 15 fields, got {vec!r:.60}", path=path,
-                                  hint="expected CholecT50 15-field vectors (docs/data-formats.md, "CholecT50")")
+                                  hint="expected CholecT50 15-field vectors (docs/data-formats.md, 'CholecT50')")
             try:
                 ids = [int(vec[i]) for i, _name, _n in _FIELDS] + [int(vec[14])]
             except (TypeError, ValueError):
