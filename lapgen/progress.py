@@ -6,9 +6,11 @@ All progress goes to stderr (so `--json` output on stdout stays clean) through r
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, TypeVar
+import os
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,10 +23,31 @@ from rich.progress import (
 
 T = TypeVar("T")
 
-# soft_wrap: a printed line is never hard-wrapped at the terminal width (80 columns when piped), so paths,
-# commands and error lines stay whole for the terminal, log files and scripts alike; tables still fit.
-stderr = Console(stderr=True, soft_wrap=True)
-stdout = Console(soft_wrap=True)
+PIPE_WIDTH = 1000  # columns of a console whose stream is a file or a pipe (COLUMNS unset)
+
+
+class _Console(Console):
+    """A rich Console that, writing to a file or a pipe, lays tables out as wide as their content instead of
+    the 80 columns (or the width of whichever other stream is a terminal) rich assumes, so `lapgen models
+    list | grep` or `> table.txt` never shows a cut cell such as 'clip_f…'. On a terminal, or with COLUMNS
+    set, nothing changes."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dims = super().size
+        if self._width is None and not self.is_terminal and "COLUMNS" not in os.environ:
+            return ConsoleDimensions(PIPE_WIDTH, dims.height)
+        return dims
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)
+
+
+# soft_wrap: a printed line is never hard-wrapped at the console width, so paths, commands and error lines
+# stay whole for the terminal, log files and scripts alike; tables still fit a terminal.
+stderr = _Console(stderr=True, soft_wrap=True)
+stdout = _Console(soft_wrap=True)
 _quiet = False
 
 

@@ -12,26 +12,36 @@ default of its kind. A user entry with a built-in's name keeps the built-in's me
 local weights (`lapgen models add clip-vit-b-32 /data/weights/ViT-B-32.pt`): how offline clusters work.
 
 This module never imports torch (`lapgen models list/show` stay light); `lapgen.models.loading` turns an
-`Entry` into objects. Design after torch-fidelity's `registry.py` and open_clip's `pretrained.py`.
+`Entry` into objects. Design after torch-fidelity's `registry.py` and open_clip's `pretrained.py`. The user
+file, hub-cache lookups and local weight files are in `lapgen.registry_store` (re-exported here).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from lapgen.cards import read_card
 from lapgen.errors import LapgenError
-from lapgen.outputs import lapgen_home
 from lapgen.registry_builtins import BUILTIN_DEFAULTS, BUILTINS
+from lapgen.registry_store import (  # noqa: F401  (re-exported: part of lapgen.registry's interface)
+    REGISTRY_FILE,
+    Entry,
+    edit_user,
+    find_builtin_file,
+    hub_cached,
+    hub_offline,
+    looks_like_path,
+    parse_hub_source,
+    read_user,
+    registry_path,
+    safe_card,
+    weights_dirs,
+)
 
 KINDS = ("pipeline", "controlnet", "segmenter", "feature-extractor", "recognizer", "interpolator")
 KIND_LABELS = {
@@ -51,51 +61,7 @@ DEFAULT_LABELS = {
     "recognizer": "recognizer",
     "interpolator": "interpolator",
 }
-REGISTRY_FILE = "registry.yaml"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A resolved source. `path` is the local weights (file or folder) when there are any."""
-
-    name: str
-    kind: str
-    source: str  # "hf:ORG/NAME", a local path, or a scheme of a built-in ("tiny:sd", "open_clip:...")
-    path: Path | None = None
-    description: str = ""
-    card: dict[str, Any] | None = None
-    builtin: bool = False  # a built-in name (possibly pointed at local weights by a user entry)
-    user: bool = False  # has a user entry in registry.yaml
-    options: dict[str, Any] = field(default_factory=dict)  # loader hints (architecture, file names, ...)
-
-    @property
-    def hub_id(self) -> str | None:
-        """`ORG/NAME` for a hub source (without revision), else None."""
-        return parse_hub_source(self.source)[0] if self.source.startswith("hf:") else None
-
-    @property
-    def revision(self) -> str | None:
-        return parse_hub_source(self.source)[1] if self.source.startswith("hf:") else None
-
-    def weights_location(self) -> str:
-        """Where the weights come from, for tables and errors."""
-        return str(self.path) if self.path is not None else self.source
-
-    def present(self) -> bool:
-        """Whether the weights are usable without a download (no torch import)."""
-        if self.path is not None:
-            return self.path.exists()
-        if self.source.startswith("tiny:"):
-            return True  # built from configs, offline
-        for repo, filenames in self.options.get("hub_files", {}).items():
-            if any(hub_cached(repo, f) for f in filenames):
-                return True
-        if self.hub_id:
-            default_marker = "model_index.json" if self.kind == "pipeline" else "config.json"
-            marker = self.options.get("marker_file", default_marker)
-            return hub_cached(self.hub_id, marker, revision=self.revision)
-        return False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,59 +78,6 @@ def builtin_names() -> list[str]:
     return list(_BUILTINS)
 
 
-# --------------------------------------------------------------------------------------------------
-# Helpers without heavy imports
-
-
-def hub_offline() -> bool:
-    """True when the user asked for offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def hub_cached(repo_id: str, filename: str, revision: str | None = None) -> bool:
-    """Whether `filename` of hub repo `repo_id` is in the local Hugging Face cache (no network)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        found = try_to_load_from_cache(repo_id, filename, revision=revision)
-    except Exception:  # invalid repo id etc.
-        return False
-    return isinstance(found, str)
-
-
-def parse_hub_source(source: str) -> tuple[str, str | None]:
-    """`hf:ORG/NAME[@REV]` -> (`ORG/NAME`, REV); a one-line error when malformed."""
-    body = source[3:]
-    repo, _, rev = body.partition("@")
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", repo):
-        raise LapgenError(f"malformed hub id '{source}'",
-                          hint="write it as hf:ORG/NAME, e.g. hf:stable-diffusion-v1-5/stable-diffusion-v1-5")
-    return repo, (rev or None)
-
-
-def _weights_dirs(entry: Entry) -> list[Path]:
-    dirs = [lapgen_home() / "weights"]
-    if entry.options.get("search_torch_hub"):
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        torch_home = Path(os.environ.get("TORCH_HOME", cache / "torch")).expanduser()
-        dirs.append(torch_home / "hub" / "checkpoints")  # where torch.hub downloads land
-    return dirs
-
-
-def _find_builtin_file(entry: Entry) -> Path | None:
-    for folder in _weights_dirs(entry):
-        for name in entry.options.get("files", []):
-            if (folder / name).is_file():
-                return folder / name
-    return None
-
-
-def looks_like_path(source: str) -> bool:
-    return (os.sep in source or "/" in source or source.startswith((".", "~"))
-            or source.endswith((".pt", ".pth", ".safetensors", ".yaml", ".bin", ".ckpt", ".pkl")))
-
-
 def _card_kind(card: dict[str, Any] | None) -> str | None:
     kind = str((card or {}).get("kind", ""))
     return kind if kind in KINDS else None
@@ -172,7 +85,7 @@ def _card_kind(card: dict[str, Any] | None) -> str | None:
 
 def detect_kind(path: Path) -> str | None:
     """Guess the kind of a local artefact from its card or layout (no torch import)."""
-    card = _safe_card(path)
+    card = safe_card(path)
     if (kind := _card_kind(card)) is not None:
         return kind
     if path.is_dir():
@@ -201,57 +114,8 @@ def detect_kind(path: Path) -> str | None:
     return None
 
 
-def _safe_card(path: Path) -> dict[str, Any] | None:
-    try:
-        return read_card(path, required=False)
-    except LapgenError:
-        return None
-
-
 # --------------------------------------------------------------------------------------------------
-# The user registry file
-
-
-def registry_path() -> Path:
-    """`$LAPGEN_HOME/registry.yaml`."""
-    return lapgen_home() / REGISTRY_FILE
-
-
-def _read_user() -> dict[str, Any]:
-    path = registry_path()
-    if not path.exists():
-        return {"version": 1, "entries": {}, "defaults": {}, "default_origins": {}}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise LapgenError("model registry is not valid YAML", path=path,
-                          hint="fix or delete the file (it only holds user entries)") from exc
-    if not isinstance(data, dict):
-        raise LapgenError("model registry is not a mapping", path=path, hint="fix or delete the file")
-    data.setdefault("version", 1)
-    data["entries"] = data.get("entries") or {}
-    data["defaults"] = data.get("defaults") or {}
-    data["default_origins"] = data.get("default_origins") or {}  # kind -> who set the default, in words
-    return data
-
-
-@contextmanager
-def _edit_user() -> Iterator[dict[str, Any]]:
-    """Read-modify-write the registry file under an exclusive lock, written atomically."""
-    path = registry_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(REGISTRY_FILE + ".lock"), "w") as lock:
-        try:
-            import fcntl
-
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - Windows: best effort
-            pass
-        data = _read_user()
-        yield data
-        tmp = path.with_name(f".{REGISTRY_FILE}.tmp{os.getpid()}")
-        tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-        tmp.replace(path)
+# Names and kinds
 
 
 def check_kind(kind: str) -> str:
@@ -279,10 +143,10 @@ def _from_user(name: str, raw: dict[str, Any]) -> Entry:
     path = Path(raw["path"]) if raw.get("path") else None
     if base is not None:  # a built-in pointed at local weights
         hub = str(raw.get("source", "")).startswith("hf:")
-        return replace(base, path=path or base.path, user=True, card=_safe_card(path) if path else None,
+        return replace(base, path=path or base.path, user=True, card=safe_card(path) if path else None,
                        description=raw.get("description") or base.description,
                        source=raw["source"] if hub else base.source)
-    card = _safe_card(path) if path else None
+    card = safe_card(path) if path else None
     return Entry(name=name, kind=raw.get("kind", "pipeline"), source=str(raw.get("source", path)), path=path,
                  description=raw.get("description") or str((card or {}).get("description") or ""), card=card,
                  user=True)
@@ -290,13 +154,13 @@ def _from_user(name: str, raw: dict[str, Any]) -> Entry:
 
 def _builtin(name: str) -> Entry:
     entry = _BUILTINS[name]
-    found = _find_builtin_file(entry)
+    found = find_builtin_file(entry.options)
     return replace(entry, path=found) if found else entry
 
 
 def list_entries(kind: str | None = None) -> list[Entry]:
     """Built-in entries (with user overrides) then user entries, optionally of one kind."""
-    user = _read_user()["entries"]
+    user = read_user()["entries"]
     out = [(_from_user(n, user[n]) if n in user else _builtin(n)) for n in _BUILTINS]
     out += [_from_user(n, raw) for n, raw in user.items() if n not in _BUILTINS]
     return [e for e in out if kind is None or e.kind == kind]
@@ -352,7 +216,7 @@ def announce_default(kind: str) -> tuple[str, str] | None:
 def describe_default(kind: str) -> tuple[str | None, str]:
     """(the default name of `kind`, who made it the default in words)."""
     check_kind(kind)
-    user = _read_user()
+    user = read_user()
     name = user["defaults"].get(kind)
     if name and (name in user["entries"] or name in _BUILTINS):
         return name, user["default_origins"].get(kind) or "set by lapgen models use"
@@ -379,7 +243,7 @@ def resolve(source: str | Path | None = None, kind: str | None = None) -> Entry:
         announce_default(kind)
     else:
         source = str(source)
-        user = _read_user()["entries"]
+        user = read_user()["entries"]
         if source.startswith("hf:"):
             parse_hub_source(source)
             entry = Entry(name=source, kind=kind or "pipeline", source=source)
@@ -427,7 +291,7 @@ def add_entry(name: str, source: str, kind: str | None = None, description: str 
         if not path.exists():
             raise LapgenError("model path does not exist", path=path, hint="give an existing file or folder")
         path = path.resolve()
-        card = _safe_card(path)
+        card = safe_card(path)
         if card and card.get("kind") and card["kind"] not in KINDS:  # e.g. a frames-dataset folder
             raise LapgenError(f"this is a {card['kind']} written by lapgen, not a model", path=path,
                               hint="point at a model folder or weights file")
@@ -444,14 +308,14 @@ def add_entry(name: str, source: str, kind: str | None = None, description: str 
         raw.update(kind=kind, source=str(path), path=str(path))
     if description:
         raw["description"] = description
-    with _edit_user() as data:
+    with edit_user() as data:
         data["entries"][name] = raw
     return resolve(name)
 
 
 def remove_entry(name: str) -> None:
     """`lapgen models remove`: drop a user entry (a built-in reverts to its own weights)."""
-    with _edit_user() as data:
+    with edit_user() as data:
         if name not in data["entries"]:
             if name in _BUILTINS:
                 raise LapgenError(f"'{name}' is a built-in model and cannot be removed",
@@ -470,7 +334,7 @@ def set_default(name: str, origin: str = "set by lapgen models use") -> Entry:
     if entry.name not in _BUILTINS and not entry.user:
         raise LapgenError(f"'{name}' is not a registered name",
                           hint="register it first with `lapgen models add`")
-    with _edit_user() as data:
+    with edit_user() as data:
         data["defaults"][entry.kind] = entry.name
         data["default_origins"][entry.kind] = origin
     return entry
@@ -491,13 +355,13 @@ def register_artifact(name: str, kind: str, path: str | Path, card: dict[str, An
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise LapgenError("artefact to register does not exist", path=path)
-    if card is not None and _safe_card(path) is None:
+    if card is not None and safe_card(path) is None:
         write_card(path, card)
-    card = _safe_card(path) or card or {}
+    card = safe_card(path) or card or {}
     raw = {"kind": kind, "source": str(path), "path": str(path),
            "description": description or card.get("description") or f"{KIND_LABELS[kind]} trained by lapgen",
            "parent": card.get("parent")}
-    with _edit_user() as data:
+    with edit_user() as data:
         data["entries"][name] = {k: v for k, v in raw.items() if v is not None}
         if make_default:
             data["defaults"][kind] = name
@@ -505,21 +369,31 @@ def register_artifact(name: str, kind: str, path: str | Path, card: dict[str, An
     return resolve(name, kind)
 
 
+# What a model card keeps of one `lapgen eval` result, and which fields make two results the same measurement.
+METRIC_RECORD_FIELDS = ("metric", "value", "extractor", "protocol", "gen", "real", "n_gen", "n_real", "setup",
+                        "created")
+METRIC_SAME_RUN = ("gen", "real", "n_gen", "n_real", "protocol")
+
+
 def record_metrics(results: list[dict[str, Any]]) -> list[str]:
     """Add `lapgen eval` results to the provenance card of the lapgen-trained model that made each set.
 
     A generated set's card (written by `lapgen sample`) names its pipeline (`model`) and its ControlNet. Each
-    result goes into the card of the ControlNet when there is one, else of the pipeline, as
-    `metrics[<result key>]`, but only when that model is a folder written by `lapgen finetune` or
-    `lapgen train-controlnet` (built-in, hub and external weights are left alone). Returns the names of the
-    models whose cards were updated; `lapgen models show NAME` then lists the metrics.
+    result goes into the card of the ControlNet when there is one, else of the pipeline, but only when that
+    model is a folder written by `lapgen finetune` or `lapgen train-controlnet` (built-in, hub and external
+    weights are left alone). Returns the names of the models whose cards were updated; `lapgen models show
+    NAME` then lists the metrics.
+
+    A card never mixes protocols silently: `metrics[<result key>]` is a list of results, each with its sets,
+    N and setup. A result replaces only the one measured on the same GEN and REAL sets with the same N (a
+    re-run); another N or another REAL set is kept beside it.
     """
     from lapgen.cards import update_card
 
     updated: list[str] = []
     for result in results:
         gens = (result.get("spread") or {}).get("gens") or [result.get("gen")]  # seed replicates: any one
-        gen_card = _safe_card(Path(gens[0])) if gens[0] else None
+        gen_card = safe_card(Path(gens[0])) if gens[0] else None
         if not gen_card or gen_card.get("kind") != "generated-set":
             continue
         name = gen_card.get("controlnet") or gen_card.get("model")
@@ -531,7 +405,10 @@ def record_metrics(results: list[dict[str, Any]]) -> list[str]:
                 or _card_kind(entry.card) not in ("pipeline", "controlnet")
                 or not isinstance(entry.card.get("training"), dict)):
             continue
-        keep = ("metric", "value", "extractor", "gen", "real", "n_gen", "n_real", "created")
-        update_card(entry.path, metrics={result["key"]: {k: result.get(k) for k in keep}})
+        record = {k: result.get(k) for k in METRIC_RECORD_FIELDS}
+        held = (entry.card.get("metrics") or {}).get(result["key"])
+        held = held if isinstance(held, list) else [held] if isinstance(held, dict) else []  # (older cards)
+        kept = [r for r in held if [r.get(k) for k in METRIC_SAME_RUN] != [record[k] for k in METRIC_SAME_RUN]]
+        update_card(entry.path, metrics={result["key"]: [*kept, record]})
         updated.append(entry.name)
     return sorted(set(updated))

@@ -130,3 +130,50 @@ def test_card_command_line_is_shell_quoted(monkeypatch):
     assert shlex.split(command) == ["lapgen", *argv[1:]]
     monkeypatch.setattr(sys, "argv", ["pytest"])
     assert make_card("video")["command"] is None
+
+
+def test_a_command_module_that_fails_to_import_stops_lapgen_loudly(tmp_path):
+    """A broken command module is a bug: `lapgen` fails with its traceback, never without the command."""
+    import os
+
+    code = (
+        "import sys, importlib.abc\n"
+        "class Broken(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'lapgen.cli.masks':\n"
+        "            raise ImportError('masks module is broken')\n"
+        "sys.meta_path.insert(0, Broken())\n"
+        "from lapgen.cli.main import main\n"
+        "sys.argv = ['lapgen', '--help']\n"
+        "main()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode != 0
+    assert "ImportError: masks module is broken" in out.stderr and "Usage" not in out.stdout
+
+
+def test_flags_show_no_value_type_in_help():
+    import re
+
+    result = runner.invoke(cli_main.app, ["prepare", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "<bool>" not in result.output
+    assert re.search(r"--overwrite\s+Replace an existing --out", result.output)  # no value column for a flag
+    assert re.search(r"--size\s+<int>", result.output)  # options with a value keep theirs
+    eval_help = runner.invoke(cli_main.app, ["eval", "fid", "--help"], env={"COLUMNS": "200"}).output
+    assert "<bool>" not in eval_help and "--cache" in eval_help
+
+
+def test_piped_tables_are_not_cut():
+    """`lapgen models list | cat`: every cell whole, however narrow the terminal the pipe started in."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = subprocess.run([sys.executable, "-m", "lapgen", "models", "list"], capture_output=True, text=True,
+                         env=env, check=True)
+    assert "clip-vit-l-14-336" in out.stdout and "…" not in out.stdout
+    assert "hf:stable-diffusion-v1-5/stable-diffusion-v1-5" in out.stdout
+    narrow = subprocess.run([sys.executable, "-m", "lapgen", "models", "list"], capture_output=True, text=True,
+                            env={**env, "COLUMNS": "60"}, check=True)
+    assert max(map(len, narrow.stdout.splitlines())) <= 60 < max(map(len, out.stdout.splitlines()))  # COLUMNS rules

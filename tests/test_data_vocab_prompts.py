@@ -1,4 +1,5 @@
-"""Vocabulary and paper-exact prompts (data-formats.md sections 1.3-1.5 and 5)."""
+"""Vocabulary and paper-exact prompts (CholecT50's dictionaries and splits, CAMMA-public/cholect50; the paper's
+prompt code, buma13/dgm4miccai24_laparoscopicvideos; docs/data-formats.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from lapgen.data import prompts, vocab
 from lapgen.errors import LapgenError
 
-# data-formats.md 1.3, typed independently of vocab.py: (id, "instrument,verb,target") spot checks.
+# CholecT50's triplet dictionary, typed independently of vocab.py: (id, "instrument,verb,target") spot checks.
 _SPOT = {0: "grasper,dissect,cystic_plate", 17: "grasper,retract,gallbladder", 46: "hook,coagulate,blood_vessel",
          60: "hook,dissect,gallbladder", 82: "irrigator,aspirate,fluid", 93: "irrigator,retract,omentum",
          94: "grasper,null_verb,null_target", 99: "irrigator,null_verb,null_target"}
@@ -39,7 +40,7 @@ def test_triplet_table_and_maps():
     assert vocab.PHASES[1] == "carlot-triangle-dissection"
 
 
-# data-formats.md 5.3, every worked example.
+# Worked examples of the paper's prompt template (its data_processing code), every one.
 _T50_EXAMPLES = [
     ([17], 1, "grasper retract gallbladder in carlot-triangle-dissection"),
     ([17, 17], 1, "grasper retract gallbladder in carlot-triangle-dissection"),
@@ -122,7 +123,7 @@ def test_official_splits():
         vocab.video_split("fold6")
 
 
-# data-formats.md 1.3 and 1.5 copied as text, independently of vocab.py: the whole table, not spot checks.
+# CholecT50's dictionary and official splits copied as text, independently of vocab.py: the whole table, not spot checks.
 _TRIPLET_TABLE = """
 grasper,dissect,cystic_plate grasper,dissect,gallbladder grasper,dissect,omentum
 grasper,grasp,cystic_artery grasper,grasp,cystic_duct grasper,grasp,cystic_pedicle

@@ -286,3 +286,25 @@ def test_weights_from_the_registry_or_a_one_line_error_offline(image_sets, incep
     shutil.copyfile(inception_weights, released)
     ext = FeatureExtractor("inception-v3")
     assert ext.weights_path == released and ext.describe()["weights"] == str(released)
+
+
+def test_offline_error_lists_the_registered_extractors_and_marks_random_demo_ones(image_sets, inception_weights,
+                                                                                  tmp_path, monkeypatch):
+    """The missing-weights line names the registry's own Inception entries (the demo registers random-weight
+    ones) and says which are random; `--weights NAME` then uses one."""
+    monkeypatch.setenv("LAPGEN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    added = runner.invoke(app, ["models", "add", "demo-inception-random", str(inception_weights), "--kind", "feature-extractor",
+                  "--description", "Inception-v3, lapgen demo: RANDOM weights (seeded)"])
+    assert added.exit_code == 0, added.output
+    assert runner.invoke(app, ["models", "add", "my-clip", str(inception_weights), "--kind", "feature-extractor",
+                 "--description", "CLIP ViT-B/32 weights"]).exit_code == 0
+    gen, real = str(image_sets["gen"]), str(image_sets["real"])
+    line = _one_line_error(["eval", "fid", gen, real], "registered Inception extractors")
+    assert "demo-inception-random (local weights; random-weight demo extractor" in line
+    assert "inception-v3 (no local weights)" in line and "my-clip" not in line
+    result = _run(["eval", "fid", gen, real, "--weights", "demo-inception-random", "--json"])
+    from lapgen.outputs import file_sha256
+
+    assert result["extractor"] == "inception-v3" and result["weights_sha256"] == file_sha256(inception_weights)

@@ -12,7 +12,7 @@ import torch
 from lapgen import registry
 from lapgen.errors import LapgenError
 from lapgen.models import loading
-from lapgen.models.device import dtype_name, mixed_precision_for, resolve_device, resolve_dtype
+from lapgen.device import dtype_name, mixed_precision_for, resolve_device, resolve_dtype
 
 # (inception-v3-clean is never downloaded: without a local file it fails the same way)
 NEEDS_DOWNLOAD = {"sd15", "clip-vit-b-32", "clip-vit-l-14-336", "inception-v3", "inception-v3-clean", "rdv-cholect50",
@@ -291,3 +291,26 @@ def test_segmenter_sources(tmp_path, capsys):
     # ultralytics stores checkpoints in fp16
     assert all(torch.equal(a[k].half(), b[k].half()) for k in a if a[k].is_floating_point())
     assert loading.load_segmenter(registry.resolve("yolov8n-seg"), device="cpu").task == "segment"
+
+
+def test_hub_failure_prints_only_lapgen_line(monkeypatch, capfd):
+    """`--model sd15` offline: diffusers' own "Couldn't connect to the Hub" / "Will try to load from local
+    cache" lines are held back, so lapgen's one line is all the user reads; the libraries' log levels come
+    back afterwards."""
+    import huggingface_hub.constants
+    from diffusers.utils import constants as dconst
+    from diffusers.utils import logging as dlog
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(dconst, "HF_HUB_OFFLINE", False, raising=False)
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "1")
+    before = dlog.get_verbosity()
+    with pytest.raises(LapgenError) as err:
+        loading.load_sd_pipeline("sd15", device="cpu")
+    assert "model 'sd15'" in err.value.one_line() and "download failed" in err.value.one_line()
+    printed = capfd.readouterr()
+    assert "Couldn't connect" not in printed.err and "local cache" not in printed.err, printed.err
+    assert dlog.get_verbosity() == before

@@ -46,11 +46,32 @@ def test_read_sequence_natural_order_threshold_and_resize(tmp_path):
         read_mask_sequence(tmp_path / "empty")
 
 
+def test_frames_of_different_sizes_are_one_line_naming_the_first_odd_file(tmp_path):
+    from lapgen.data.masks import read_mask_sequence
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i, (w, h) in enumerate([(128, 128), (128, 128), (96, 64), (64, 96)]):
+        Image.fromarray(np.full((h, w), 255, np.uint8)).save(masks / f"{i:06d}.png")
+    with pytest.raises(LapgenError) as err:
+        read_mask_sequence(masks, size=(128, 128))
+    assert err.value.path == masks / "000002.png"
+    assert "this one is 96x64, the first (000000.png) is 128x128" in err.value.one_line()
+    assert read_mask_sequence(masks, frames=2).resized_from is None  # the first two agree: no resize, no notice
+    out = tmp_path / "clip.mp4"
+    result = runner.invoke(app, ["video", "--prompt", "grasper retract liver", "--masks", str(masks), "--out",
+                                 str(out), "--model", "tiny-sd", "--controlnet", "tiny-controlnet"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "000002.png: mask frames differ in size" in lines[0], result.stderr
+    assert not out.exists()
+
+
 # ---- authoring -----------------------------------------------------------------------------------
 
 
 def test_trajectory_hits_keyframes_and_is_smooth():
-    from lapgen.data.masks import parse_points, smooth_trajectory
+    from lapgen.data.mask_motion import parse_points, smooth_trajectory
 
     pts = parse_points("10,10; 50,20;90,60")
     path = smooth_trajectory(pts, 21)
@@ -66,7 +87,8 @@ def test_trajectory_hits_keyframes_and_is_smooth():
 
 def test_animate_cli_endpoints_frames_binary_and_rotation(tmp_path):
     from lapgen.cards import read_card
-    from lapgen.data.masks import mask_centroid, read_mask_sequence
+    from lapgen.data.mask_motion import mask_centroid
+    from lapgen.data.masks import read_mask_sequence
 
     tool = _tool(tmp_path)
     out = tmp_path / "anim"
@@ -158,7 +180,8 @@ def test_animate_two_tools_union_and_errors(tmp_path):
 def test_animate_per_keyframe_rotation_and_scale(tmp_path):
     """One --rotate/--scale value per keyframe: each keyframe's frame has exactly that pose, and frames
     between keyframes are linearly interpolated (checked against single-pose placements)."""
-    from lapgen.data.masks import animate_mask, read_mask, read_mask_sequence
+    from lapgen.data.mask_motion import animate_mask
+    from lapgen.data.masks import read_mask, read_mask_sequence
 
     tool = _tool(tmp_path)
     out = tmp_path / "per-key"
@@ -175,7 +198,7 @@ def test_animate_per_keyframe_rotation_and_scale(tmp_path):
     np.testing.assert_array_equal(seq[0], placed((20, 30), 0, 1))
     np.testing.assert_array_equal(seq[4], placed((48, 32), 90, 2))  # keyframe 1 sits at frame 4 of 9
     np.testing.assert_array_equal(seq[8], placed((80, 20), 0, 1))
-    from lapgen.data.masks import smooth_trajectory
+    from lapgen.data.mask_motion import smooth_trajectory
 
     xy = tuple(smooth_trajectory([(20, 30), (48, 32), (80, 20)], 9)[2])
     np.testing.assert_array_equal(seq[2], placed(xy, 45, 1.5))  # halfway between keyframes 0 and 1
@@ -193,7 +216,7 @@ def test_animate_per_keyframe_rotation_and_scale(tmp_path):
 
 
 def test_segment_with_reuse_keeps_previous_mask():
-    from lapgen.data.masks import segment_with_reuse
+    from lapgen.data.mask_clips import segment_with_reuse
 
     frames = [np.full((4, 4, 3), v, np.uint8) for v in (0, 1, 0, 2)]
     hit = np.eye(4, dtype=bool)
@@ -208,7 +231,7 @@ def test_segment_with_reuse_keeps_previous_mask():
 
 
 def test_clip_windows_cut_runs():
-    from lapgen.data.masks import clip_windows
+    from lapgen.data.mask_clips import clip_windows
 
     prompts = {s: "a" for s in range(25)} | {25: "b", 26: "b"} | {30 + s: "c" for s in range(10)}
     assert clip_windows(prompts, 10) == [(0, 9, "a"), (10, 19, "a"), (30, 39, "c")]
@@ -233,7 +256,7 @@ def clip_data(tmp_path_factory):
 
 
 def test_clips_finds_the_runs_and_writes_clips(tmp_path, clip_data, monkeypatch):
-    from lapgen.data.masks import plan_clips
+    from lapgen.data.mask_clips import plan_clips
     from lapgen.data.video import read_video
     from lapgen.models import mask_sequences
 

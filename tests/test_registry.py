@@ -307,13 +307,18 @@ def _generated(tmp_path, name, **card):
 FID_KEY = "fid[inception-v3-clean,sha256=0123456789ab]"
 
 
-def _result(gen, key=FID_KEY, value=12.5):
-    return {"metric": key.split("[")[0], "key": key, "value": value, "gen": str(gen), "real": "/data/real",
-            "n_gen": 4, "n_real": 4, "extractor": "inception-v3", "created": "2026-01-01T00:00:00+00:00"}
+def _result(gen, key=FID_KEY, value=12.5, n_real=4, real="/data/real"):
+    return {"metric": key.split("[")[0], "key": key, "value": value, "gen": str(gen), "real": real,
+            "n_gen": 4, "n_real": n_real, "extractor": "inception-v3", "protocol": "clean", "setup": "t2i",
+            "created": "2026-01-01T00:00:00+00:00"}
+
+
+def _values(card, key=FID_KEY):
+    return [(r["value"], r["n_real"]) for r in card["metrics"][key]]
 
 
 def test_eval_results_are_recorded_in_the_trained_models_card(tmp_path):
-    """Issue 3: a registered artefact's card carries its metrics once evaluated (`models show`)."""
+    """A registered artefact's card carries its metrics once evaluated (`models show`)."""
     stage1 = _trained(tmp_path, "stage1", "pipeline")
     _trained(tmp_path, "cn", "controlnet")
     plain = _generated(tmp_path, "gen-plain", model="stage1", controlnet=None)
@@ -326,13 +331,13 @@ def test_eval_results_are_recorded_in_the_trained_models_card(tmp_path):
     assert registry.record_metrics([_result(by_path, key="kid[x]", value=0.01)]) == [str(stage1.resolve())]
     shown = json.loads(runner.invoke(app, ["models", "show", "stage1", "--json"]).stdout)
     metrics = shown["card"]["metrics"]
-    assert set(metrics) == {FID_KEY, "kid[x]"} and metrics[FID_KEY]["value"] == 12.5
-    assert metrics["kid[x]"]["gen"] == str(by_path)
-    assert registry.resolve("cn").card["metrics"][FID_KEY]["value"] == 9.0
-    # a re-evaluation replaces the value under the same key; the card keeps its other fields
+    assert set(metrics) == {FID_KEY, "kid[x]"} and _values(shown["card"]) == [(12.5, 4)]
+    assert metrics["kid[x]"][0]["gen"] == str(by_path) and metrics["kid[x]"][0]["setup"] == "t2i"
+    assert _values(registry.resolve("cn").card) == [(9.0, 4)]
+    # a re-run of the same measurement (same sets, same N, same protocol) replaces it; the card keeps the rest
     registry.record_metrics([_result(plain, value=11.0)])
     card = registry.resolve("stage1").card
-    assert card["metrics"][FID_KEY]["value"] == 11.0
+    assert _values(card) == [(11.0, 4)]
     assert card["training"] == {"steps": 3, "epochs": 1} and len(card["metrics"]) == 2
     # a folder that lapgen did not train (no `training` in its card) is never written to
     external = _pipeline_dir(tmp_path, "external")
@@ -340,6 +345,35 @@ def test_eval_results_are_recorded_in_the_trained_models_card(tmp_path):
     registry.add_entry("external", str(external))
     assert registry.record_metrics([_result(_generated(tmp_path, "gen-ext", model="external"))]) == []
     assert "metrics" not in registry.resolve("external").card
+
+
+def test_a_card_never_mixes_protocols_silently(tmp_path):
+    """FID against 297 real images is kept beside FID against 24, each with its N; KID measured only against
+    24 stays recorded with N=24, so no value on the card claims a protocol it was not measured with."""
+    _trained(tmp_path, "stage1", "pipeline")
+    gen = _generated(tmp_path, "gen", model="stage1")
+    registry.record_metrics([_result(gen, value=80.0, n_real=24, real="/demo/real"),
+                             _result(gen, key="kid[clean]", value=0.05, n_real=24, real="/demo/real")])
+    registry.record_metrics([_result(gen, value=60.0, n_real=297, real="/data/real-297")])
+    card = registry.resolve("stage1").card
+    assert _values(card) == [(80.0, 24), (60.0, 297)]
+    assert _values(card, "kid[clean]") == [(0.05, 24)]
+    assert {r["real"] for r in card["metrics"][FID_KEY]} == {"/demo/real", "/data/real-297"}
+    # another protocol on the same sets is another measurement, kept too
+    registry.record_metrics([{**_result(gen, value=61.0, n_real=297, real="/data/real-297"),
+                              "protocol": "torch-fidelity"}])
+    assert [r["protocol"] for r in registry.resolve("stage1").card["metrics"][FID_KEY]] == [
+        "clean", "clean", "torch-fidelity"]
+
+
+def test_an_older_card_entry_is_kept_when_a_new_result_arrives(tmp_path):
+    from lapgen.cards import update_card
+
+    stage1 = _trained(tmp_path, "stage1", "pipeline")
+    old = {k: v for k, v in _result(tmp_path / "old-gen").items() if k in ("metric", "value", "gen", "n_real")}
+    update_card(stage1, metrics={FID_KEY: old})  # the one-dict-per-key layout of earlier lapgen versions
+    registry.record_metrics([_result(_generated(tmp_path, "gen", model="stage1"), value=3.0)])
+    assert [r["value"] for r in registry.resolve("stage1").card["metrics"][FID_KEY]] == [12.5, 3.0]
 
 
 def test_lapgen_eval_records_its_result(tmp_path, monkeypatch):
@@ -352,7 +386,7 @@ def test_lapgen_eval_records_its_result(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["value"] == 7.0
     assert "recorded in the card of stage1" in result.stderr
-    assert registry.resolve("stage1").card["metrics"][FID_KEY]["value"] == 7.0
+    assert _values(registry.resolve("stage1").card) == [(7.0, 4)]
 
 
 # ------------------------------------------------------------------------------ which default a command took

@@ -111,3 +111,42 @@ def test_report_command_prints_the_choice(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["rows"][0]["ours"]["cmmd"] == 0.12
     assert "· ViT-L/14@336" in out.read_text()
+
+
+def test_epoch_plot_one_colour_per_model_and_incomparable_values_off_the_paper_axes(tmp_path):
+    """report.png: a model has one colour in every panel, the one legend says which, and values that are not
+    comparable with the paper (here a random-weight demo Inception) are drawn on axes of their own."""
+    from lapgen.metrics.epoch_plot import draw_epochs, epoch_series
+
+    results = []
+    for epoch, fid, kid_value in ((1, 50.0, 0.04), (5, 40.0, 0.03), (10, 35.0, 0.02)):
+        results += [_result("fid", fid, "inception-v3-clean", epoch=epoch),
+                    _result("kid", kid_value, "inception-v3-clean", epoch=epoch)]
+        results += [{**_result("fid", fid * 9, "inception-v3-clean", epoch=epoch, setup="demo"),
+                     "model": "demo-sd", "extractor": "demo-inception-random", "weights_sha256": "f" * 64},
+                    {**_result("kid", kid_value * 3, "inception-v3-clean", epoch=epoch, setup="demo"),
+                     "model": "demo-controlnet", "extractor": "demo-inception-random", "weights_sha256": "f" * 64}]
+    _write(tmp_path, "r.json", results)
+    series = epoch_series(build_report([tmp_path / "r.json"]))
+    fid_panel = series["panels"]["fid"]
+    assert set(fid_panel["beside_paper"]) == {"clip-e10 [t50+80-unet+clip]"}
+    assert set(fid_panel["own_axes"]) == {"demo-sd [demo]"} and "paper: CholecT50 (UNet)" in fid_panel["paper"]
+    assert set(series["panels"]["kid"]["own_axes"]) == {"demo-controlnet [demo]"}
+
+    fig = draw_epochs(series)
+    colour_of: dict[str, set] = {}
+    paper_axes = [ax for ax in fig.axes if "(beside the paper)" in ax.get_title()]
+    apart = [ax for ax in fig.axes if "(not comparable with the paper)" in ax.get_title()]
+    assert len(paper_axes) == 2 and len(apart) == 2
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            colour_of.setdefault(line.get_label(), set()).add(line.get_color())
+    assert all(len(c) == 1 for c in colour_of.values())  # one colour per model across panels
+    assert len({next(iter(c)) for label, c in colour_of.items() if not label.startswith("paper:")}) == 3
+    assert all(line.get_label() in ("clip-e10 [t50+80-unet+clip]",) or line.get_label().startswith("paper:")
+               for ax in paper_axes for line in ax.get_lines())
+    [legend] = fig.legends
+    assert {t.get_text() for t in legend.get_texts()} == set(colour_of)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -41,12 +41,16 @@ def test_compose_place_generate_download(studio_server, browser_page):
     _choose(page, "instrument", "irrigator")
     _choose(page, "verb", "aspirate")
     _choose(page, "target", "fluid")
+    page.wait_for_function(  # the triplet the dropdowns show is in the prompt before "Add triplet"
+        "(want) => document.querySelector('#prompt-preview textarea').value === want",
+        arg="irrigator aspirate fluid in carlot-triangle-dissection",
+    )
     page.click("#add-triplet")
     _choose(page, "instrument", "grasper")
     _choose(page, "verb", "retract")
     _choose(page, "target", "liver")
     page.click("#add-triplet")
-    _choose(page, "phase", "cleaning-and-coagulation")
+    _choose(page, "phase", "Cleaning and coagulation (prompt: cleaning-and-coagulation)")
     expected = "grasper retract liver and irrigator aspirate fluid in cleaning-and-coagulation"
     page.wait_for_function(
         "(want) => document.querySelector('#prompt-preview textarea').value === want", arg=expected
@@ -86,6 +90,20 @@ def test_compose_place_generate_download(studio_server, browser_page):
     commands = page.locator("#commands").inner_text()
     assert "lapgen masks animate" in commands and "lapgen video" in commands
     assert "tiny-controlnet" in page.locator("#card").inner_text()
+    # The session gallery shows a still thumbnail (mask | middle frame) that the browser really decoded.
+    thumb = page.locator("#gallery img").first
+    thumb.wait_for()
+    page.wait_for_function("document.querySelector('#gallery img')?.complete && "
+                           "document.querySelector('#gallery img').naturalWidth > 0")
+    lit = page.evaluate(
+        """() => { const img = document.querySelector('#gallery img');
+                   const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+                   const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+                   const d = g.getImageData(0, 0, c.width, c.height).data; let n = 0;
+                   for (let i = 0; i < d.length; i += 4) { if (d[i] + d[i + 1] + d[i + 2] > 60) n++; }
+                   return n; }"""
+    )
+    assert lit > 0  # not a blank image
 
     # The result on disk is what the page announced, with the composed prompt.
     runs = sorted(studio.config.runs.glob("run-*"))

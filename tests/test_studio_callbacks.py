@@ -11,11 +11,12 @@ from typer.testing import CliRunner
 
 from lapgen.cli.main import app
 from lapgen.data import vocab
-from lapgen.data.masks import animate_mask, mask_centroid, read_mask_sequence
+from lapgen.data.mask_motion import animate_mask, mask_centroid
+from lapgen.data.masks import read_mask_sequence
 from lapgen.data.prompts import triplet_prompt
 from lapgen.errors import LapgenError
 from lapgen.studio import authoring, prompting, uploads
-from lapgen.studio.silhouettes import SILHOUETTES, tool_silhouette
+from lapgen.studio.silhouettes import SILHOUETTES, tip_position, tool_silhouette
 
 # ------------------------------------------------------------------------------------------- prompts
 
@@ -57,6 +58,43 @@ def test_incomplete_triplet_is_an_error():
         prompting.add_triplet([], "grasper", "retract", None)
 
 
+def test_the_triplet_in_the_dropdowns_is_in_the_prompt_before_it_is_added():
+    shown = prompting.shown_triplet("grasper", "retract", "liver")
+    assert shown == [vocab.triplet_id("grasper", "retract", "liver")]
+    assert prompting.shown_triplet("grasper", "retract", None) == []
+    assert "aspirate" not in prompting.verb_choices("clipper")
+    assert prompting.shown_triplet("clipper", "aspirate", "fluid") == []  # not a CholecT50 triplet
+    assert prompting.compose_prompt(shown, "preparation").prompt == "grasper retract liver in preparation"
+
+
+def test_phase_names_are_unambiguous_and_the_spelling_follows_the_prompt_format():
+    labels = dict((value, label) for label, value in prompting.phase_choices())
+    assert list(labels) == list(vocab.PHASES)  # the values stay the dataset's names
+    assert labels["carlot-triangle-dissection"] == ("Calot's triangle dissection (prompt: "
+                                                    "carlot-triangle-dissection, the dataset's spelling)")
+    calot = dict((v, k) for k, v in prompting.phase_choices("paper-calot"))["carlot-triangle-dissection"]
+    assert calot == "Calot's triangle dissection (prompt: calot-triangle-dissection)"
+    assert prompting.compose_prompt([], "carlot-triangle-dissection", "", "paper-calot").prompt == \
+        "calot-triangle-dissection"
+
+
+def test_the_spelling_a_model_learnt_is_read_from_its_training_data(tmp_path, monkeypatch):
+    from lapgen import registry
+    from lapgen.cards import make_card, write_card
+
+    monkeypatch.setenv("LAPGEN_HOME", str(tmp_path / "home"))
+    data = tmp_path / "frames"
+    write_card(data, make_card("frames-dataset", prompt_format="paper-calot"))
+    run = tmp_path / "run"
+    (run / "unet").mkdir(parents=True)
+    (run / "model_index.json").write_text("{}")
+    write_card(run, make_card("pipeline", config={"data": str(data)}, training={"steps": 1}))
+    registry.add_entry("calot-model", str(run), kind="pipeline")
+    assert prompting.prompt_format_of("calot-model") == "paper-calot"
+    assert prompting.prompt_format_of("tiny-sd") is None  # built from configs: nothing says
+    assert prompting.prompt_format_of("no-such-model") is None
+
+
 def test_free_text_override_warns_on_unknown_words():
     shown = prompting.compose_prompt([19], "preparation", "  grasper   retract liver with laser ")
     assert shown.prompt == "grasper retract liver with laser"
@@ -85,10 +123,60 @@ def test_silhouettes_are_binary_distinct_tools(size):
 
 
 def _track(name="grasper", keys=((30, 40, 0, 1), (90, 80, 0, 1)), size=128):
+    """A silhouette placed by its centre at each key (the `--path` semantics these tests check)."""
     tracks = authoring.add_track([], name, tool_silhouette(name, size), size)
     for x, y, r, s in keys:
-        tracks = authoring.add_keyframe(tracks, x, y, r, s)
+        tracks = authoring.add_keyframe(tracks, x, y, r, s, anchor="centre")
     return tracks
+
+
+def test_a_click_places_the_silhouette_tip_without_rotation_exactly():
+    """Anchor `tip`, no rotation: the placed mask is the silhouette shifted so its tip is at the click."""
+    size = 128
+    mask = tool_silhouette("hook", size)
+    tip = tip_position("hook", size)
+    tracks = authoring.add_track([], "hook silhouette", mask, size, tip=tip)
+    click = (40.0 + tip[0] % 1, 30.0 + tip[1] % 1)  # an integer shift of the mask
+    tracks = authoring.add_keyframe(tracks, *click, 0, 1)
+    assert tracks[0].keyframes[0].at == click
+    placed = authoring.animate_tracks(tracks, 1, size)[0]
+    dx, dy = int(round(click[0] - tip[0])), int(round(click[1] - tip[1]))
+    shifted = np.zeros_like(mask)
+    shifted[max(dy, 0):size + min(dy, 0), max(dx, 0):size + min(dx, 0)] = mask[max(-dy, 0):size + min(-dy, 0),
+                                                                               max(-dx, 0):size + min(-dx, 0)]
+    assert (placed != shifted).sum() <= 2  # nearest-neighbour rounding at most
+
+
+def test_a_click_places_the_tip_under_rotation_and_scale():
+    """Rotated 90 degrees counter-clockwise and halved, the tool still has its tip at the click and its body
+    (the centroid) where the rotated shaft points: the lower-right shaft now points to the upper right."""
+    size = 128
+    mask = tool_silhouette("hook", size)  # its end is solid (a grasper's open jaws leave the axis empty)
+    tip = tip_position("hook", size)
+    tracks = authoring.add_track([], "hook silhouette", mask, size, tip=tip)
+    tracks = authoring.add_keyframe(tracks, 64, 64, 90, 0.5)
+    placed = authoring.animate_tracks(tracks, 1, size)[0]
+    ys, xs = np.nonzero(placed)
+    assert np.min(np.hypot(xs - 64, ys - 64)) <= 1.5  # the tool reaches the click
+    cx, cy = mask_centroid(mask)
+    rx, ry = cy - tip[1], -(cx - tip[0])  # (dx, dy) turned 90 degrees counter-clockwise on screen (y down)
+    px, py = mask_centroid(placed)
+    assert abs(px - (64 + 0.5 * rx)) < 2 and abs(py - (64 + 0.5 * ry)) < 2
+    centre = authoring.add_keyframe(tracks, 64, 64, 90, 0.5, anchor="centre")[0].keyframes[-1]
+    assert (centre.x, centre.y, centre.at) == (64, 64, None)
+
+
+def test_the_tip_of_an_uploaded_mask_is_estimated_from_where_it_enters():
+    size = 128
+    mask = tool_silhouette("clipper", size)
+    est = authoring.estimate_tip(mask)
+    tip = tip_position("clipper", size)
+    assert est is not None and np.hypot(est[0] - tip[0], est[1] - tip[1]) < 6
+    floating = np.zeros((size, size), bool)
+    floating[40:60, 40:70] = True
+    assert authoring.estimate_tip(floating) is None  # no border entry: a click places its centre
+    tracks = authoring.add_keyframe(authoring.add_track([], "uploaded mask", floating, size), 10, 20)
+    assert (tracks[0].keyframes[0].x, tracks[0].keyframes[0].y) == (10, 20)
 
 
 def test_keyframes_need_a_tool_and_undo_works():

@@ -149,7 +149,7 @@ def test_studio_command_checks_before_serving(monkeypatch):
         importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real(name, *a)
     )
     res = runner.invoke(app, ["studio"])
-    assert res.exit_code == 2 and 'pip install "lapgen[studio]"' in res.output
+    assert res.exit_code == 2 and 'pip install -e ".[studio]"' in res.output
 
 
 def test_launch_binds_localhost_without_share_link(studio, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -127,17 +128,41 @@ def test_epoch_sampler_is_a_seeded_permutation():
     assert list(s) != first and sorted(s) == list(range(10))
 
 
-def test_paper_recipes_are_valid_configs(tmp_path):
-    from pathlib import Path
+def test_paper_recipes_ship_in_the_package_and_are_valid_configs(tmp_path):
+    from lapgen.models.train_config import shipped_recipes
 
-    import yaml
-
-    recipes = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
-    assert len(recipes) >= 3
-    for recipe in recipes:
-        config = TrainConfig(**yaml.safe_load(recipe.read_text()), data="d", out=str(tmp_path / "o"))
-        config.check()
+    recipes = shipped_recipes()
+    assert set(recipes) == {"paper-stage1-unet", "paper-stage1-unet-clip", "paper-controlnet"}
+    assert all(p.parent.name == "configs" and p.parent.parent.name == "lapgen" for p in recipes.values())
+    for name in recipes:
+        config = TrainConfig.from_recipe(name, overrides={"data": "d", "out": str(tmp_path / "o")})
         assert config.learning_rate == 1e-5 and config.lr_warmup_steps == 0 and config.resolution == 128
+    assert TrainConfig.from_recipe("paper-stage1-unet-clip.yaml", overrides={"data": "d", "out": "o"}
+                                   ).train_text_encoder is True
+
+
+def test_library_recipes_get_the_cli_checks(tmp_path, monkeypatch):
+    """TrainConfig.from_recipe is the one route: a library caller gets the CLI's one-line errors."""
+    from lapgen.errors import LapgenError
+
+    monkeypatch.chdir(tmp_path)  # a shipped recipe is named from any folder
+    config = TrainConfig.from_recipe("paper-controlnet", overrides={"data": "d", "out": "o", "batch_size": 4},
+                                     defaults={"batch_size": 99, "epochs": 7})
+    assert config.batch_size == 4 and config.epochs == 100 and config.mixed_precision == "fp16"  # recipe > default
+    bad = tmp_path / "bad.yaml"
+    for text, message in (("batch_size: five\n", "recipe key batch_size must be int, got 'five'"),
+                          ("learning_rat: 1.0\n", "unknown recipe keys: learning_rat"),
+                          ("- a\n- b\n", "recipe must be a mapping"),
+                          ("a: [\n", "recipe is not valid YAML")):
+        bad.write_text(text)
+        with pytest.raises(LapgenError, match=re.escape(message)):
+            TrainConfig.from_recipe(bad, overrides={"data": "d", "out": "o"})
+    with pytest.raises(LapgenError, match="not a shipped recipe.*paper-stage1-unet"):
+        TrainConfig.from_recipe("paper-stage3", overrides={"data": "d", "out": "o"})
+    with pytest.raises(LapgenError, match="--data is required"):
+        TrainConfig.from_recipe("paper-stage1-unet", overrides={"out": "o"})
+    with pytest.raises(LapgenError, match="--resolution 100 must be a positive multiple of 8"):
+        TrainConfig.from_recipe(None, overrides={"data": "d", "out": "o", "resolution": 100})
 
 
 def test_recipe_values_and_flags_win(frames_dir, tiny_sd_dir, tmp_path):

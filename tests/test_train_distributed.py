@@ -1,5 +1,5 @@
 """Two processes on CPU (torchrun, gloo): training and sampling split the work and give the same result as
-one process. `accelerate launch --cpu` would start a single process (offline-ecosystem.md section 6)."""
+one process. torchrun rather than `accelerate launch --cpu`, which starts a single process on CPU."""
 
 from __future__ import annotations
 

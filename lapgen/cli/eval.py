@@ -2,51 +2,22 @@
 
 Each command parses options, builds a config and calls one library function in `lapgen.metrics`; torch,
 open_clip and ultralytics are imported only inside command bodies. `eval map` and `eval train-recognizer`
-come from `lapgen/cli/eval_map.py` when present.
+come from `lapgen/cli/eval_map.py`; both modules publish results through `lapgen/cli/eval_results.py`.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from lapgen.cli import eval_map
+from lapgen.cli.eval_results import check_out, publish
+
 eval_app = typer.Typer(help="Measure generated images: FID, KID, CLIP-FID, CMMD, tool-mask F1, mAP; "
                             "Table-1 style reports.", no_args_is_help=True)
-
-
-def publish(payload: Any, results: list[dict[str, Any]], out: Path | None, as_json: bool,
-            **card_fields: Any) -> bool:
-    """Write `payload` as JSON to `out` (atomically, with an `eval-result` card holding `card_fields`), record
-    `results` in the cards of the models that made the sets, and print the JSON when `as_json`.
-    Returns whether it printed (else the command prints its human summary)."""
-    from lapgen.metrics.evaluate import save_result
-    from lapgen.progress import notice
-    from lapgen.registry import record_metrics
-
-    text = json.dumps(payload, indent=1)
-    updated = save_result(out, payload, results, **card_fields) if out is not None else record_metrics(results)
-    if updated:
-        notice(f"recorded in the card of {', '.join(updated)} (lapgen models show NAME)")
-    if as_json:
-        typer.echo(text)
-    return as_json
-
-
-def check_out(out: Path | None, overwrite: bool) -> None:
-    """Fail before any work when `--out` exists (without --overwrite) or cannot be written."""
-    from lapgen.errors import LapgenError
-    from lapgen.outputs import check_writable_parent
-
-    if out is None:
-        return
-    if out.exists() and not overwrite:
-        raise LapgenError("output already exists", path=out, hint="pass --overwrite or choose another --out")
-    check_writable_parent(out)
 
 
 def _fmt(x: Any) -> str:
@@ -183,7 +154,7 @@ def f1_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout (progress on stderr)."),
 ) -> None:
     """Tool-mask F1: masks predicted on generated images vs their conditioning masks (pixel micro/macro)."""
-    from lapgen.metrics.spatial import F1Config, evaluate_mask_f1
+    from lapgen.models.mask_f1 import F1Config, evaluate_mask_f1
 
     check_out(out, overwrite)
     cfg = F1Config(gen=gen, segmenter=segmenter, conf=conf, imgsz=imgsz, empty_as_one=empty_as_one,
@@ -254,6 +225,5 @@ def register(app: typer.Typer) -> None:
     eval_app.command("f1")(f1_command)
     eval_app.command("report")(report_command)
     eval_app.command("extractors")(extractors_command)
-    if importlib.util.find_spec("lapgen.cli.eval_map") is not None:
-        importlib.import_module("lapgen.cli.eval_map").register(eval_app)
+    eval_map.register(eval_app)
     app.add_typer(eval_app, name="eval")

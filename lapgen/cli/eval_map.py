@@ -1,6 +1,6 @@
 """`lapgen eval map` and `lapgen eval train-recognizer`: action-triplet mAP with Rendezvous.
 
-`register(eval_app)` adds both commands to the `eval` group (called by `lapgen/cli/eval.py`). torch is
+`register(eval_app)` adds both commands to the `eval` group (called by `lapgen/cli/eval.py`); results go out through `lapgen/cli/eval_results.py`. torch is
 imported only inside the command bodies.
 """
 
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from lapgen.cli.eval_results import check_out, publish
 
 
 def map_command(
@@ -45,7 +47,6 @@ def map_command(
     as_json: bool = typer.Option(False, "--json", help="Print the JSON result on stdout."),
 ) -> None:
     """Action-triplet mAP (ivtmetrics semantics) of a generated set or a real split, scored by Rendezvous."""
-    from lapgen.cli.eval import check_out, publish
     from lapgen.models.recognition.evaluate import MapEvalConfig, evaluate_map, summary_rows
 
     check_out(out, overwrite)

@@ -7,21 +7,20 @@ so `lapgen --help` and `lapgen <command> --help` stay fast and light.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 
-import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from lapgen import __version__
+from lapgen.cli import demo, masks, models, prepare, sample, segment, studio, synthetic, train, video
+from lapgen.cli import eval as eval_group
 from lapgen.errors import LapgenError
 
-# Command modules, in the order their commands appear in `lapgen --help`.
-COMMAND_MODULES = (
-    "prepare", "segment", "train", "sample", "video", "masks", "eval", "models", "demo", "studio",
-)
+# Command modules, in the order their commands appear in `lapgen --help`. They are imported above, by name:
+# a command module that is missing or fails to import stops `lapgen` with its traceback, never a command
+# that silently disappears.
+COMMAND_MODULES = (prepare, segment, train, sample, video, masks, synthetic, eval_group, models, demo, studio)
 
 _state = {"debug": False}
 
@@ -36,14 +35,14 @@ def _usage_error(exc) -> None:
     exit code 2, like every other user error; `--help` still shows the full usage."""
     where = exc.ctx.command_path if exc.ctx is not None else "lapgen"
     message = " ".join(exc.format_message().split()).rstrip(".")
-    click.echo(f"lapgen: error: {where}: {message}; see '{where} --help'", err=True)
+    typer.echo(f"lapgen: error: {where}: {message}; see '{where} --help'", err=True)
     raise typer.Exit(exc.exit_code)
 
 
 class LapgenGroup(TyperGroup):
     """Top-level group: turns a `LapgenError` or a usage error into one line on stderr and exit code 2."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:  # keep registration order, not alphabetical
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # keep registration order, not alphabetical
         return list(self.commands)
 
     def make_context(self, info_name, args, parent=None, **extra):
@@ -54,7 +53,7 @@ class LapgenGroup(TyperGroup):
         except _USAGE_ERROR as exc:  # bad global options
             _usage_error(exc)
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except _NO_ARGS_IS_HELP:
@@ -64,10 +63,10 @@ class LapgenGroup(TyperGroup):
         except LapgenError as exc:
             if _state["debug"]:
                 raise
-            click.echo(f"lapgen: error: {exc.one_line()}", err=True)
+            typer.echo(f"lapgen: error: {exc.one_line()}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("lapgen: interrupted; re-run the same command to resume", err=True)
+            typer.echo("lapgen: interrupted; re-run the same command to resume", err=True)
             ctx.exit(130)
 
 
@@ -103,17 +102,20 @@ def _global_options(
     registry.reset_announcements()  # every command names the defaults it falls back to
 
 
-def _register_commands() -> None:
-    for name in COMMAND_MODULES:
-        module_name = f"lapgen.cli.{name}"
-        # A command group joins the app when its module exists; a module that exists but fails to
-        # import is a bug and raises here.
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        importlib.import_module(module_name).register(app)
+def _flag_display_type(self: TyperOption, ctx: typer.Context) -> str | None:
+    """An on/off flag (`--overwrite`, `--cache/--no-cache`) takes no value, so its help shows no value type
+    (typer >= 0.2x shows `<bool>` for it, as if it took one)."""
+    if self.is_flag and self.metavar is None:
+        return None
+    return _TYPER_DISPLAY_TYPE(self, ctx)
 
 
-_register_commands()
+_TYPER_DISPLAY_TYPE = getattr(TyperOption, "display_type_rich", None)
+if _TYPER_DISPLAY_TYPE is not None:  # older typer versions show no value type for flags anyway
+    TyperOption.display_type_rich = _flag_display_type
+
+for _module in COMMAND_MODULES:
+    _module.register(app)
 
 
 def main() -> None:

@@ -132,7 +132,7 @@ def clips_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
-    from lapgen.data.masks import plan_clips
+    from lapgen.data.mask_clips import plan_clips
     from lapgen.data.prompts import check_format
     from lapgen.models.mask_sequences import check_frame_size, extract_clips, make_segment_fn
     from lapgen.outputs import prepare_output_dir
@@ -167,6 +167,30 @@ def clips_cmd(
         notice(
             f"wrote {result['clips']} clips of {seconds} s to {out} ({result['windows_found']} windows found)"
         )
+
+
+@masks_app.command(
+    "silhouette",
+    help="Write a built-in tool silhouette (the studio's) as a mask PNG: a start for `lapgen masks animate`.",
+)
+def silhouette_cmd(
+    tool: str = typer.Argument(..., help="grasper, bipolar, hook, scissors, clipper or irrigator."),
+    out: Path | None = typer.Option(None, "--out", help="Output PNG (default: TOOL.png in the current folder)."),
+    size: int = typer.Option(128, "--size", help="The mask is SIZE x SIZE pixels (at least 16)."),
+    angle: float = typer.Option(35.0, "--angle", help="Direction from the tip to the border, degrees clockwise "
+                                "from +x (35: the shaft comes from the lower-right corner)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    from lapgen.progress import notice
+    from lapgen.studio.silhouettes import save_silhouette, tip_position
+
+    written = save_silhouette(tool, out or Path(f"{tool}.png"), size=size, angle=angle, overwrite=overwrite)
+    tip = tip_position(tool, size, angle=angle)
+    if as_json:
+        typer.echo(json.dumps({"out": str(written), "tool": tool, "size": size, "tip": list(tip)}))
+    else:
+        notice(f"wrote the {tool} silhouette ({size}x{size}, tip at x={tip[0]:g}, y={tip[1]:g}) to {written}")
 
 
 @masks_app.command("preview", help="A GIF of a mask folder (frames | masks for a clip folder).")

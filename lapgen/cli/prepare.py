@@ -8,7 +8,8 @@ import typer
 
 
 def prepare_command(
-    out: Path = typer.Option(..., "--out", help="Output folder (metadata.jsonl + images/ + lapgen.yaml)."),
+    out: Path = typer.Option(Path("frames"), "--out", help="Output folder (metadata.jsonl + images/ + "
+                             "lapgen.yaml); default: frames/ in the current folder."),
     cholect50: Path | None = typer.Option(None, "--cholect50", help="CholecT50 release root (videos/, labels/)."),
     cholec80: Path | None = typer.Option(
         None, "--cholec80", help="Cholec80 release root (videos/, phase_annotations/, tool_annotations/); "
@@ -29,12 +30,13 @@ def prepare_command(
     import json
 
     from lapgen.data.prepare import PrepareConfig, prepare
-    from lapgen.progress import is_quiet, stdout, warn
+    from lapgen.progress import is_quiet, notice, stdout, warn
 
     cfg = PrepareConfig(out=out, cholect50=cholect50, cholec80=cholec80, size=size, split=split,
                         prompt_format="paper-calot" if normalize_phase_names else "paper", seed=seed,
                         workers=workers, overwrite=overwrite)
     result = prepare(cfg)
+    notice(f"frames dataset: {result.records} frames -> {Path(result.out).resolve()}")
     if result.warnings:
         warn(f"{len(result.warnings)} warning(s), e.g. {result.warnings[0]} (all listed in {out}/lapgen.yaml)")
     if as_json:

@@ -10,7 +10,7 @@ import typer
 _HELP = (
     "Open the interactive page: compose a CholecT50 action, place tools on a canvas, generate a video. "
     "Serves on 127.0.0.1 only unless --host says otherwise; needs the studio extra "
-    '(pip install "lapgen\\[studio]").'
+    '(in the lapgen checkout: pip install -e ".\\[studio]").'
 )
 
 

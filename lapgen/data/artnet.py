@@ -1,6 +1,6 @@
 """ART-Net reader (Hasan et al., Medical Image Analysis 70:101994, 2021; `kamruleee51/ART-Net`).
 
-The release layout is only partly public (data-formats.md section 4), so files are found by name
+The release layout is only partly public (Hasan et al., Medical Image Analysis 70:101994, 2021), so files are found by name
 pattern rather than by fixed paths:
 
 - split: the nearest ancestor folder called `Train*`/`Test*` (case-insensitive);

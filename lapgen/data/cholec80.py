@@ -1,4 +1,4 @@
-"""Reader of the Cholec80 release (data-formats.md section 2): `videos/videoNN.mp4` (25 fps),
+"""Reader of the Cholec80 release (Twinanda et al. 2017, CAMMA; docs/data-formats.md): `videos/videoNN.mp4` (25 fps),
 `phase_annotations/videoNN-phase.txt` (one row per frame) and `tool_annotations/videoNN-tool.txt` (one row
 every 25 frames).
 
@@ -59,7 +59,7 @@ def _rows(path: Path, kind: str) -> tuple[list[str], list[list[str]]]:
         raise LapgenError(f"{kind} annotation file is not text", path=path, hint="re-download it") from exc
     if not lines or not lines[0] or lines[0][0] != "Frame":
         raise LapgenError(f"{kind} annotation file has no `Frame ...` header line", path=path,
-                          hint="expected the tab-separated Cholec80 format (docs/data-formats.md 2.2)")
+                          hint="expected the tab-separated Cholec80 format (docs/data-formats.md, 'Cholec80')")
     return lines[0], lines[1:]
 
 

@@ -1,6 +1,6 @@
 """CholecSeg8k reader (Hong et al. 2020; Kaggle `newslab/cholecseg8k`).
 
-Layout (data-formats.md section 3): `ROOT/videoNN/videoNN_FFFFF/frame_<n>_endo.png` (RGB 854x480) beside
+Layout (Kaggle `newslab/cholecseg8k`; docs/data-formats.md): `ROOT/videoNN/videoNN_FFFFF/frame_<n>_endo.png` (RGB 854x480) beside
 `frame_<n>_endo_watershed_mask.png`, whose grey value is a class code (the same in every channel; some
 files carry a constant 4th channel). Only the watershed masks are read: the colour masks are
 anti-aliased and the two tool colours differ by a few units.
@@ -20,7 +20,8 @@ from PIL import Image
 
 from lapgen.errors import LapgenError
 
-# watershed code -> (class id, class name); torch-em `LABEL_MAPS`, data-formats.md table 3.2
+# watershed code -> (class id, class name); torch-em `LABEL_MAPS` (constantinpape/torch-em,
+# torch_em/data/datasets/medical/cholecseg8k.py)
 WATERSHED_CLASSES: dict[int, tuple[int, str]] = {
     50: (0, "Black Background"),
     11: (1, "Abdominal Wall"),

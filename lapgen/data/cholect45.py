@@ -1,4 +1,4 @@
-"""CholecT45 text format (data-formats.md 1.6, `CAMMA-public/cholect45, README.md`): reader and writer.
+"""CholecT45 text format (`CAMMA-public/cholect45, README.md`; docs/data-formats.md): reader and writer.
 
     CholecT45/data/VIDxx/000000.png ...     1 fps frames (T-index, 6 digits)
     CholecT45/triplet/VIDxx.txt             T-index,b0..b99   (comma-separated 0/1, no header)
@@ -116,7 +116,8 @@ def write_dicts(root: str | Path) -> None:
 
 def write_video(root: str | Path, video: str, frames: list[tuple[int, np.ndarray | Path, list[int]]]) -> None:
     """Write one video: `frames` = (T-index, RGB array (H, W, 3) or PNG path, triplet ids). The
-    instrument/verb/target files are derived from the triplets (data-formats.md 1.4)."""
+    instrument/verb/target files are derived from the triplets (the component maps of CholecT50's
+    `label_mapping.txt`)."""
     from PIL import Image
 
     root = Path(root)

@@ -1,4 +1,4 @@
-"""Reader of the CholecT50 release (data-formats.md section 1): `videos/VIDxx/NNNNNN.png` + `labels/VIDxx.json`.
+"""Reader of the CholecT50 release (`CAMMA-public/cholect50, docs/README-Format.md`): `videos/VIDxx/NNNNNN.png` + `labels/VIDxx.json`.
 
 Validates what it reads and fails with one line naming the file: missing folders, invalid JSON, a wrong
 schema, ids outside the vocabulary, phases that disagree inside a frame, annotated frames without a PNG.
@@ -75,7 +75,7 @@ def _load_json(path: Path) -> dict:
         raise LapgenError("label file is not UTF-8 text", path=path, hint="re-download it") from exc
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), dict):
         raise LapgenError("label file has no `annotations` object", path=path,
-                          hint="expected the CholecT50 label JSON (docs/data-formats.md 1.2)")
+                          hint="expected the CholecT50 label JSON (docs/data-formats.md, 'CholecT50')")
     return data
 
 
@@ -132,13 +132,13 @@ def read_labels(path: str | Path, *, frames_dir: str | Path | None = None) -> T5
         for vec in vectors:
             if not isinstance(vec, list) or len(vec) < 15:
                 raise LapgenError(f"{where}: every vector needs 15 fields, got {vec!r:.60}", path=path,
-                                  hint="expected CholecT50 15-field vectors (docs/data-formats.md 1.2)")
+                                  hint="expected CholecT50 15-field vectors (docs/data-formats.md, 'CholecT50')")
             try:
                 ids = [int(vec[i]) for i, _name, _n in _FIELDS] + [int(vec[14])]
             except (TypeError, ValueError):
                 raise LapgenError(f"{where}: id fields must be numbers, got {vec!r:.60}", path=path,
                                   hint="re-download the label file") from None
-            for (i, name, n), value in zip(_FIELDS, ids):
+            for (_i, name, n), value in zip(_FIELDS, ids):
                 if value == -1:
                     continue
                 if not 0 <= value < n:

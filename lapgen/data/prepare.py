@@ -84,7 +84,7 @@ def _t50_records(root: Path, fmt: str, warnings: list[str]) -> tuple[list[dict],
         for f in vid.frames:
             if f.triplets:
                 text = prompts.triplet_prompt(f.triplets, f.phase, fmt)
-            elif f.instruments:  # instruments without a triplet: data-formats.md 5.1 fallback
+            elif f.instruments:  # instruments without a triplet: the paper's prepare_cholect50.py fallback
                 text = prompts.instrument_prompt(f.instruments, f.phase, fmt)
                 warnings.append(f"{vid.name} frame {f.frame}: instruments without a triplet")
             else:

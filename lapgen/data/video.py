@@ -6,7 +6,7 @@ and reads the frame before the annotated one). Frame k of `iter_frames` is the k
 (0-based), i.e. the Cholec80 C-index for constant-frame-rate videos.
 
 Frames are numpy arrays `(H, W, 3)` uint8 RGB. MP4 output is H.264 (`libx264`), `yuv420p`, so width and
-height must be even (a player requirement of 4:2:0 chroma), see offline-ecosystem.md section 7.
+height must be even (4:2:0 chroma subsampling, yuv420p, halves both; libx264 refuses odd sides).
 """
 
 from __future__ import annotations

@@ -253,7 +253,7 @@ def crossval_split(fold: int, *, val: str = "loader", t45: bool = False) -> dict
 
     `val="loader"` (default; matches published checkpoints): test on fold k, join the other folds in
     order and take the last 5 joined videos as val (5 for T45 too: the loaders slice `[-5:]`, giving
-    74 1 56 4 13 for T45 fold 1, data-formats.md 1.5). `val="figure"`: val is the first 5 (T45: 4)
+    74 1 56 4 13 for T45 fold 1; CAMMA-public/cholect50 `dataloader_pth.py`). `val="figure"`: val is the first 5 (T45: 4)
     videos of fold k+1 (fold 5 wraps to fold 1), as in the official figure. `t45=True` drops each fold's
     last id (the five non-Cholec80 videos).
     """

@@ -1,6 +1,6 @@
 """`lapgen segment convert`: CholecSeg8k and/or ART-Net -> an ultralytics YOLO segmentation dataset.
 
-Output (`ultralytics` detect/segment layout, offline-ecosystem.md section 5):
+Output (the `ultralytics` segment dataset layout, docs.ultralytics.com "Instance Segmentation Datasets"):
 
 ```
 OUT/data.yaml                      path: <absolute OUT>, train: images/train, val: images/val, names: {...}

@@ -140,7 +140,7 @@ def f1_cmds(c: Context) -> list[str]:
 
 
 def f1_step(c: Context) -> dict:
-    from lapgen.metrics.spatial import F1Config, evaluate_mask_f1
+    from lapgen.models.mask_f1 import F1Config, evaluate_mask_f1
 
     facts: dict = {}
     for images, label, name in f1_jobs(c):

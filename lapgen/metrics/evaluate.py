@@ -143,7 +143,7 @@ def _libraries() -> dict[str, str]:
 def evaluate_fidelity(cfg: FidelityConfig) -> list[dict[str, Any]]:
     """Every requested metric for every generated set; validation happens before any feature pass."""
     from lapgen.metrics.features import FeatureExtractor, compute_features, feature_key, preprocessing_id
-    from lapgen.models.device import resolve_device
+    from lapgen.device import resolve_device
     from lapgen.progress import warn
 
     cfg.gen = expand_seed_sets([Path(g) for g in cfg.gen], cfg.seeds)

@@ -27,7 +27,7 @@ Preprocessing protocols (docs/metrics.md, section 2), each with a stable id that
 
 Weights: `--weights PATH` (or a registry name) wins; else the checkpoint registry's `feature-extractor`
 entry when it has a local file; else the libraries' own cache/download (torch-fidelity release file,
-open_clip `openai` tag). The networks are built by `lapgen.models.loading` (`clip_from_file`,
+open_clip `openai` tag). The networks are built by `lapgen.metrics.networks` (`clip_from_file`,
 `inception_from_file`, `inception_torchscript_from_file`), the same builders as the registry's `load_clip` /
 `load_inception`. Features run in strict fp32: TF32 (on by default for cuDNN convolutions) is switched off
 during extraction (`strict_fp32`) and the result records it. The cache key is SHA-256 over (ordered relative
@@ -47,74 +47,25 @@ from typing import Any
 import numpy as np
 
 from lapgen.errors import LapgenError
+from lapgen.metrics.extractors import (  # noqa: F401  (re-exported: the extractor registry's public names)
+    BACKENDS,
+    EXTRACTORS,
+    INCEPTION_SIZE,
+    ExtractorSpec,
+    family_names,
+    get_spec,
+    list_extractors,
+    register_extractor,
+)
 from lapgen.metrics.images import ImageSet, load_rgb
 from lapgen.metrics.precision import device_id, strict_fp32
 from lapgen.metrics.weights import cache_root, resolve_weights, weights_sha256
 
 CACHE_VERSION = 2  # 2: device and dtype in the key
-INCEPTION_SIZE = 299  # Inception-v3 input side, pixels
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 INCEPTION_PROTOCOLS = ("clean", "torch-fidelity")
 CLIP_PROTOCOLS = ("clip-fid", "cmmd")
-
-
-BACKENDS = {"inception": ("torch-fidelity", "torchscript"), "clip": ("open_clip",)}
-
-
-@dataclass(frozen=True)
-class ExtractorSpec:
-    name: str
-    family: str  # "inception" | "clip"
-    dim: int  # feature dimension d
-    input_size: int  # network input side S, pixels
-    open_clip_model: str | None
-    description: str
-    backend: str = ""  # inception: "torch-fidelity" (default) | "torchscript"; clip: "open_clip"
-
-    @property
-    def loader(self) -> str:
-        return self.backend or BACKENDS.get(self.family, ("",))[0]
-
-
-EXTRACTORS: dict[str, ExtractorSpec] = {
-    "inception-v3": ExtractorSpec("inception-v3", "inception", 2048, INCEPTION_SIZE, None,
-                                  "torch-fidelity FID Inception-v3 (TF graph 2015-12-05), pool3 features"),
-    "inception-v3-clean": ExtractorSpec("inception-v3-clean", "inception", 2048, INCEPTION_SIZE, None,
-                                        "NVIDIA's TorchScript inception-2015-12-05.pt (clean-fid's network), "
-                                        "pool3 features; local file only", backend="torchscript"),
-    "clip-vit-b-32": ExtractorSpec("clip-vit-b-32", "clip", 512, 224, "ViT-B-32-quickgelu",
-                                   "OpenAI CLIP ViT-B/32 image embeddings (open_clip, quickgelu + openai)"),
-    "clip-vit-l-14-336": ExtractorSpec("clip-vit-l-14-336", "clip", 768, 336, "ViT-L-14-336-quickgelu",
-                                       "OpenAI CLIP ViT-L/14 @ 336 px (the CMMD reference backbone)"),
-}
-
-
-def register_extractor(spec: ExtractorSpec, *, replace: bool = False) -> ExtractorSpec:
-    """Add an extractor to the registry: an open_clip model name (built-in or added with
-    `open_clip.add_model_config`) of family "clip", or a torch-fidelity Inception ("inception")."""
-    if spec.family not in ("inception", "clip"):
-        raise LapgenError(f"unknown extractor family {spec.family!r}", hint="use inception or clip")
-    if spec.family == "clip" and not spec.open_clip_model:
-        raise LapgenError(f"clip extractor {spec.name!r} needs an open_clip model name")
-    if spec.loader not in BACKENDS[spec.family]:
-        raise LapgenError(f"unknown backend {spec.backend!r} for a {spec.family} extractor",
-                          hint=f"use one of {', '.join(BACKENDS[spec.family])}")
-    if spec.name in EXTRACTORS and not replace:
-        raise LapgenError(f"feature extractor {spec.name!r} is already registered")
-    EXTRACTORS[spec.name] = spec
-    return spec
-
-
-def get_spec(name: str) -> ExtractorSpec:
-    if name not in EXTRACTORS:
-        raise LapgenError(f"unknown feature extractor {name!r}", hint=f"choose one of {', '.join(EXTRACTORS)}")
-    return EXTRACTORS[name]
-
-
-def family_names(family: str) -> list[str]:
-    """The registered extractors of one family ("inception" or "clip"), in registry order."""
-    return [n for n, s in EXTRACTORS.items() if s.family == family]
 
 
 def preprocessing_id(spec: ExtractorSpec, protocol: str, size: tuple[int, int]) -> str:
@@ -245,10 +196,14 @@ class FeatureExtractor:
                 "precision": "fp32", "tf32": False, "device": device_id(self.device), "dtype": "float32"}
 
     def _build(self) -> Any:
-        """The network, built by the same loaders as the registry's (`lapgen.models.loading`)."""
+        """The network, built by the same builders as the registry's loaders (`lapgen.metrics.networks`)."""
         import torch
 
-        from lapgen.models.loading import clip_from_file, inception_from_file, inception_torchscript_from_file
+        from lapgen.metrics.networks import (
+            clip_from_file,
+            inception_from_file,
+            inception_torchscript_from_file,
+        )
 
         if self.spec.loader == "torchscript":
             model = inception_torchscript_from_file(self.weights_path, label=self.name)
@@ -367,9 +322,3 @@ def compute_features(image_set: ImageSet, extractor: FeatureExtractor, protocol:
 
             shutil.rmtree(partial, ignore_errors=True)
     return FeatureResult(feats, key, False, prep, info)
-
-
-def list_extractors() -> list[dict[str, Any]]:
-    """The registry as plain data (for `lapgen eval extractors`)."""
-    return [{"name": s.name, "family": s.family, "dim": s.dim, "input_size": s.input_size, "network": s.loader,
-             "open_clip_model": s.open_clip_model, "description": s.description} for s in EXTRACTORS.values()]

@@ -82,6 +82,11 @@ PROTOCOL_NOTES = """\
   N/k; KID's subset std is not a confidence interval; F1 intervals are image-level bootstrap percentiles.
 """
 
+# The report's columns (Table 1's, plus the tool-mask F1 of the ControlNet) and their titles.
+COLUMNS = ("cmmd", "clip_fid", "fid", "kid", "map", "f1", "f1_instance")
+TITLES = {"cmmd": "CMMD", "clip_fid": "CLIP-FID", "fid": "FID", "kid": "KID", "map": "action mAP",
+          "f1": "tool-mask F1 (pixel)", "f1_instance": "tool-mask F1 (instance, YOLO val)"}
+
 
 def normalise_setup(text: str | None) -> str | None:
     if text is None:

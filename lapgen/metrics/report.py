@@ -25,20 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from lapgen.errors import LapgenError
+from lapgen.metrics.epoch_plot import plot_epochs
 from lapgen.metrics.paper import (
+    COLUMNS,
     NETWORK_LABELS,
     OFFICIAL_WEIGHTS,
     PAPER_EXTRACTORS,
     PAPER_TABLE1,
     PROTOCOL_NOTES,
     REAL_ROW,
+    TITLES,
     normalise_setup,
     paper_n,
 )
 
-COLUMNS = ("cmmd", "clip_fid", "fid", "kid", "map", "f1", "f1_instance")
-TITLES = {"cmmd": "CMMD", "clip_fid": "CLIP-FID", "fid": "FID", "kid": "KID", "map": "action mAP",
-          "f1": "tool-mask F1 (pixel)", "f1_instance": "tool-mask F1 (instance, YOLO val)"}
 LABELLED_COLUMNS = ("cmmd", "fid", "kid")  # main-table cells that name the network behind the value
 # What two results for one cell may differ in that changes the number (reported when they do).
 COMPARABLE_FIELDS = ("value", "extractor", "weights_sha256", "protocol", "preprocessing", "n_gen", "n_real",
@@ -300,42 +300,6 @@ def render_markdown(report: dict[str, Any], plot_name: str | None) -> str:
         lines += ["", "## Metrics over epochs", "", f"![metrics over epochs]({plot_name})"]
     lines += ["", "## Protocol notes", "", PROTOCOL_NOTES]
     return "\n".join(lines)
-
-
-def plot_epochs(report: dict[str, Any], path: Path) -> bool:
-    """One panel per metric: value over epochs per model/setup (dashed: the paper). False if no epochs."""
-    series: dict[str, dict[str, list[tuple[float, float]]]] = {}
-    for r in report["rows"]:
-        if r["epoch"] is None:
-            continue
-        label = f"{r['model']} [{r['setup'] or r['paper_setup'] or '-'}]"
-        for c, v in r["ours"].items():
-            if c in COLUMNS and v is not None:
-                series.setdefault(c, {}).setdefault(label, []).append((float(r["epoch"]), float(v)))
-    if not series:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = [c for c in COLUMNS if c in series]
-    fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.2), squeeze=False)
-    for ax, c in zip(axes[0], cols):
-        for label, pts in sorted(series[c].items()):
-            pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-        for setup, by_epoch in PAPER_TABLE1.items():
-            pts = sorted((e, v[c]) for e, v in by_epoch.items() if e is not None and c in v)
-            if len(pts) > 1:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="--", alpha=0.5, label=f"paper: {setup}")
-        ax.set_title(TITLES[c])
-        ax.set_xlabel("epoch")
-    axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
 
 
 def write_report(report: dict[str, Any], out: Path, *, overwrite: bool = False) -> list[Path]:

@@ -1,4 +1,5 @@
-"""Spatial control: tool-mask F1 of generated images against their conditioning masks.
+"""Spatial control: tool-mask F1 of generated images against their conditioning masks (the pieces that need
+no model; `lapgen.models.mask_f1.evaluate_mask_f1` runs the segmenter and puts them together).
 
 docs/metrics.md, section 4. For every image of a generated set (metadata.jsonl rows with
 `conditioning_image_file_name`), a YOLOv8-seg segmenter predicts the union of tool instances with confidence
@@ -17,7 +18,6 @@ curve. It is instance-level although the paper's text says pixel-wise; only it c
 
 from __future__ import annotations
 
-import datetime as _dt
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +26,7 @@ from typing import Any
 import numpy as np
 
 from lapgen.errors import LapgenError
-from lapgen.metrics.confidence import bootstrap_f1
-from lapgen.metrics.images import ImageSet, load_rgb, open_image_set
-from lapgen.metrics.masks import mask_counts, mask_f1
+from lapgen.metrics.images import ImageSet
 
 MASK2YOLO_SIZE = 640  # mask2yolo resizes every conditioning mask to 640x640 before contour extraction
 
@@ -167,76 +165,3 @@ def instance_f1_yolo_val(model: Any, image_set: ImageSet, masks: list[np.ndarray
         return {"value": float(f1.mean()) if f1.size else 0.0, "precision": float(seg.mp), "recall": float(seg.mr),
                 "map50": float(seg.map50), "single_cls": True, "match_iou": 0.5, "label_recipe": "mask2yolo",
                 "labels_by_vertices": counts, "imgsz": imgsz}
-
-
-def evaluate_mask_f1(cfg: F1Config) -> dict[str, Any]:
-    """Pixel (and optionally instance) F1 of a generated set's predicted vs conditioning tool masks."""
-    from lapgen.cards import library_versions
-    from lapgen.data.masks import resize_mask
-    from lapgen.outputs import file_sha256
-    from lapgen.progress import make_progress
-
-    if not 0.0 <= cfg.conf <= 1.0:
-        raise LapgenError(f"--conf must be in [0, 1], got {cfg.conf}")
-    image_set = open_image_set(cfg.gen, what="GEN", check_sizes=False)
-    mask_paths = mask_pairs(image_set)  # validated before loading the segmenter
-    from lapgen.models import segmentation as seg
-
-    target, info = seg.resolve_segmenter(cfg.segmenter)
-    model = seg.load_yolo(target)
-    device = seg.ultralytics_device(cfg.device)
-    imgsz = cfg.imgsz or seg.model_imgsz(model)
-    targets = [conditioning_mask(p) for p in mask_paths]
-    preds: list[np.ndarray] = []
-    with make_progress() as progress:
-        task = progress.add_task("segmenting GEN", total=len(image_set))
-        for start in range(0, len(image_set), cfg.batch_size):
-            idx = range(start, min(start + cfg.batch_size, len(image_set)))
-            images = [load_rgb(image_set.path(i)) for i in idx]
-            for i, (union, _count) in zip(idx, seg.predict_union_masks(model, images, conf=cfg.conf, imgsz=imgsz,
-                                                                       device=device)):
-                h, w = targets[i].shape
-                preds.append(union if union.shape == (h, w) else resize_mask(union, (w, h)))
-            progress.advance(task, len(idx))
-    res = mask_f1(preds, targets, empty_as_one=cfg.empty_as_one)
-    ci = None
-    if cfg.n_boot > 0:
-        ci = bootstrap_f1(*mask_counts(preds, targets), n_boot=cfg.n_boot, seed=cfg.seed,
-                          empty_as_one=cfg.empty_as_one)
-    weights = info.get("path")
-    weights_file = Path(weights) if weights else None
-    if weights_file is not None and weights_file.is_dir():
-        weights_file = seg.weights_in(weights_file)
-    result: dict[str, Any] = {
-        "schema": "lapgen.eval/1",
-        "metric": "f1",
-        "key": f"f1_pixel_micro[segmenter={info['name']},conf={cfg.conf}]",
-        "variant": "pixel-micro",
-        "value": res["micro"],
-        "macro": res["macro"],
-        **{k: res[k] for k in ("n_scored", "n_both_empty", "empty_as_one", "tp", "fp", "fn")},
-        "ci": ci,
-        "spread": None,
-        "protocol": "pixel-f1@conditioning-resolution",
-        "extractor": info["name"],
-        "segmenter": info,
-        "weights_sha256": file_sha256(weights_file) if weights_file and weights_file.is_file() else None,
-        "conf": cfg.conf,
-        "imgsz": imgsz,
-        "n_gen": len(image_set),
-        "n_real": None,
-        "gen": str(image_set.root),
-        "real": None,
-        "instance": None,
-        "libraries": library_versions(),
-        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-    }
-    if cfg.instance:
-        result["instance"] = instance_f1_yolo_val(model, image_set, targets, imgsz=imgsz, device=device,
-                                                  batch_size=cfg.batch_size)
-        result["instance"]["key"] = "f1_instance_yolo_val"
-    from lapgen.metrics.evaluate import card_labels
-
-    result.update(card_labels(image_set.card))
-    result.update({k: v for k, v in cfg.labels.items() if v is not None})
-    return result

@@ -10,16 +10,12 @@ local weights. Hashes are memoised by (path, size, mtime) under `$LAPGEN_HOME/ca
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lapgen.errors import LapgenError
-
-if TYPE_CHECKING:
-    from lapgen.metrics.features import ExtractorSpec
+from lapgen.metrics.extractors import EXTRACTORS, ExtractorSpec, family_names
 
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth")
@@ -56,15 +52,11 @@ def weights_sha256(path: Path) -> str:
 
 def _registry_weights(name: str) -> Path | None:
     """The local file of a `feature-extractor` registry entry, when the registry knows one."""
-    if importlib.util.find_spec("lapgen.registry") is None:
-        return None
     from lapgen import registry
 
     try:
         entry = registry.resolve(name, kind="feature-extractor")
     except LapgenError:
-        from lapgen.metrics.features import EXTRACTORS
-
         if name in EXTRACTORS:
             return None
         raise
@@ -79,9 +71,10 @@ def _registry_weights(name: str) -> Path | None:
 
 
 def _family_status(spec: ExtractorSpec) -> str:
-    """'inception-v3 (weights here), inception-v3-clean (no local weights)': the registered extractors of
-    `spec`'s family, for the missing-weights error."""
-    from lapgen.metrics.features import family_names
+    """'inception-v3 (no local weights), demo-inception-random (local weights; random-weight demo extractor)':
+    the built-in extractors of `spec`'s family and the registry's own feature-extractor entries that name the
+    family, for the missing-weights error."""
+    from lapgen import registry
 
     parts = []
     for name in family_names(spec.family):
@@ -90,14 +83,22 @@ def _family_status(spec: ExtractorSpec) -> str:
         except LapgenError:
             here = False
         parts.append(f"{name} ({'local weights' if here else 'no local weights'})")
+    for entry in registry.list_entries("feature-extractor"):
+        text = f"{entry.name} {entry.description}".lower()
+        if entry.builtin or entry.name in EXTRACTORS or spec.family not in text:
+            continue
+        status = "local weights" if entry.path is not None and entry.path.exists() else "weights missing"
+        if "random" in text:
+            status += "; random-weight demo extractor, values not comparable with published ones"
+        parts.append(f"{entry.name} ({status})")
     return ", ".join(parts)
 
 
 def _default_weights(spec: ExtractorSpec) -> Path:
     """The libraries' own weight files (downloaded once into their caches when online)."""
     kind = "Inception" if spec.family == "inception" else "CLIP"
-    hint = (f"pass --weights PATH to a local copy, or `lapgen models add {spec.name} PATH`; registered {kind} "
-            f"extractors: {_family_status(spec)}")
+    hint = (f"pass --weights PATH (or a registered NAME) to a local copy, or `lapgen models add {spec.name} "
+            f"PATH`; registered {kind} extractors: {_family_status(spec)}")
     if spec.loader == "torchscript":
         raise LapgenError(f"no local weights for {spec.name} (NVIDIA's inception-2015-12-05.pt, the file "
                           "clean-fid downloads; lapgen never downloads it)", hint=hint)

@@ -2,7 +2,8 @@
 
 Both write, per image, the binary union of all predicted tool instances as a 0/255 single-channel PNG
 at the image's own resolution (ultralytics `retina_masks=True`: un-letterboxed), the paper's 2024
-ControlNet conditioning (Iliash et al. 2024; data-formats.md 5.5).
+ControlNet conditioning (Iliash et al. 2024, and the layout of the paper's ControlNet dataset in
+buma13/dgm4miccai24_laparoscopicvideos; docs/data-formats.md, "Frames dataset").
 
 - annotate: frames dataset -> ControlNet dataset. Images are carried over (hard link, else copy), masks
   go to `masks/<video>/<frame>.png`, `metadata.jsonl` adds `conditioning_image_file_name`; frames without

@@ -194,7 +194,8 @@ def _data_inputs(data: str, split: str, n: int) -> dict[str, Any]:
 
 def write_readme(folder: Path, *, base: str, tags: list[str], description: str, usage: str,
                  config: TrainConfig, result: dict[str, Any]) -> Path:
-    """A Hugging Face model card README.md (YAML card data + prose) for the run (offline-ecosystem.md §3)."""
+    """A Hugging Face model card README.md (YAML card data + prose) for the run (huggingface_hub's
+    `ModelCard` / `ModelCardData`, the Hub's model card format)."""
     from diffusers.utils.hub_utils import populate_model_card
     from huggingface_hub import ModelCard, ModelCardData
 

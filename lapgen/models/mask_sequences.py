@@ -4,7 +4,8 @@
 - `masks_from_video`: a real clip -> union tool masks per frame with a YOLOv8-seg segmenter (paper route;
   a frame without detections reuses the previous mask).
 - `extract_clips`: CholecT50 runs of an unchanged prompt -> 25 fps Cholec80 clips with prompt, masks and real
-  frames (the paper's `extract_clips.ipynb`, seeded; data-formats.md section 6).
+  frames (the paper's `data_processing/extract_clips.ipynb` in buma13/dgm4miccai24_laparoscopicvideos, seeded;
+  docs/video.md).
 - `preview_masks`: a GIF of a mask folder (side by side with the frames of a clip folder).
 
 Every function writes into a staging folder and renames it into place, with a card `lapgen.yaml`.
@@ -19,17 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lapgen.data.masks import (
-    SegmentFn,
-    animate_mask,
-    parse_points,
-    parse_poses,
-    read_mask,
-    read_mask_sequence,
-    resize_frame,
-    segment_with_reuse,
-    write_mask_sequence,
-)
+from lapgen.data.mask_clips import SegmentFn, resize_frame, segment_with_reuse
+from lapgen.data.mask_motion import animate_mask, parse_points, parse_poses
+from lapgen.data.masks import read_mask, read_mask_sequence, write_mask_sequence
 from lapgen.errors import LapgenError
 from lapgen.outputs import claim_stage, finalize_output_dir, prepare_output_dir, release_stage
 
@@ -204,7 +197,7 @@ def extract_clips(
 ) -> dict:
     """Real reference clips: `out/clip_NNN/{prompt.txt, masks/, frames/, clip.json}` + `clips.jsonl`."""
     from lapgen.cards import make_card, write_card
-    from lapgen.data.masks import plan_clips, write_clips
+    from lapgen.data.mask_clips import plan_clips, write_clips
 
     check_frame_size(size)
     clips, found = plan_clips(

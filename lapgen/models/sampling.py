@@ -165,7 +165,7 @@ def sample_images(config: SampleConfig) -> SampleResult:
     from lapgen.cards import make_card, write_card
     from lapgen.data.frames import write_records
     from lapgen.models.controlnet import mask_image
-    from lapgen.models.device import resolve_device
+    from lapgen.device import resolve_device
     from lapgen.models.loading import ensure_local, load_controlnet, load_sd_pipeline, resolve_entry
     from lapgen.outputs import check_writable_parent, finalize_output_dir
     from lapgen.progress import make_progress

@@ -1,22 +1,14 @@
 """The tool segmenter: ultralytics YOLOv8-seg, offline-safe (Iliash et al. 2024 fine-tune it on
 CholecSeg8k and annotate CholecT50/Cholec80 frames with the union of its tool instances).
 
-ultralytics reaches for the network in a few places; lapgen closes each before importing it
-(offline-ecosystem.md section 5):
-- a connectivity probe and pip auto-installs: `YOLO_OFFLINE=1`, `YOLO_AUTOINSTALL=0`;
-- the label-plot font (`check_font("Arial.ttf")`, a HEAD request to GitHub when missing): a local TTF
-  (matplotlib's DejaVuSans) is copied into ultralytics' config folder under both names it asks for;
-- integrations (sync/analytics, comet, wandb, ...): switched off in ultralytics' settings;
-- the CUDA AMP check, which downloads `yolo26n.pt`: replaced by the same GPU blocklist without the
-  download when that file is absent;
-- `*.pt` names that are not local files (ultralytics would download them): refused by `load_yolo`.
+ultralytics reaches for the network in a few places; `lapgen.models.ultralytics_setup.configure_ultralytics`
+closes them before ultralytics is used (docs/segmentation.md, "Offline"), and `load_yolo` refuses `*.pt`
+names that are not local files (ultralytics would download them). Loading, prediction and training are here.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,90 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lapgen.errors import LapgenError
-from lapgen.outputs import lapgen_home
+from lapgen.models.ultralytics_setup import configure_ultralytics, seed_fonts  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ultralytics import YOLO
-
-_INTEGRATIONS = ("sync", "clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
-_FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
-_configured = {"done": False}
-
-
-def configure_ultralytics() -> None:
-    """Make ultralytics offline-safe and quiet (idempotent). Call before anything imports it."""
-    if _configured["done"]:
-        return
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
-    os.environ.setdefault("YOLO_VERBOSE", "0")
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(lapgen_home() / "ultralytics"))
-    Path(os.environ["YOLO_CONFIG_DIR"]).mkdir(parents=True, exist_ok=True)
-    import ultralytics.engine.trainer as trainer_module
-    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
-
-    seed_fonts(Path(USER_CONFIG_DIR))
-    if any(SETTINGS.get(k) for k in _INTEGRATIONS if k in SETTINGS):
-        SETTINGS.update({k: False for k in _INTEGRATIONS if k in SETTINGS})
-    trainer_module.check_amp = _offline_check_amp
-    _restore_pil_open()
-    _configured["done"] = True
-
-
-def _restore_pil_open() -> None:
-    """Undo ultralytics' process-wide patch of `PIL.Image.open`.
-
-    Importing ultralytics replaces `PIL.Image.open` with a wrapper that, the first time a file cannot be
-    identified, pip-installs and imports pi-heif (HEIC support). Offline that turns every corrupt image any
-    lapgen code opens afterwards into a ModuleNotFoundError traceback; online it installs a package. lapgen
-    reads PNG/JPEG only and reports unreadable files itself.
-    """
-    from PIL import Image
-
-    try:
-        import ultralytics.utils.patches as patches
-    except ImportError:  # pragma: no cover - an ultralytics without the patch
-        return
-    original = getattr(patches, "_image_open", None)
-    if original is not None and Image.open is getattr(patches, "image_open", None):
-        Image.open = original
-
-
-def seed_fonts(config_dir: Path) -> list[Path]:
-    """Copy a local TTF into ultralytics' config folder as Arial.ttf / Arial.Unicode.ttf (if missing)."""
-    import matplotlib
-
-    source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-    config_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in _FONT_NAMES:
-        target = config_dir / name
-        if not target.exists() and source.exists():
-            tmp = target.with_name(f".{name}.tmp{os.getpid()}")
-            shutil.copyfile(source, tmp)
-            tmp.replace(target)
-            written.append(target)
-    return written
-
-
-_AMP_BLOCKLIST = re.compile(
-    r"(nvidia|geforce|quadro|tesla).*?(1660|1650|1630|t400|t550|t600|t1000|t1200|t2000|k40m)", re.IGNORECASE
-)  # GPUs ultralytics' check_amp disables AMP on
-
-
-def _offline_check_amp(model: Any) -> bool:
-    """ultralytics' `check_amp` without downloading its reference model: AMP on CUDA unless blocklisted."""
-    import torch
-    from ultralytics.utils import WEIGHTS_DIR
-    from ultralytics.utils.checks import check_amp
-
-    device = next(model.parameters()).device
-    if device.type != "cuda":
-        return False
-    if (Path(WEIGHTS_DIR) / "yolo26n.pt").is_file():
-        return check_amp(model)
-    return not _AMP_BLOCKLIST.search(torch.cuda.get_device_name(device))
-
 
 # ------------------------------------------------------------------------------------------------ loading
 

@@ -14,11 +14,10 @@ state, together with the EMA weights and the loss log. So N steps straight equal
 from __future__ import annotations
 
 import abc
-
 import json
 import math
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,80 +27,20 @@ import torch.nn.functional as F
 from lapgen.cards import make_card, write_card
 from lapgen.errors import LapgenError
 from lapgen.models.checkpointing import (  # noqa: F401  (re-exported: the core's public names)
-    LOSS_LOG, LOSS_PLOT, STATE_FILE, find_resume_checkpoint, list_checkpoints, load_extra_state,
-    plot_losses, register_model_hooks, save_checkpoint,
+    LOSS_LOG,
+    LOSS_PLOT,
+    STATE_FILE,
+    find_resume_checkpoint,
+    list_checkpoints,
+    load_extra_state,
+    plot_losses,
+    register_model_hooks,
+    save_checkpoint,
 )
 from lapgen.models.latent_cache import EpochSampler, attach_training_cache, make_collate
+from lapgen.models.train_config import TrainConfig  # noqa: F401  (re-exported: the core's config)
 from lapgen.outputs import check_writable_parent, finalize_output_dir, prepare_output_dir, staging_path
 from lapgen.progress import make_progress, notice
-
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run (Stage 1 or 2). Defaults are the paper's (lr 1e-5 constant, 128 px)."""
-
-    data: str  # frames dataset folder (metadata.jsonl); ControlNet: with conditioning_image_file_name
-    out: str  # run folder to write
-    base: str = "sd15"  # registry name, local folder or hf:ORG/NAME of the Stable Diffusion pipeline
-    name: str | None = None  # registry name of the result
-    split: str = "train"
-    resolution: int = 128  # px, divisible by 8
-    learning_rate: float = 1e-5
-    lr_scheduler: str = "constant"  # any diffusers.optimization scheduler name
-    lr_warmup_steps: int = 0
-    batch_size: int = 16  # per process
-    epochs: int = 100
-    max_steps: int | None = None  # optimiser steps; overrides epochs
-    gradient_accumulation: int = 1
-    mixed_precision: str = "no"  # no | fp16 | bf16 (no on CPU)
-    train_text_encoder: bool = False  # Stage 1 only: also train the CLIP text encoder
-    ema: bool = False
-    ema_decay: float = 0.9999
-    snr_gamma: float | None = None  # Min-SNR-γ; 5.0 recommended
-    gradient_checkpointing: bool = False
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: int | None = None
-    resume: str | None = None  # latest | RUN/checkpoint-N
-    validation_prompts: list[str] = field(default_factory=list)
-    validation_masks: list[str] = field(default_factory=list)  # Stage 2: one mask PNG per prompt
-    validation_every: int = 1  # epochs
-    validation_inference_steps: int = 50
-    validation_guidance: float = 3.0
-    seed: int = 0
-    cache_latents: bool = False
-    max_grad_norm: float = 1.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1e-2
-    adam_epsilon: float = 1e-8
-    num_workers: int = 0  # DataLoader worker processes
-    device: str = "auto"  # auto | cpu | cuda
-    overwrite: bool = False
-    controlnet_init: str | None = None  # Stage 2: start from this ControlNet instead of the UNet
-
-    def check(self) -> None:
-        """Cheap validation of the numbers, before any heavy work."""
-        if self.resolution <= 0 or self.resolution % 8:
-            raise LapgenError(f"--resolution {self.resolution} must be a positive multiple of 8")
-        for flag, value in (("--batch-size", self.batch_size), ("--epochs", self.epochs),
-                            ("--gradient-accumulation", self.gradient_accumulation),
-                            ("--checkpointing-steps", self.checkpointing_steps),
-                            ("--validation-every", self.validation_every)):
-            if value < 1:
-                raise LapgenError(f"{flag} must be at least 1 (got {value})")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise LapgenError(f"--max-steps must be at least 1 (got {self.max_steps})")
-        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
-            raise LapgenError("--checkpoints-total-limit must be at least 1")
-        if self.learning_rate <= 0:
-            raise LapgenError("--lr must be positive")
-        if self.snr_gamma is not None and self.snr_gamma <= 0:
-            raise LapgenError("--snr-gamma must be positive")
-        if self.name is not None:  # registered at the very end: a bad name must not cost a whole training run
-            from lapgen.registry import check_name
-
-            check_name(self.name)
 
 
 class DiffusionStage(abc.ABC):
@@ -223,7 +162,7 @@ def run_training(config: TrainConfig, stage: DiffusionStage, *,
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
 
-    from lapgen.models.device import resolve_device
+    from lapgen.device import resolve_device
     from lapgen.progress import is_quiet
 
     if is_quiet():  # --quiet also silences the save/load bars of diffusers, transformers and the hub

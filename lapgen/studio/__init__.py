@@ -1,4 +1,4 @@
-"""`lapgen studio`: a local web page over lapgen's library functions (optional extra `lapgen[studio]`).
+"""`lapgen studio`: a local web page over lapgen's library functions (optional extra `studio`: `pip install -e ".[studio]"` in the checkout).
 
 - `prompting`: prompt composition from the CholecT50 vocabulary (plain functions).
 - `silhouettes`: built-in tool silhouettes drawn as binary masks.
@@ -20,5 +20,5 @@ def require_gradio() -> None:
     if importlib.util.find_spec("gradio") is None:
         raise LapgenError(
             "lapgen studio needs gradio, which is not installed",
-            hint='install the extra: pip install "lapgen[studio]"',
+            hint='install the extra from the lapgen checkout: pip install -e ".[studio]"',
         )

@@ -1,8 +1,8 @@
-"""The studio page (Gradio Blocks): layout and event wiring only.
+"""The studio page (Gradio Blocks): layout and event wiring only, and `launch`.
 
-Every handler is a thin adapter from widget values to the plain functions of `lapgen.studio.prompting`,
-`authoring`, `uploads` and `generation` (tested without a browser); a LapgenError becomes a message on
-the page, never a crash. Importing this module imports gradio (the `studio` extra).
+The handlers live in `lapgen.studio.handlers`: thin adapters from widget values to the plain functions of
+`lapgen.studio.prompting`, `authoring`, `uploads` and `generation` (tested without a browser); a LapgenError
+becomes a message on the page, never a crash. Importing this module imports gradio (the `studio` extra).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import gradio as gr
 
 from lapgen.data import vocab
 from lapgen.errors import LapgenError
-from lapgen.studio import authoring, prompting
+from lapgen.studio import authoring, handlers, prompting
 from lapgen.studio.generation import (
     LONG_MODES,
     GenerationRequest,
@@ -26,8 +26,9 @@ from lapgen.studio.generation import (
     clip_choices,
     model_choices,
 )
-from lapgen.studio.silhouettes import SILHOUETTES, tool_silhouette
-from lapgen.studio.uploads import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, read_upload_image
+from lapgen.studio.handlers import message as _message
+from lapgen.studio.silhouettes import SILHOUETTES
+from lapgen.studio.uploads import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 SOURCE_LABELS = {
     "authored": "tools placed on the canvas",
@@ -41,20 +42,6 @@ THEME = gr.themes.Default(
 CSS = "#canvas img {cursor: crosshair;} #status {min-height: 1.5em;}"
 
 
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, LapgenError):
-        return exc.one_line()
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
-
-
-def _page_error(exc: BaseException) -> gr.Error:
-    """A LapgenError (or an unexpected error, logged with its traceback) as a message on the page."""
-    if not isinstance(exc, LapgenError):
-        traceback.print_exception(exc, file=sys.stderr)
-    return gr.Error(_message(exc))
-
-
 def build_app(studio: Studio) -> gr.Blocks:
     """The Blocks app of one studio server (queue: one generation at a time)."""
     cfg = studio.config
@@ -64,6 +51,10 @@ def build_app(studio: Studio) -> gr.Blocks:
     segmenters, default_segmenter = model_choices("segmenter")
     first_instrument = vocab.INSTRUMENTS[0]
     first_verbs = prompting.verb_choices(first_instrument)
+    first_triplet = prompting.shown_triplet(
+        first_instrument, first_verbs[0], prompting.target_choices(first_instrument, first_verbs[0])[0]
+    )
+    first_format = prompting.prompt_format_of(default_model) or "paper"
 
     with gr.Blocks(title="lapgen studio") as demo:
         triplets = gr.State([])
@@ -106,14 +97,22 @@ def build_app(studio: Studio) -> gr.Blocks:
                 )
                 remove = gr.Button("Remove ticked", size="sm")
                 phase = gr.Dropdown(
-                    list(vocab.PHASES), value=prompting.DEFAULT_PHASE, label="Phase", elem_id="phase"
+                    prompting.phase_choices(first_format), value=prompting.DEFAULT_PHASE, label="Phase",
+                    elem_id="phase",
+                )
+                spelling = gr.Radio(
+                    [("carlot-… (the dataset's spelling; lapgen prepare's default)", "paper"),
+                     ("calot-… (a dataset prepared with --normalize-phase-names)", "paper-calot")],
+                    value=first_format,
+                    label="Phase spelling in the prompt: as in the chosen model's training prompts",
+                    elem_id="prompt-format",
                 )
                 override = gr.Textbox(
                     label="Free-text prompt (overrides the composed one)", elem_id="override"
                 )
                 preview = gr.Textbox(
-                    prompting.compose_prompt([], prompting.DEFAULT_PHASE).prompt,
-                    label="Prompt (the paper's template)",
+                    prompting.compose_prompt(first_triplet, prompting.DEFAULT_PHASE, "", first_format).prompt,
+                    label="Prompt (the paper's template): the triplets added and the one shown above",
                     interactive=False,
                     elem_id="prompt-preview",
                 )
@@ -137,6 +136,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                 gr.Markdown(
                     "Click the canvas to place a keyframe of the current tool (the rotation and "
                     "scale below apply to the next click)."
+                )
+                anchor = gr.Radio(
+                    [("its tip (a mask without a border entry: its centre)", "tip"), ("its centre", "centre")],
+                    value="tip", label="A click places the tool's", elem_id="anchor",
                 )
                 canvas = gr.Image(
                     authoring.render_canvas([], size),
@@ -203,83 +206,45 @@ def build_app(studio: Studio) -> gr.Blocks:
                 gallery = gr.Gallery(label="This session's generations", columns=3, elem_id="gallery")
 
         # ------------------------------------------------------------ action
-        def on_instrument(name):
-            verbs = prompting.verb_choices(name)
-            targets = prompting.target_choices(name, verbs[0]) if verbs else []
-            return (
-                gr.update(choices=verbs, value=verbs[0] if verbs else None),
-                gr.update(choices=targets, value=targets[0] if targets else None),
-            )
-
-        def on_verb(name, v):
-            targets = prompting.target_choices(name, v)
-            return gr.update(choices=targets, value=targets[0] if targets else None)
-
-        def refresh_prompt(selected, ph, text):
-            try:
-                shown = prompting.compose_prompt(selected, ph, text)
-            except LapgenError as exc:
-                raise _page_error(exc) from exc
-            return shown.prompt, (f"**Warning:** {shown.warning}" if shown.warning else "")
-
-        def on_add_triplet(selected, i, v, t):
-            try:
-                updated = prompting.add_triplet(selected, i, v, t)
-            except LapgenError as exc:
-                raise _page_error(exc) from exc
-            return updated, gr.update(choices=[prompting.triplet_label(x) for x in updated], value=[])
-
-        def on_remove(selected, ticked):
-            updated = prompting.remove_triplets(selected, ticked or [])
-            return updated, gr.update(choices=[prompting.triplet_label(x) for x in updated], value=[])
-
-        instrument.change(on_instrument, instrument, [verb, target], queue=False)
-        verb.change(on_verb, [instrument, verb], target, queue=False)
-        prompt_inputs = [triplets, phase, override]
+        prompt_inputs = [triplets, instrument, verb, target, phase, override, spelling]
+        refresh_prompt, on_verb = handlers.refresh_prompt, handlers.on_verb
+        instrument.change(handlers.on_instrument, instrument, [verb, target], queue=False).then(
+            refresh_prompt, prompt_inputs, [preview, warning], queue=False
+        )
+        verb.change(on_verb, [instrument, verb], target, queue=False).then(
+            refresh_prompt, prompt_inputs, [preview, warning], queue=False
+        )
+        target.change(refresh_prompt, prompt_inputs, [preview, warning], queue=False)
+        model.change(handlers.on_model, model, spelling, queue=False)
+        spelling.change(handlers.on_spelling, [spelling, phase], phase, queue=False).then(
+            refresh_prompt, prompt_inputs, [preview, warning], queue=False
+        )
         add_triplet.click(
-            on_add_triplet, [triplets, instrument, verb, target], [triplets, chosen], queue=False
+            handlers.on_add_triplet, [triplets, instrument, verb, target], [triplets, chosen], queue=False
         ).then(refresh_prompt, prompt_inputs, [preview, warning], queue=False)
-        remove.click(on_remove, [triplets, chosen], [triplets, chosen], queue=False).then(
+        remove.click(handlers.on_remove, [triplets, chosen], [triplets, chosen], queue=False).then(
             refresh_prompt, prompt_inputs, [preview, warning], queue=False
         )
         phase.change(refresh_prompt, prompt_inputs, [preview, warning], queue=False)
         override.change(refresh_prompt, prompt_inputs, [preview, warning], queue=False)
 
         # ------------------------------------------------------------ tools
-        def show(current):
-            return current, authoring.render_canvas(current, size), authoring.tracks_summary(current)
-
         tool_outputs = [tracks, canvas, summary]
 
+        def show(current):
+            return handlers.show(current, size=size)
+
         def on_silhouette(current, name):
-            try:
-                return show(
-                    authoring.add_track(current, f"{name} silhouette", tool_silhouette(name, size), size)
-                )
-            except LapgenError as exc:
-                raise _page_error(exc) from exc
+            return handlers.on_silhouette(current, name, size=size)
 
         def on_upload_mask(current, upload):
-            try:
-                mask = read_upload_image(upload, mode="L") > 127
-                return show(authoring.add_track(current, "uploaded mask", mask, size))
-            except LapgenError as exc:
-                raise _page_error(exc) from exc
+            return handlers.on_upload_mask(current, upload, size=size)
 
         def on_frame(current, upload, name):
-            try:
-                rgb = read_upload_image(upload, mode="RGB")
-                mask = studio.mask_from_frame(rgb, name)
-                return show(authoring.add_track(current, f"mask from frame ({name})", mask, size))
-            except Exception as exc:
-                raise _page_error(exc) from exc
+            return handlers.on_frame(current, upload, name, studio=studio, size=size)
 
-        def on_click(current, rot, scl, evt: gr.SelectData):
-            x, y = authoring.display_to_canvas(evt.index[0], evt.index[1], size)
-            try:
-                return show(authoring.add_keyframe(current, x, y, rot, scl))
-            except LapgenError as exc:
-                raise _page_error(exc) from exc
+        def on_click(current, rot, scl, where, evt: gr.SelectData):  # gradio passes the click by this annotation
+            return handlers.on_click(current, rot, scl, where, evt, size=size)
 
         add_silhouette.click(on_silhouette, [tracks, silhouette], tool_outputs, queue=False)
         add_upload.click(on_upload_mask, [tracks, mask_upload], tool_outputs, queue=False)
@@ -290,15 +255,12 @@ def build_app(studio: Studio) -> gr.Blocks:
             concurrency_id="gpu",
             concurrency_limit=1,
         )
-        canvas.select(on_click, [tracks, rotation, scale], tool_outputs, queue=False)
+        canvas.select(on_click, [tracks, rotation, scale, anchor], tool_outputs, queue=False)
         undo.click(lambda current: show(authoring.undo_keyframe(current)), tracks, tool_outputs, queue=False)
         clear.click(lambda: show([]), None, tool_outputs, queue=False)
 
         def on_preview(current, src, upload, clip_name, n, rate):
-            try:
-                return studio.preview(src, current, upload, clip_name, int(n), float(rate))
-            except Exception as exc:
-                raise _page_error(exc) from exc
+            return handlers.on_preview(current, src, upload, clip_name, n, rate, studio=studio)
 
         preview_masks.click(
             on_preview,
@@ -339,7 +301,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 if not isinstance(exc, LapgenError):
                     traceback.print_exception(exc, file=sys.stderr)
                 return (f"**Generation failed:** {_message(exc)}",) + (gr.skip(),) * 7
-            past = [*past, (str(result.gif), f"{len(past) + 1}: {result.prompt}")]
+            past = [*past, (str(result.thumbnail), f"{len(past) + 1}: {result.prompt}")]
             return (
                 f"**Done:** `{result.video.name}` in `{result.run_dir}`",
                 str(result.video),

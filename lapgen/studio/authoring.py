@@ -2,9 +2,14 @@
 
 A *track* is one tool: a binary mask (an upload, a built-in silhouette or a mask segmented from a real
 frame) and its keyframes (position of the mask's centroid in px, rotation in degrees counter-clockwise,
-scale). The sequence is the union over tracks of `lapgen.data.masks.animate_mask`, which is what
+scale). The sequence is the union over tracks of `lapgen.data.mask_motion.animate_mask`, which is what
 `lapgen masks animate --mask ... --path ... --rotate ... --scale ...` does with several `--mask/--path`
 pairs; `masks_animate_command` writes that command for the page.
+
+A click places the tool's tip by default (where a surgeon points), or its centre. The tip of a built-in
+silhouette is known; for an uploaded or segmented mask it is estimated as the mask pixel farthest from
+where the tool enters the image (`estimate_tip`); a mask that touches no border has no tip, and a click
+places its centre. A keyframe still stores the centroid position that `--path` takes.
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ DISPLAY_SIZE = 384  # px; the click canvas is shown larger than the 128 px masks
 TRACK_COLOURS = ((80, 200, 255), (255, 170, 60), (140, 255, 120), (255, 110, 200), (250, 240, 90))
 
 
+ANCHORS = ("tip", "centre")  # what a click on the canvas places
+
+
 @dataclass
 class Keyframe:
-    x: float  # px, canvas coordinates (x right)
+    x: float  # px, canvas coordinates (x right): the mask's centroid, as `--path` takes it
     y: float  # px (y down)
     rotation: float = 0.0  # degrees, counter-clockwise, about the mask's centroid
     scale: float = 1.0
+    at: tuple[float, float] | None = None  # the clicked point (the tip) when it is not the centroid
 
 
 @dataclass
@@ -35,6 +44,40 @@ class ToolTrack:
     label: str  # "grasper silhouette", "uploaded mask", "mask from frame"
     mask: np.ndarray  # (H, W) bool, canvas size
     keyframes: list[Keyframe] = field(default_factory=list)
+    tip: tuple[float, float] | None = None  # (x, y) px of the tool's tip in `mask`; None: unknown
+
+
+def estimate_tip(mask: np.ndarray) -> tuple[float, float] | None:
+    """The tip of a tool mask: the mask pixel farthest from the mean of its pixels on the image border
+    (where the shaft enters). None when the mask touches no border (a floating shape has no entry side)."""
+    h, w = mask.shape
+    border = np.zeros_like(mask, dtype=bool)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    entry = np.argwhere(mask & border)
+    if entry.size == 0:
+        return None
+    ey, ex = entry.mean(axis=0)
+    ys, xs = np.nonzero(mask)
+    far = int(np.argmax((xs - ex) ** 2 + (ys - ey) ** 2))
+    return float(xs[far]), float(ys[far])
+
+
+def centroid_for(track: ToolTrack, x: float, y: float, rotation: float, scale: float,
+                 anchor: str = "tip") -> tuple[float, float]:
+    """Where the mask's centroid goes so that the `anchor` point (tip or centre) of the rotated, scaled mask
+    lands on (x, y); the same affine map as `animate_mask` (OpenCV's rotation about the centroid)."""
+    import cv2
+
+    from lapgen.data.mask_motion import mask_centroid
+
+    if anchor not in ANCHORS:
+        raise LapgenError(f"unknown anchor {anchor!r}", hint="valid: " + ", ".join(ANCHORS))
+    if anchor == "centre" or track.tip is None:
+        return float(x), float(y)
+    cx, cy = mask_centroid(track.mask)
+    linear = cv2.getRotationMatrix2D((0.0, 0.0), float(rotation), float(scale))[:, :2]
+    dx, dy = linear @ np.array([track.tip[0] - cx, track.tip[1] - cy])
+    return round(float(x - dx), 2), round(float(y - dy), 2)
 
 
 def fit_mask(mask: np.ndarray, size: int) -> np.ndarray:
@@ -47,24 +90,29 @@ def fit_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return mask
 
 
-def add_track(tracks: list[ToolTrack], label: str, mask: np.ndarray, size: int) -> list[ToolTrack]:
-    """`tracks` plus a new tool; clicks on the canvas then add keyframes to it."""
-    return [*tracks, ToolTrack(label, fit_mask(mask, size))]
+def add_track(tracks: list[ToolTrack], label: str, mask: np.ndarray, size: int,
+              tip: tuple[float, float] | None = None) -> list[ToolTrack]:
+    """`tracks` plus a new tool (its tip given, e.g. a silhouette's, or estimated); clicks on the canvas then
+    add keyframes to it."""
+    fitted = fit_mask(mask, size)
+    if tip is None:
+        tip = estimate_tip(fitted)
+    return [*tracks, ToolTrack(label, fitted, tip=tip)]
 
 
 def add_keyframe(
-    tracks: list[ToolTrack], x: float, y: float, rotation: float = 0.0, scale: float = 1.0
+    tracks: list[ToolTrack], x: float, y: float, rotation: float = 0.0, scale: float = 1.0, anchor: str = "tip"
 ) -> list[ToolTrack]:
-    """Add a keyframe to the last (current) tool."""
+    """Add a keyframe to the last (current) tool: its `anchor` (tip or centre) at the click (x, y)."""
     if not tracks:
         raise LapgenError("add a tool first (a silhouette, an uploaded mask or a mask from a frame)")
     if scale <= 0:
         raise LapgenError(f"scale must be positive (got {scale:g})")
     last = tracks[-1]
-    updated = ToolTrack(
-        last.label, last.mask, [*last.keyframes, Keyframe(float(x), float(y), float(rotation), float(scale))]
-    )
-    return [*tracks[:-1], updated]
+    cx, cy = centroid_for(last, x, y, rotation, scale, anchor)
+    at = None if (cx, cy) == (float(x), float(y)) else (float(x), float(y))
+    key = Keyframe(cx, cy, float(rotation), float(scale), at)
+    return [*tracks[:-1], ToolTrack(last.label, last.mask, [*last.keyframes, key], last.tip)]
 
 
 def undo_keyframe(tracks: list[ToolTrack]) -> list[ToolTrack]:
@@ -74,7 +122,7 @@ def undo_keyframe(tracks: list[ToolTrack]) -> list[ToolTrack]:
     last = tracks[-1]
     if not last.keyframes:
         return tracks[:-1]
-    return [*tracks[:-1], ToolTrack(last.label, last.mask, last.keyframes[:-1])]
+    return [*tracks[:-1], ToolTrack(last.label, last.mask, last.keyframes[:-1], last.tip)]
 
 
 def display_to_canvas(x: float, y: float, size: int, display: int = DISPLAY_SIZE) -> tuple[float, float]:
@@ -100,7 +148,7 @@ def animate_track(track: ToolTrack, frames: int, size: int) -> np.ndarray:
     """`(frames, size, size)` bool: the track's mask moved through its keyframes by `animate_mask`, with
     one rotation and scale per keyframe (piecewise linear between keyframes), which is what
     `lapgen masks animate --rotate r0:...:rK --scale s0:...:sK` does."""
-    from lapgen.data.masks import animate_mask
+    from lapgen.data.mask_motion import animate_mask
 
     keys = track.keyframes
     if not keys:
@@ -132,7 +180,7 @@ def render_canvas(
 ) -> np.ndarray:
     """The click canvas, `(display, display, 3)` uint8: each tool drawn at each keyframe pose in its colour,
     the current tool's unplaced mask faintly when it has no keyframe yet, keyframes numbered."""
-    from lapgen.data.masks import animate_mask
+    from lapgen.data.mask_motion import animate_mask
 
     base = np.zeros((size, size, 3), np.float32) + 24
     if background is not None:
@@ -156,7 +204,7 @@ def render_canvas(
     f = display / size
     for t, track in enumerate(tracks):
         colour = TRACK_COLOURS[t % len(TRACK_COLOURS)]
-        centres = [(k.x * f, k.y * f) for k in track.keyframes]
+        centres = [((k.at or (k.x, k.y))[0] * f, (k.at or (k.x, k.y))[1] * f) for k in track.keyframes]
         if len(centres) > 1:
             draw.line(centres, fill=colour, width=2)
         for n, (cx, cy) in enumerate(centres):

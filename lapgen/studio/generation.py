@@ -65,6 +65,7 @@ class GenerationResult:
     frames_zip: Path
     card: Path
     commands: list[str] = field(default_factory=list)
+    thumbnail: Path | None = None  # PNG: the middle frame's mask beside it, for the page's gallery
 
     def card_text(self) -> str:
         return self.card.read_text()
@@ -315,6 +316,7 @@ class Studio:
             frames_zip,
             result.card,
             commands,
+            write_thumbnail(Path(extras["frames"]), run / "thumbnail.png"),
         )
 
 
@@ -354,3 +356,23 @@ def video_command(config: Any) -> str:
         parts += ["--dtype", config.dtype]
     parts += ["--gif", "--save-frames", "--side-by-side", "--out", str(config.out)]
     return shlex.join(parts)
+
+
+def write_thumbnail(frames: Path, out: Path) -> Path:
+    """A still PNG for the session gallery: the middle generated frame with its mask beside it (a plain
+    image, so every browser shows it; the animated GIF is among the downloads)."""
+    from PIL import Image
+
+    names = sorted(p.name for p in frames.glob("*.png"))
+    if not names:
+        raise LapgenError("the generation wrote no frames", path=frames)
+    middle = names[len(names) // 2]
+    with Image.open(frames / middle) as img:
+        frame = np.asarray(img.convert("RGB"))
+    mask_file = frames / "masks" / middle
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    if mask_file.is_file():
+        with Image.open(mask_file) as img:
+            mask = np.asarray(img.convert("L").resize(frame.shape[1::-1], Image.NEAREST))
+    Image.fromarray(np.concatenate([np.repeat(mask[..., None], 3, axis=2), frame], axis=1)).save(out)
+    return out

@@ -1,9 +1,16 @@
 """Prompt composition for the studio's Action panel: plain functions over `lapgen.data.vocab` / `prompts`.
 
 The page offers an instrument, then only the verbs that form one of the 100 CholecT50 triplets with it,
-then only the targets that complete a valid triplet; several triplets and a phase make the prompt, which is
-exactly `lapgen.data.prompts.triplet_prompt` (the paper's template). A free-text override replaces the
-composed prompt; words outside the vocabulary give a warning, never an error (as `lapgen video` does).
+then only the targets that complete a valid triplet. The prompt holds the triplets added with "Add triplet"
+plus the one the dropdowns show (what the page shows is what it generates); with a phase it is exactly
+`lapgen.data.prompts.triplet_prompt` (the paper's template). A free-text override replaces the composed
+prompt; words outside the vocabulary give a warning, never an error (as `lapgen video` does).
+
+Phase spelling: CholecT50 writes Calot's triangle as "carlot-triangle-dissection", and the paper's models
+were trained on prompts with that spelling (`lapgen prepare`'s default prompt format `paper`). A dataset
+prepared with `--normalize-phase-names` (format `paper-calot`) writes "calot-". The page names each phase in
+plain words, shows the exact prompt word beside it, and takes the spelling from the chosen model's training
+data when its cards say (`prompt_format_of`).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lapgen.data import vocab
-from lapgen.data.prompts import triplet_prompt, unknown_words
+from lapgen.data.prompts import DEFAULT_FORMAT, PROMPT_FORMATS, phase_text, triplet_prompt, unknown_words
 from lapgen.errors import LapgenError
 
 DEFAULT_PHASE = vocab.PHASES[1]  # carlot-triangle-dissection: the most frequent CholecT50 phase
@@ -96,10 +103,53 @@ class PromptPreview:
         )
 
 
-def compose_prompt(triplets: Iterable[int], phase: str | None, override: str | None = "") -> PromptPreview:
-    """The live preview: `triplet_prompt(triplets, phase)`, or the free-text override when one is given."""
+def shown_triplet(instrument: str | None, verb: str | None, target: str | None) -> list[int]:
+    """The triplet the dropdowns show, as a list of its id (empty while the choice is incomplete)."""
+    if not (instrument and verb and target) or target not in target_choices(instrument, verb):
+        return []
+    return [vocab.triplet_id(instrument, verb, target)]
+
+
+def phase_label(phase: str, fmt: str = DEFAULT_FORMAT) -> str:
+    """The phase in plain words with its exact prompt word: `"Calot's triangle dissection
+    (prompt: carlot-triangle-dissection, the dataset's spelling)"`."""
+    words = phase.replace("carlot-", "calot-").replace("-", " ")
+    if phase.startswith("carlot-"):
+        words = "Calot's " + words.removeprefix("calot ")
+    word = phase_text(phase, fmt)
+    note = ", the dataset's spelling" if word == phase and phase.startswith("carlot-") else ""
+    return f"{words[:1].upper()}{words[1:]} (prompt: {word}{note})"
+
+
+def phase_choices(fmt: str = DEFAULT_FORMAT) -> list[tuple[str, str]]:
+    """(label, value) of the seven CholecT50 phases; the value is the dataset's phase name."""
+    return [(phase_label(p, fmt), p) for p in vocab.PHASES]
+
+
+def prompt_format_of(model: str | None) -> str | None:
+    """The prompt format the model `model` was trained with, when its cards say: the training data of a
+    lapgen-trained pipeline is a `lapgen prepare` dataset whose card names its `prompt_format`."""
+    from lapgen.cards import read_card
+    from lapgen.registry import resolve
+
+    try:
+        entry = resolve(model, kind="pipeline")
+    except LapgenError:
+        return None
+    data = ((entry.card or {}).get("config") or {}).get("data")
+    try:
+        card = read_card(data, required=False) if data else None
+    except (LapgenError, OSError):
+        return None
+    fmt = (card or {}).get("prompt_format")
+    return fmt if fmt in PROMPT_FORMATS else None
+
+
+def compose_prompt(triplets: Iterable[int], phase: str | None, override: str | None = "",
+                   fmt: str = DEFAULT_FORMAT) -> PromptPreview:
+    """The live preview: `triplet_prompt(triplets, phase, fmt)`, or the free-text override when one is given."""
     text = (override or "").strip()
     if text:
         return PromptPreview(" ".join(text.split()), tuple(unknown_words(text)))
-    prompt = triplet_prompt(list(triplets), phase or DEFAULT_PHASE)
+    prompt = triplet_prompt(list(triplets), phase or DEFAULT_PHASE, fmt)
     return PromptPreview(prompt, tuple(unknown_words(prompt)))

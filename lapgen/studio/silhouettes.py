@@ -1,7 +1,7 @@
 """Built-in tool silhouettes: binary masks of the six CholecT50 instruments, drawn from simple shapes.
 
 They are a starting point for authoring a mask sequence when no real mask is at hand: the studio moves a
-silhouette along the user's keyframes with `lapgen.data.masks.animate_mask`, exactly like
+silhouette along the user's keyframes with `lapgen.data.mask_motion.animate_mask`, exactly like
 `lapgen masks animate --mask tool.png`. Each silhouette is a laparoscopic tool as it appears in a
 Cholec80 frame: a straight shaft entering from the lower-right border, with the instrument's tip near
 the image centre. They are schematic (not learnt from data) and drawn at any square size.
@@ -10,6 +10,7 @@ the image centre. They are schematic (not learnt from data) and drawn at any squ
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -78,7 +79,7 @@ def tool_silhouette(name: str, size: int = 128, *, angle: float = _SHAFT_ANGLE) 
     a = math.radians(angle)
     du = (math.cos(a), math.sin(a))  # unit vector along the shaft, image coordinates (y down)
     dv = (-math.sin(a), math.cos(a))
-    tip = (0.44 * size, 0.44 * size)  # px; the shaft then runs past the lower-right border
+    tip = _origin(size)  # px; the shaft then runs past the lower-right border
 
     def to_px(poly: Polygon) -> list[tuple[float, float]]:
         return [
@@ -100,3 +101,39 @@ def tool_silhouette(name: str, size: int = 128, *, angle: float = _SHAFT_ANGLE) 
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
     small = img.resize((size, size), Image.BOX)
     return np.asarray(small) > 127
+
+
+def _origin(size: int) -> tuple[float, float]:
+    """(x, y) px where the shaft meets the tip shapes (the unit frame's origin)."""
+    return 0.44 * size, 0.44 * size
+
+
+def tip_position(name: str, size: int = 128, *, angle: float = _SHAFT_ANGLE) -> tuple[float, float]:
+    """(x, y) px of the tool's working end in its `(size, size)` silhouette: the point of the tip shapes
+    farthest from the border along the shaft (the jaws' ends, the hook's bend, the tube's rounded end)."""
+    if name not in SILHOUETTES:
+        raise LapgenError(f"unknown tool silhouette {name!r}", hint="valid: " + ", ".join(SILHOUETTES))
+    reach = min((u for poly in _tip_shapes(name) for u, _v in poly), default=0.0)
+    if name == "irrigator":
+        reach = -_SHAFT_WIDTH[name] / 2  # the rounded end
+    a = math.radians(angle)
+    x0, y0 = _origin(size)
+    return round(x0 + size * reach * math.cos(a), 2), round(y0 + size * reach * math.sin(a), 2)
+
+
+def save_silhouette(name: str, out: str | Path, *, size: int = 128, angle: float = _SHAFT_ANGLE,
+                    overwrite: bool = False) -> Path:
+    """Write the silhouette of `name` as a 0/255 greyscale PNG at `out` (written to a temporary name and
+    renamed); an existing `out` needs `overwrite`. Returns `out`."""
+    from lapgen.outputs import atomic_file, check_writable_parent
+
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise LapgenError("a silhouette is written as a PNG", path=out, hint="give --out a .png name")
+    mask = tool_silhouette(name, size, angle=angle)  # checks the name and the size before touching disk
+    if out.exists() and not overwrite:
+        raise LapgenError("output already exists", path=out, hint="pass --overwrite or choose another --out")
+    check_writable_parent(out)
+    with atomic_file(out) as fh:
+        Image.fromarray(mask.astype(np.uint8) * 255).save(fh, format="PNG")  # (H, W) uint8: mode L
+    return out

@@ -134,3 +134,27 @@ def load_rendezvous(path: str | Path, *, device: str | torch.device | None = Non
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
+
+
+def load_recognizer(source=None, *, device="auto") -> Rendezvous:
+    """The recognizer of a registry source (name, folder, official `.pth`; None: the default recognizer),
+    loaded by `load_rendezvous` on `device` (`auto|cpu|cuda[:N]`). A registered recognizer without a file on
+    this machine is a one-line error saying where to get or how to train one."""
+    from lapgen.device import resolve_device
+    from lapgen.registry import Entry, resolve
+
+    entry = source if isinstance(source, Entry) else resolve(source, kind="recognizer")
+    if entry.kind != "recognizer":
+        raise LapgenError(f"'{entry.name}' is a {entry.kind}, not a recognizer")
+    if entry.path is None:
+        url = entry.options.get("url", "")
+        add_name = entry.name if (entry.builtin or entry.user) else "NAME"
+        raise LapgenError(
+            f"recognizer '{entry.name}': no checkpoint on disk (looked for "
+            f"{', '.join(entry.options.get('files', [])[:1]) or 'a weights file'} in $LAPGEN_HOME/weights)",
+            hint=f"download an official checkpoint{' from ' + url if url else ''} or train one with "
+                 f"`lapgen eval train-recognizer`, then `lapgen models add {add_name} PATH`")
+    if not entry.path.exists():
+        raise LapgenError(f"recognizer '{entry.name}': checkpoint does not exist", path=entry.path)
+    return load_rendezvous(entry.path, device=resolve_device(device))
+

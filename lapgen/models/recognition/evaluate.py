@@ -89,7 +89,7 @@ def load_labelled_set(cfg: MapEvalConfig) -> tuple[Path, list[dict], dict | None
 
 
 def _recognizer(cfg: MapEvalConfig):
-    from lapgen.models.loading import load_recognizer
+    from lapgen.models.recognition.checkpoint import load_recognizer
     from lapgen.registry import resolve
 
     entry = resolve(cfg.recognizer, kind="recognizer")  # one-line error for unknown names / other kinds

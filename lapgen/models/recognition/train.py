@@ -203,7 +203,7 @@ def train_recognizer(cfg: TrainRecognizerConfig) -> dict[str, Any]:
 
     from lapgen.cards import make_card, write_card
     from lapgen.metrics.triplets import triplet_map
-    from lapgen.models.device import resolve_device
+    from lapgen.device import resolve_device
     from lapgen.outputs import atomic_file, file_sha256, finalize_output_dir, prepare_output_dir
     from lapgen.progress import make_progress, notice
 
