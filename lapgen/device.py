@@ -7,6 +7,8 @@ bf16 runs on CPU (`torch.autocast("cpu")` supports it) and on GPUs that support 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from lapgen.errors import LapgenError
@@ -94,3 +96,21 @@ def mixed_precision_for(dtype: "str | torch.dtype | None",
 
     resolved = resolve_dtype(dtype, device)
     return {torch.float32: "no", torch.float16: "fp16", torch.bfloat16: "bf16"}[resolved]
+
+
+@contextmanager
+def keep_torch_threads() -> Iterator[int]:
+    """Restore torch's CPU thread count after the block (yields the count on entry).
+
+    ultralytics' `select_device` (run by every YOLO train, predict and val on CPU) sets
+    `torch.set_num_threads(cpu_count - 1)` for the whole process and leaves it: on a 2-core machine every
+    later torch computation in the same process (the demo's diffusion training, the studio) would run on
+    one core.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)

@@ -184,3 +184,25 @@ def test_interrupted_training_resumes(tmp_path, copy_yolo_dataset):
     card = yaml.safe_load((out / "lapgen.yaml").read_text())
     assert card["resumed"] is True and summary["epochs"] == 2
     assert len((out / "results.csv").read_text().splitlines()) == 1 + 2
+
+
+def test_ultralytics_leaves_torch_threads_alone(tmp_path, copy_yolo_dataset, tiny_segmenter_run):
+    """ultralytics sets torch's CPU threads to cpu_count - 1 for the whole process; lapgen restores them after
+    every train and predict, and trains without loader workers on every thread."""
+    import numpy as np
+    import torch
+
+    from lapgen.models.segmentation import TrainConfig, load_yolo, predict_union_masks, train
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # any count ultralytics would not choose on its own (it picks cpu_count - 1)
+    seen = []
+    try:
+        train(TrainConfig(data=copy_yolo_dataset, out=tmp_path / "run", base="yolov8n-seg.yaml", epochs=1,
+                          imgsz=64, batch=8, device="cpu", workers=0, plots=False,
+                          callbacks={"on_train_epoch_start": lambda t: seen.append(torch.get_num_threads())}))
+        assert seen == [3] and torch.get_num_threads() == 3
+        predict_union_masks(load_yolo(tiny_segmenter_run.path), [np.zeros((64, 64, 3), np.uint8)], imgsz=64)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -148,10 +148,14 @@ def instance_f1_yolo_val(model: Any, image_set: ImageSet, masks: list[np.ndarray
             if text is not None:  # the paper writes no label file for an empty mask (background image)
                 (root / "labels" / "val" / f"{name}.txt").write_text(text)
         (root / "data.yaml").write_text(f"path: {root}\ntrain: images/val\nval: images/val\nnames:\n  0: tool\n")
+        from lapgen.device import keep_torch_threads
+
         try:
-            metrics = model.val(data=str(root / "data.yaml"), split="val", single_cls=True, imgsz=imgsz,
-                                batch=batch_size, device=device, plots=False, verbose=False, workers=0,
-                                project=str(Path(tmp) / "runs"), name="val", exist_ok=True, save_json=False)
+            with keep_torch_threads():
+                metrics = model.val(data=str(root / "data.yaml"), split="val", single_cls=True, imgsz=imgsz,
+                                    batch=batch_size, device=device, plots=False, verbose=False, workers=0,
+                                    project=str(Path(tmp) / "runs"), name="val", exist_ok=True,
+                                    save_json=False)
         except ValueError as exc:
             if "boxes and segments" not in str(exc):
                 raise

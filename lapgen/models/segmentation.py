@@ -164,20 +164,23 @@ def predict_union_masks(
     """
     if not images:
         return []
+    from lapgen.device import keep_torch_threads
+
     half = device != "cpu"
     bgr = [np.ascontiguousarray(img[..., ::-1]) for img in images]  # ultralytics reads arrays as BGR
-    results = model.predict(
-        bgr,
-        conf=conf,
-        iou=iou,
-        imgsz=imgsz,
-        device=device,
-        half=half,
-        retina_masks=True,
-        verbose=False,
-        save=False,
-        stream=False,
-    )
+    with keep_torch_threads():
+        results = model.predict(
+            bgr,
+            conf=conf,
+            iou=iou,
+            imgsz=imgsz,
+            device=device,
+            half=half,
+            retina_masks=True,
+            verbose=False,
+            save=False,
+            stream=False,
+        )
     out = []
     for img, res in zip(images, results):
         h, w = img.shape[:2]
@@ -254,6 +257,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     import torch
 
     from lapgen import cards, progress, registry
+    from lapgen.device import keep_torch_threads
     from lapgen.outputs import file_sha256, finalize_output_dir, prepare_output_dir
 
     if config.register_name is not None:
@@ -301,13 +305,17 @@ def train(config: TrainConfig) -> dict[str, Any]:
         model.add_callback("on_fit_epoch_end", on_epoch_end)
         for event, function in config.callbacks.items():
             model.add_callback(event, function)
-        try:
-            if resuming:
-                model.train(resume=True, device=device, workers=config.workers)
-            else:
-                model.train(**args)
-        finally:
-            torch.use_deterministic_algorithms(deterministic)
+        with keep_torch_threads() as threads:
+            if device == "cpu" and config.workers == 0:
+                # ultralytics keeps a core free for data-loading workers; without workers, use every core
+                model.add_callback("on_train_start", lambda trainer: torch.set_num_threads(threads))
+            try:
+                if resuming:
+                    model.train(resume=True, device=device, workers=config.workers)
+                else:
+                    model.train(**args)
+            finally:
+                torch.use_deterministic_algorithms(deterministic)
     trainer = model.trainer
     best = stage / "weights" / "best.pt"
     if not best.is_file():
