@@ -303,7 +303,7 @@ _TOOL_PATH = "40,92;60,72;80,58"  # centroid keyframes (px at 128x128): the gras
 
 def masks_cmds(c: Context) -> list[str]:
     return [
-        f"(library) lapgen.studio.silhouettes.tool_silhouette('grasper') -> {c.p('video', 'grasper.png')}",
+        cmd("lapgen", "masks", "silhouette", "grasper", "--size", 128, "--out", c.p("video", "grasper.png")),
         cmd(
             "lapgen",
             "masks",
@@ -323,12 +323,11 @@ def masks_cmds(c: Context) -> list[str]:
 
 
 def masks_step(c: Context) -> dict:
-    from lapgen.data.masks import write_mask
     from lapgen.models.mask_sequences import ToolPath, animate_masks
-    from lapgen.studio.silhouettes import tool_silhouette
+    from lapgen.studio.silhouettes import save_silhouette
 
     c.p("video").mkdir(parents=True, exist_ok=True)
-    write_mask(c.p("video", "grasper.png"), tool_silhouette("grasper", 128))
+    save_silhouette("grasper", c.p("video", "grasper.png"), size=128, overwrite=True)
     animate_masks(
         [ToolPath(str(c.p("video", "grasper.png")), _TOOL_PATH, "0:-20")],
         c.sizes.video_frames,

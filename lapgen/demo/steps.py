@@ -83,30 +83,68 @@ def write_json(path: Path, payload: Any, results: list[dict[str, Any]], **card_f
 # ------------------------------------------------------------------------------------------------ data
 
 
+def _ids(values: tuple[int, ...]) -> str:
+    return ",".join(str(v) for v in values)
+
+
 def data_cmds(c: Context) -> list[str]:
+    s = c.sizes
     return [
-        (
-            "(library) lapgen.data.synthetic.write_cholect50 / write_cholec80 / write_cholecseg8k / write_artnet"
-            f" -> {c.p('raw')}"
+        cmd(
+            "lapgen",
+            "synthetic",
+            "--cholect50-videos",
+            _ids(s.t50_videos),
+            "--cholect50-frames",
+            s.t50_frames,
+            "--cholec80-videos",
+            _ids(s.c80_videos),
+            "--cholec80-frames",
+            s.c80_frames,
+            "--cholecseg8k-videos",
+            _ids(s.seg8k_videos),
+            "--cholecseg8k-clips",
+            s.seg8k_clips,
+            "--cholecseg8k-frames",
+            s.seg8k_frames,
+            "--artnet-train",
+            _ids(s.artnet_train),
+            "--artnet-test",
+            _ids(s.artnet_test),
+            "--size",
+            f"{s.frame_size[0]}x{s.frame_size[1]}",
+            "--tool-scale",
+            s.tool_scale,
+            "--seed",
+            c.seed,
+            "--out",
+            c.p("raw"),
         )
     ]
 
 
 def data_step(c: Context) -> dict:
-    from lapgen.data import synthetic
+    from lapgen.data.synthetic_release import SyntheticConfig, write_synthetic_release
 
-    s, raw = c.sizes, c.p("raw")
-    common = {"size": s.frame_size, "seed": c.seed, "tool_scale": s.tool_scale}
-    synthetic.write_cholect50(raw / "CholecT50", videos=s.t50_videos, num_frames=s.t50_frames, **common)
-    synthetic.write_cholec80(raw / "cholec80", videos=s.c80_videos, num_frames=s.c80_frames, **common)
-    synthetic.write_cholecseg8k(
-        raw / "CholecSeg8k",
-        videos=s.seg8k_videos,
-        clips_per_video=s.seg8k_clips,
-        frames_per_clip=s.seg8k_frames,
-        **common,
+    s = c.sizes
+    write_synthetic_release(
+        SyntheticConfig(
+            out=c.p("raw"),
+            cholect50_videos=s.t50_videos,
+            cholect50_frames=s.t50_frames,
+            cholec80_videos=s.c80_videos,
+            cholec80_frames=s.c80_frames,
+            cholecseg8k_videos=s.seg8k_videos,
+            cholecseg8k_clips=s.seg8k_clips,
+            cholecseg8k_frames=s.seg8k_frames,
+            artnet_train=s.artnet_train,
+            artnet_test=s.artnet_test,
+            size=s.frame_size,
+            tool_scale=s.tool_scale,
+            seed=c.seed,
+            overwrite=True,
+        )
     )
-    synthetic.write_artnet(raw / "ART-Net", train=s.artnet_train, test=s.artnet_test, **common)
     return {}
 
 
