@@ -17,14 +17,68 @@ from lapgen.cli.main import app
 runner = CliRunner()
 
 
+# The library functions behind the demo's printed commands: (module, function). The demo calls them itself;
+# `lapgen <command>` calls the same function with the configuration it builds from its options.
+LIBRARY_CALLS = (
+    ("lapgen.data.synthetic_release", "write_synthetic_release"),
+    ("lapgen.data.prepare", "prepare"),
+    ("lapgen.data.yolo_convert", "convert"),
+    ("lapgen.models.segmentation", "train"),
+    ("lapgen.models.segmenter_eval", "evaluate_segmenter"),
+    ("lapgen.models.annotate", "annotate"),
+    ("lapgen.registry", "add_entry"),
+    ("lapgen.models.finetune", "finetune"),
+    ("lapgen.models.controlnet", "train_controlnet"),
+    ("lapgen.models.recognition.train", "train_recognizer"),
+    ("lapgen.models.sampling", "sample_images"),
+    ("lapgen.studio.silhouettes", "save_silhouette"),
+    ("lapgen.models.mask_sequences", "animate_masks"),
+    ("lapgen.models.video_generation", "generate_video"),
+    ("lapgen.metrics.evaluate", "evaluate_fidelity"),
+    ("lapgen.models.mask_f1", "evaluate_mask_f1"),
+    ("lapgen.models.recognition.evaluate", "evaluate_map"),
+    ("lapgen.metrics.report", "build_report"),
+    ("lapgen.registry", "set_default"),
+)
+
+
+def _patch_library(mp, record, *, run: bool) -> None:
+    """Wrap every LIBRARY_CALLS function: record (name, args, kwargs), then run it or stop the command."""
+    import importlib
+    import inspect
+
+    for module_name, name in LIBRARY_CALLS:
+        module = importlib.import_module(module_name)
+        real = getattr(module, name)
+
+        def wrapper(*args, _real=real, _name=name, **kwargs):
+            bound = inspect.signature(_real).bind(*args, **kwargs)
+            bound.apply_defaults()  # a default the command spells out equals one the demo leaves implicit
+            record.append((_name, dict(bound.arguments)))
+            if run:
+                return _real(*args, **kwargs)
+            raise _Stop
+
+        mp.setattr(module, name, wrapper)
+
+
+class _Stop(Exception):
+    """Raised by a recording wrapper to stop a command right after it built its configuration."""
+
+
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
-    """One quick demo in a registry home of its own (its defaults must not leak into other tests)."""
+    """One quick demo in a registry home of its own (its defaults must not leak into other tests), with every
+    library call it makes recorded."""
     root = tmp_path_factory.mktemp("demo")
+    calls: list = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LAPGEN_HOME", str(root / "home"))
-        result = runner.invoke(app, ["demo", "--quick", "--out", str(root / "demo"), "--device", "cpu"])
-        yield {"root": root, "out": root / "demo", "result": result, "home": root / "home", "mp": mp}
+        with pytest.MonkeyPatch.context() as recording:
+            _patch_library(recording, calls, run=True)
+            result = runner.invoke(app, ["demo", "--quick", "--out", str(root / "demo"), "--device", "cpu"])
+        yield {"root": root, "out": root / "demo", "result": result, "home": root / "home", "mp": mp,
+               "calls": calls}
 
 
 @pytest.fixture
@@ -79,29 +133,57 @@ def test_printed_paths_and_commands(quick_demo):
     assert any(ln.startswith("lapgen eval report ") for ln in printed)
 
 
-def test_printed_commands_parse_with_the_real_cli(quick_demo):
-    """Each printed `lapgen ...` line is a valid invocation of the real command (options and values)."""
-    import click
-    import typer.main
+# What a printed command may legitimately leave out: the demo re-runs its own steps over their outputs
+# (overwrite), shows progress (on_step) and records itself as the origin of the defaults it sets.
+IGNORED = {"overwrite", "on_step", "origin"}
 
+
+def _plain(value):
+    """A comparable form of a call argument: dataclasses as dicts (ignored fields dropped), paths as text."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name not in IGNORED}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):  # (in label dicts, a key given as None is a key not given)
+        return {k: _plain(v) for k, v in value.items() if k not in IGNORED and v is not None}
+    return value
+
+
+def _differences(got, want, where: str = "") -> list[str]:
+    if isinstance(got, dict) and isinstance(want, dict):
+        return [d for k in sorted(set(got) | set(want), key=str)
+                for d in _differences(got.get(k, "<absent>"), want.get(k, "<absent>"), f"{where}.{k}")]
+    if isinstance(got, list) and isinstance(want, list) and len(got) == len(want):
+        return [d for i, (g, w) in enumerate(zip(got, want)) for d in _differences(g, w, f"{where}[{i}]")]
+    return [] if got == want else [f"{where}: command {got!r}, demo {want!r}"]
+
+
+def test_printed_commands_build_the_configuration_the_demo_ran(quick_demo, monkeypatch):
+    """Every printed `lapgen ...` line, run through the real CLI, calls the same library function with the same
+    configuration as the demo did, in the same order: the printed commands are the demo."""
     from lapgen.demo import STEPS
     from lapgen.demo.sizes import QUICK
     from lapgen.demo.steps import Context
 
-    group = typer.main.get_command(app)
     ctx = Context(out=quick_demo["out"], seed=0, sizes=QUICK, device="cpu")
     lines = [line for step in STEPS for line in step.commands(ctx) if line.startswith("lapgen ")]
-    assert len(lines) > 20
+    monkeypatch.setenv("LAPGEN_HOME", str(quick_demo["home"]))
+    from_cli: list = []
+    _patch_library(monkeypatch, from_cli, run=False)
     for line in lines:
-        args = shlex.split(line)[1:]
-        command, parent = group, None
-        with click.Context(group) as root:
-            parent = root
-            while isinstance(command, click.Group):
-                name, sub, args = command.resolve_command(parent, args)
-                parent = click.Context(sub, parent=parent, info_name=name)
-                command = sub
-            command.make_context(command.name, list(args), parent=parent)  # raises on unknown options/values
+        before = len(from_cli)
+        result = runner.invoke(app, shlex.split(line)[1:])
+        assert len(from_cli) == before + 1, f"{line}\n{result.output}"
+        assert isinstance(result.exception, _Stop), f"{line}\n{result.output}"
+    from_demo = quick_demo["calls"]
+    assert [c[0] for c in from_cli] == [c[0] for c in from_demo]
+    for line, (name, arguments), (_, demo_arguments) in zip(lines, from_cli, from_demo):
+        got, want = _plain(arguments), _plain(demo_arguments)
+        assert got == want, f"{line}: {name} differs from the demo's call: {_differences(got, want)}"
 
 
 def test_report_has_trained_and_untrained_rows(quick_demo):

@@ -5,23 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lapgen.demo.steps import NAMES, SETS, SETUP, Context, cmd, write_json
+from lapgen.demo.steps import DESCRIPTIONS, NAMES, SETS, SETUP, Context, cmd, write_json
 
 
 def features_cmds(c: Context) -> list[str]:
     w = c.p("weights")
     return [
         f"(library) lapgen.demo.assets.write_random_inception / write_random_clip -> {w}",
-        cmd(
-            "lapgen",
-            "models",
-            "add",
-            NAMES["inception"],
-            w / inception_file(c),
-            "--kind",
-            "feature-extractor",
+        *(
+            cmd("lapgen", "models", "add", NAMES[key], w / name, "--kind", "feature-extractor",
+                "--description", DESCRIPTIONS[key])
+            for key, name in (("inception", inception_file(c)), ("clip", clip_file(c)))
         ),
-        cmd("lapgen", "models", "add", NAMES["clip"], w / clip_file(c), "--kind", "feature-extractor"),
     ]
 
 
@@ -41,11 +36,8 @@ def features_step(c: Context) -> dict:
     w.mkdir(parents=True, exist_ok=True)
     inception = write_random_inception(w / inception_file(c), seed=c.seed)
     clip = write_random_clip(w / clip_file(c), seed=c.seed)
-    label = "lapgen demo: RANDOM weights (seeded), values comparable only within one demo run"
-    add_entry(
-        NAMES["inception"], str(inception), kind="feature-extractor", description=f"Inception-v3, {label}"
-    )
-    add_entry(NAMES["clip"], str(clip), kind="feature-extractor", description=f"CLIP ViT-B/32, {label}")
+    add_entry(NAMES["inception"], str(inception), kind="feature-extractor", description=DESCRIPTIONS["inception"])
+    add_entry(NAMES["clip"], str(clip), kind="feature-extractor", description=DESCRIPTIONS["clip"])
     return {}
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lapgen.demo.steps import NAMES, PROMPT, SETS, Context, cmd
+from lapgen.demo.steps import DESCRIPTIONS, NAMES, PROMPT, SETS, Context, cmd
 
 # ---------------------------------------------------------------------------------------- diffusion
 
@@ -16,7 +16,8 @@ from lapgen.demo.steps import NAMES, PROMPT, SETS, Context, cmd
 def base_cmds(c: Context) -> list[str]:
     return [
         f"(library) lapgen.demo.assets.materialize_demo_base -> {c.p('models', 'demo-base')}",
-        cmd("lapgen", "models", "add", NAMES["base"], c.p("models", "demo-base"), "--kind", "pipeline"),
+        cmd("lapgen", "models", "add", NAMES["base"], c.p("models", "demo-base"), "--kind", "pipeline",
+            "--description", DESCRIPTIONS["base"]),
     ]
 
 
@@ -36,7 +37,7 @@ def base_step(c: Context) -> dict:
         NAMES["base"],
         str(path),
         kind="pipeline",
-        description="lapgen demo: untrained small UNet + tiny-sd text encoder + hand-set box VAE",
+        description=DESCRIPTIONS["base"],
     )
     return {}
 
@@ -160,7 +161,8 @@ def untrained_cn_cmds(c: Context) -> list[str]:
             f"(library) lapgen.demo.assets.materialize_untrained_controlnet (ControlNetModel.from_unet of demo-sd, "
             f"where train-controlnet starts) -> {folder}"
         ),
-        cmd("lapgen", "models", "add", NAMES["controlnet_untrained"], folder, "--kind", "controlnet"),
+        cmd("lapgen", "models", "add", NAMES["controlnet_untrained"], folder, "--kind", "controlnet",
+            "--description", DESCRIPTIONS["controlnet_untrained"]),
     ]
 
 
@@ -175,7 +177,7 @@ def untrained_cn_step(c: Context) -> dict:
         NAMES["controlnet_untrained"],
         str(path),
         kind="controlnet",
-        description="lapgen demo: untrained ControlNet of demo-sd (zero outputs), the Stage-2 baseline",
+        description=DESCRIPTIONS["controlnet_untrained"],
     )
     return {}
 
@@ -245,6 +247,9 @@ def recognizer_step(c: Context) -> dict:
 # ------------------------------------------------------------------------------------ sample and video
 
 
+SAMPLE_BATCH = 16  # images per pipeline call
+
+
 def sample_cmds(c: Context) -> list[str]:
     s = c.sizes
     lines = []
@@ -266,6 +271,8 @@ def sample_cmds(c: Context) -> list[str]:
                 s.sample_steps,
                 "--seed",
                 c.seed,
+                "--batch-size",
+                SAMPLE_BATCH,
                 "--device",
                 c.device,
                 "--out",
@@ -290,7 +297,7 @@ def sample_step(c: Context) -> dict:
                 n=s.n_samples,
                 steps=s.sample_steps,
                 seed=c.seed,
-                batch_size=16,
+                batch_size=SAMPLE_BATCH,
                 device=c.device,
                 overwrite=True,
             )

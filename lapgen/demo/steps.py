@@ -32,6 +32,14 @@ NAMES = {
     "inception": "demo-inception-random",
     "clip": "demo-clip-random",
 }
+_RANDOM = "lapgen demo: RANDOM weights (seeded), values comparable only within one demo run"
+# Registry descriptions of what the demo registers with `lapgen models add` (printed and passed alike).
+DESCRIPTIONS = {
+    "base": "lapgen demo: untrained small UNet + tiny-sd text encoder + hand-set box VAE",
+    "controlnet_untrained": "lapgen demo: untrained ControlNet of demo-sd (zero outputs), the Stage-2 baseline",
+    "inception": f"Inception-v3, {_RANDOM}",
+    "clip": f"CLIP ViT-B/32, {_RANDOM}",
+}
 SETUP = "lapgen demo (random-weight extractors)"  # report label of every generated set: FID/CMMD features
 # The four generated sets: folder -> (pipeline, ControlNet, report label, trained?)
 SETS = {
