@@ -8,6 +8,7 @@ from pathlib import Path
 from lapgen.demo import evaluation as ev
 from lapgen.demo import generation as gen
 from lapgen.demo import steps as st
+from lapgen.demo import video as vid
 from lapgen.demo.steps import SETS, Context, Step
 
 
@@ -103,16 +104,16 @@ STEPS: tuple[Step, ...] = (
     Step(
         "masks-animate",
         "author a moving grasper mask sequence",
-        gen.masks_cmds,
-        gen.masks_step,
+        vid.masks_cmds,
+        vid.masks_step,
         _files("video", "masks"),
     ),
     Step(
         "video",
         "Stage 3: generate the video (ControlVideo)",
-        gen.video_cmds,
-        gen.video_step,
-        gen.video_outputs,
+        vid.video_cmds,
+        vid.video_step,
+        vid.video_outputs,
     ),
     Step(
         "eval-features",

@@ -1,10 +1,11 @@
 """The steps of `lapgen demo`, each one the library call behind one `lapgen` command: the shared context,
-names and helpers, and the data and segmenter steps (`lapgen.demo.generation`: Stages 1-3,
-`lapgen.demo.evaluation`: the metrics; `lapgen.demo.plan`: their order).
+names and helpers, and the data and segmenter steps (`lapgen.demo.generation`: Stages 1-2,
+`lapgen.demo.video`: Stage 3, `lapgen.demo.evaluation`: the metrics; `lapgen.demo.plan`: their order).
 
 Every step has the command line a user would type (`commands`, printed before it runs) and `run`, which
 calls the same library function with the same settings that command builds (`lapgen.data.prepare.prepare`
-for `lapgen prepare`, `lapgen.models.finetune.finetune` for `lapgen finetune`, ...). Nothing here computes
+for `lapgen prepare`, `lapgen.models.finetune.finetune` for `lapgen finetune`, ...); tests/test_demo.py
+runs every printed line through the real CLI and checks that it reaches the same call. Nothing here computes
 a result of its own. The two models the demo must build because nothing can be downloaded (the untrained
 base's hand-set VAE and the random feature-extractor weights) come from `lapgen.demo.assets` and are
 registered like any local weights (`lapgen models add`).
