@@ -1,4 +1,5 @@
-"""ControlVideo pipeline: the properties of docs controlvideo.md §8 on tiny random models (CPU)."""
+"""ControlVideo pipeline on tiny random models (CPU): one frame equals diffusers' ControlNet pipeline, identical
+masks give identical frames, frames permute with their masks, CFG halves stay apart, frames are coupled (docs/video.md)."""
 
 from __future__ import annotations
 

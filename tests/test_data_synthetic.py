@@ -1,4 +1,4 @@
-"""Synthetic datasets: real layouts (data-formats.md section 8 checklist), labels consistent with pixels."""
+"""Synthetic datasets: real layouts (the edge cases of docs/data-formats.md), labels consistent with pixels."""
 
 from __future__ import annotations
 

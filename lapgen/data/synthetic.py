@@ -1,7 +1,7 @@
 """Synthetic Cholec datasets in the exact real on-disk layouts of docs/data-formats.md (tests, demo).
 
 - `write_cholect50`: `videos/VIDxx/NNNNNN.png` (1 fps) + `labels/VIDxx.json` (15-field vectors, full
-  categories) + `label_mapping.txt`; covers the fixture checklist of data-formats.md section 8.
+  categories) + `label_mapping.txt`; covers the edge cases docs/data-formats.md lists.
 - `write_cholec80`: `videos/videoNN.mp4` (25 fps H.264 via PyAV), per-frame phase files, every-25 tool files.
 - `write_cholecseg8k`: `videoNN/videoNN_XXXXX/frame_N_endo{,_mask,_color_mask,_watershed_mask}.png`.
 - `write_artnet`: the ART-Net release layout (positives, `_Tool_Mask`, `_TipPoint`, negatives).
@@ -29,7 +29,7 @@ DEFAULT_SIZE = (128, 72)  # (width, height); the real frames are 854x480
 
 # --------------------------------------------------------------------------------------------- CholecT50
 
-# Fixture frames (data-formats.md section 8) at the start of every video with >= 8 frames:
+# Edge-case frames (docs/data-formats.md, CholecT50) at the start of every video with >= 8 frames:
 # T-index -> triplet ids (None = an empty annotation list).
 _T50_FIXTURE: dict[int, list[int] | None] = {
     0: [],  # no triplet: one vector, -1 except the phase
@@ -199,7 +199,7 @@ def write_cholec80(root: str | Path, *, videos: tuple[int, ...] = (3, 1), num_fr
 
 # ------------------------------------------------------------------------------------------- CholecSeg8k
 
-# CholecSeg8k classes (data-formats.md 3.2): id -> (name, watershed value, annotation colour RGB).
+# CholecSeg8k's class table (docs/data-formats.md): id -> (name, watershed value, annotation colour RGB).
 CHOLECSEG8K_CLASSES: dict[int, tuple[str, int, tuple[int, int, int]]] = {
     0: ("Black Background", 50, (127, 127, 127)), 1: ("Abdominal Wall", 11, (210, 140, 140)),
     2: ("Liver", 21, (255, 114, 114)), 3: ("Gastrointestinal Tract", 13, (231, 70, 156)),
@@ -332,7 +332,7 @@ def write_artnet(root: str | Path, *, train: tuple[int, int] = (4, 4), test: tup
 
 def write_cholect45(root: str | Path, *, videos: tuple[int, ...] = (1, 2), num_frames: int = 6,
                     size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0) -> Path:
-    """Write a synthetic CholecT45 release (text format of data-formats.md 1.6); returns `root`.
+    """Write a synthetic CholecT45 release (the text format of docs/data-formats.md, CholecT45); returns `root`.
 
     Same frames and triplets as `write_cholect50` for the same arguments (empty-list frames get no
     triplet); no phase labels. The last video has a single frame, so its label files have one row.
