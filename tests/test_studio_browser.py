@@ -122,3 +122,56 @@ def test_failed_generation_shows_a_message_and_the_page_stays_usable(studio_serv
     _wait_text(page, "#status", "Generation failed: no tool yet")
     page.click("#add-silhouette")
     _wait_text(page, "#tools-summary", "tool 1")
+
+
+@pytest.mark.slow
+def test_studio_after_the_demo_draws_the_tool_where_it_is_placed(tmp_path, browser_page, monkeypatch):
+    """The page over `lapgen demo`'s models (LAPGEN_STUDIO_DEMO_HOME: the $LAPGEN_HOME a full demo wrote):
+    place a grasper, move it, generate; the frames show the tool inside its masks (the model-free check of
+    tests/test_demo_full.py). With LAPGEN_STUDIO_SCREENSHOT it saves the page: docs/images/studio.png."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.test_demo_full import separability
+
+    home = os.environ.get("LAPGEN_STUDIO_DEMO_HOME")
+    if not home:
+        pytest.skip("set LAPGEN_STUDIO_DEMO_HOME to the LAPGEN_HOME of a full `lapgen demo`")
+    monkeypatch.setenv("LAPGEN_HOME", home)
+    from lapgen.studio.app import launch
+    from lapgen.studio.generation import Studio, StudioConfig
+    from tests.fixtures.studio import free_port
+
+    studio = Studio(StudioConfig(runs=tmp_path / "runs", device="cpu"))  # the registry defaults: the demo's
+    demo, url = launch(studio, host="127.0.0.1", port=free_port(), block=False, quiet=True)
+    try:
+        page = browser_page
+        page.goto(url)
+        page.wait_for_selector("#generate")
+        _choose(page, "instrument", "grasper")
+        _choose(page, "verb", "retract")
+        _choose(page, "target", "gallbladder")
+        page.click("#add-silhouette")
+        _wait_text(page, "#tools-summary", "tool 1")
+        canvas = page.locator("#canvas img")
+        box = canvas.bounding_box()
+        canvas.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.35})
+        _wait_text(page, "#tools-summary", "×1)")
+        canvas.click(position={"x": box["width"] * 0.55, "y": box["height"] * 0.55})
+        page.wait_for_function("document.querySelector('#tools-summary').innerText.split('°').length === 3")
+        _set_number(page, "frames", 8)
+        _set_number(page, "steps", 15)
+        page.click("#generate")
+        _wait_text(page, "#status", "Done")
+        page.locator("#result-video video").wait_for()
+        assert "demo-controlnet" in page.locator("#card").inner_text()
+        if os.environ.get("LAPGEN_STUDIO_SCREENSHOT"):
+            page.screenshot(path=os.environ["LAPGEN_STUDIO_SCREENSHOT"], full_page=True)
+    finally:
+        demo.close()
+    run = sorted(studio.config.runs.glob("run-*"))[-1]
+    frames = sorted((run / "video_frames").glob("*.png"))
+    assert len(frames) == 8
+    images = [np.asarray(Image.open(f).convert("RGB")) for f in frames]
+    masks = [np.asarray(Image.open(f.parent / "masks" / f.name).convert("L")) > 127 for f in frames]
+    assert separability(images, masks) > 0.8

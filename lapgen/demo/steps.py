@@ -21,7 +21,7 @@ from typing import Any
 
 from lapgen.demo.sizes import DemoSizes
 
-PROMPT = "grasper retract gallbladder in calot-triangle-dissection"  # a CholecT50 triplet in a phase
+PROMPT = "grasper retract gallbladder in carlot-triangle-dissection"  # a triplet in a phase, spelled as `prepare` wrote it
 # Registry names the demo writes (models become the defaults of their kinds, features never do).
 NAMES = {
     "base": "demo-base",
