@@ -60,14 +60,45 @@ def is_quiet() -> bool:
     return _quiet
 
 
-def notice(message: str) -> None:
-    """A one-line notice on stderr (silenced by --quiet)."""
-    if not _quiet:
-        stderr.print(message, highlight=False)
+_held: list[str] | None = None  # None: notices print at once; a list: held ones wait (see hold_notices)
+
+
+def hold_notices(on: bool = True) -> None:
+    """While on, `notice(..., hold=True)` lines wait until the next output (another notice, a warning, a
+    progress bar) or `flush_notices()`, and `drop_notices()` discards them. The CLI holds them for the length
+    of a command, so a command that fails before printing anything prints only its one error line."""
+    global _held
+    _held = [] if on else None
+
+
+def flush_notices() -> None:
+    """Print the held notices now (holding stays as it is)."""
+    if _held:
+        lines, _held[:] = list(_held), []
+        for line in lines:
+            stderr.print(line, highlight=False)
+
+
+def drop_notices() -> None:
+    """Forget the held notices (a command that failed)."""
+    if _held:
+        _held.clear()
+
+
+def notice(message: str, *, hold: bool = False) -> None:
+    """A one-line notice on stderr (silenced by --quiet); `hold`: may wait for the command's next output."""
+    if _quiet:
+        return
+    if hold and _held is not None:
+        _held.append(message)
+        return
+    flush_notices()
+    stderr.print(message, highlight=False)
 
 
 def warn(message: str) -> None:
     """A warning on stderr (always shown)."""
+    flush_notices()
     stderr.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
 
 
@@ -99,6 +130,7 @@ def make_progress(*, rate_unit: str | None = None) -> Progress:
     ]
     if rate_unit:
         columns.append(TextColumn("{task.fields[rate]}"))
+    flush_notices()
     return _Progress(*columns, console=stderr, disable=_quiet, transient=False)
 
 

@@ -198,7 +198,8 @@ def reset_announcements() -> None:
 
 
 def announce_default(kind: str) -> tuple[str, str] | None:
-    """Say on stderr, once per command, which model a command takes by default and why.
+    """Say on stderr, once per command, which model a command takes by default and why (a held notice: a
+    command that then fails on bad input prints only its error line).
 
     E.g. `model: demo-sd (registry default, set by lapgen demo)`. Returns (name, why), or None without one.
     """
@@ -209,7 +210,7 @@ def announce_default(kind: str) -> tuple[str, str] | None:
         return None
     if (kind, name) not in _announced:
         _announced.add((kind, name))
-        notice(f"{DEFAULT_LABELS.get(kind, kind)}: {name} (registry default, {why})")
+        notice(f"{DEFAULT_LABELS.get(kind, kind)}: {name} (registry default, {why})", hold=True)
     return name, why
 
 

@@ -452,3 +452,37 @@ def test_a_command_names_the_defaults_it_uses(tmp_path, monkeypatch, tiny_sd_dir
                               "--model", "stage1", "--controlnet", "stage2", "--frames", "2", "--steps", "1",
                               "--out", str(tmp_path / "w.mp4")])
     assert res.exit_code == 0 and "registry default" not in res.output, res.output
+
+
+def test_a_command_that_fails_prints_only_its_error_line(tmp_path):
+    """The default's line waits for the command's next output: bad input found after a default was resolved
+    still gives exactly one line (here: the default interpolator, rife-v3, has no weights file)."""
+    from tests.fixtures.video import make_moving_masks
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i, m in enumerate(make_moving_masks(2, step=5)):
+        m.save(masks / f"m{i}.png")
+    res = runner.invoke(app, ["video", "--prompt", "grasper retract liver", "--masks", str(masks),
+                              "--interpolator", "rife", "--out", str(tmp_path / "v.mp4")])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "rife-v3" in res.output and "registry default" not in res.output
+
+
+def test_held_notices_print_before_the_next_output(capsys):
+    from lapgen import progress
+
+    progress.hold_notices(True)
+    try:
+        progress.notice("first, held", hold=True)
+        assert capsys.readouterr().err == ""
+        progress.notice("second")
+        assert capsys.readouterr().err.splitlines() == ["first, held", "second"]
+        progress.notice("dropped", hold=True)
+        progress.drop_notices()
+        progress.flush_notices()
+        assert capsys.readouterr().err == ""
+    finally:
+        progress.hold_notices(False)
+    progress.notice("not held outside a command", hold=True)
+    assert capsys.readouterr().err.strip() == "not held outside a command"

@@ -54,20 +54,29 @@ class LapgenGroup(TyperGroup):
             _usage_error(exc)
 
     def invoke(self, ctx: typer.Context):
+        from lapgen import progress
+
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            progress.flush_notices()  # held notices of a command that printed nothing else
+            return result
         except _NO_ARGS_IS_HELP:
             raise
         except _USAGE_ERROR as exc:  # bad options of a command (parsed inside the group's invoke)
+            progress.drop_notices()
             _usage_error(exc)
         except LapgenError as exc:
             if _state["debug"]:
                 raise
+            progress.drop_notices()  # a failed command prints its one error line only
             typer.echo(f"lapgen: error: {exc.one_line()}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
+            progress.drop_notices()
             typer.echo("lapgen: interrupted; re-run the same command to resume", err=True)
             ctx.exit(130)
+        finally:
+            progress.hold_notices(False)
 
 
 app = typer.Typer(
@@ -99,6 +108,7 @@ def _global_options(
 
     _state["debug"] = debug
     progress.set_quiet(quiet)
+    progress.hold_notices(True)  # until the command prints, succeeds or fails (LapgenGroup.invoke)
     registry.reset_announcements()  # every command names the defaults it falls back to
 
 
