@@ -82,76 +82,81 @@ def _train_config(c: Context, ema: float | None = None, **kw: Any):
     )
 
 
-def finetune_cmds(c: Context) -> list[str]:
+# Stage 1 and Stage 2: command -> (data folder, base name key, run folder = name key, sizes prefix)
+_TRAINING = {
+    "finetune": ("frames", "base", "sd", "sd"),
+    "train-controlnet": ("controlnet", "sd", "controlnet", "cn"),
+}
+
+
+def _training(c: Context, command: str) -> dict[str, Any]:
+    data, base, run, prefix = _TRAINING[command]
+    s = c.sizes
+    return {
+        "data": c.p("data", data),
+        "base": NAMES[base],
+        "out": c.p("runs", run),
+        "name": NAMES[run],
+        "steps": getattr(s, f"{prefix}_steps"),
+        "lr": getattr(s, f"{prefix}_lr"),
+        "ema": getattr(s, f"{prefix}_ema"),
+    }
+
+
+def _training_cmds(c: Context, command: str) -> list[str]:
+    t = _training(c, command)
     return [
         cmd(
             "lapgen",
-            "finetune",
+            command,
             "--data",
-            c.p("data", "frames"),
+            t["data"],
             "--base",
-            NAMES["base"],
-            *_train_args(c, c.sizes.sd_steps, c.sizes.sd_lr, c.sizes.sd_ema),
+            t["base"],
+            *_train_args(c, t["steps"], t["lr"], t["ema"]),
             "--out",
-            c.p("runs", "sd"),
+            t["out"],
             "--name",
-            NAMES["sd"],
+            t["name"],
         )
     ]
+
+
+def _training_run(c: Context, command: str, train) -> dict:
+    t = _training(c, command)
+    r = train(
+        _train_config(
+            c,
+            data=str(t["data"]),
+            out=str(t["out"]),
+            base=t["base"],
+            name=t["name"],
+            max_steps=t["steps"],
+            learning_rate=t["lr"],
+            ema=t["ema"],
+        )
+    )
+    return _loss_summary(t["out"], r.final_loss)
+
+
+def finetune_cmds(c: Context) -> list[str]:
+    return _training_cmds(c, "finetune")
 
 
 def finetune_step(c: Context) -> dict:
     from lapgen.models.finetune import finetune
 
-    r = finetune(
-        _train_config(
-            c,
-            data=str(c.p("data", "frames")),
-            out=str(c.p("runs", "sd")),
-            base=NAMES["base"],
-            name=NAMES["sd"],
-            max_steps=c.sizes.sd_steps,
-            learning_rate=c.sizes.sd_lr,
-            ema=c.sizes.sd_ema,
-        )
-    )
-    return {"sd_loss": _loss_summary(c.p("runs", "sd"), r.final_loss)}
+    return {"sd_loss": _training_run(c, "finetune", finetune)}
 
 
 def controlnet_cmds(c: Context) -> list[str]:
-    return [
-        cmd(
-            "lapgen",
-            "train-controlnet",
-            "--data",
-            c.p("data", "controlnet"),
-            "--base",
-            NAMES["sd"],
-            *_train_args(c, c.sizes.cn_steps, c.sizes.cn_lr, c.sizes.cn_ema),
-            "--out",
-            c.p("runs", "controlnet"),
-            "--name",
-            NAMES["controlnet"],
-        )
-    ]
+    return _training_cmds(c, "train-controlnet")
 
 
 def controlnet_step(c: Context) -> dict:
     from lapgen.models.controlnet import train_controlnet
 
-    r = train_controlnet(
-        _train_config(
-            c,
-            data=str(c.p("data", "controlnet")),
-            out=str(c.p("runs", "controlnet")),
-            base=NAMES["sd"],
-            name=NAMES["controlnet"],
-            max_steps=c.sizes.cn_steps,
-            learning_rate=c.sizes.cn_lr,
-            ema=c.sizes.cn_ema,
-        )
-    )
-    return {"controlnet_loss": _loss_summary(c.p("runs", "controlnet"), r.final_loss)}
+    return {"controlnet_loss": _training_run(c, "train-controlnet", train_controlnet)}
 
 
 def untrained_cn_cmds(c: Context) -> list[str]:
