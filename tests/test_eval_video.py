@@ -298,3 +298,27 @@ def test_mp4_sets_and_masks_from_a_lapgen_video_card(tmp_path):
     decoded = decode(vs.items[0])
     assert decoded.shape == (6, 64, 64, 3) and np.abs(decoded.astype(int) - f).mean() < 4  # H.264 at crf 18
     assert not vs.items[0].has_masks and (read_masks(vs.items[1]) == m).all()
+
+
+def test_report_has_a_video_table_with_published_reference_rows(sets, video_networks, tmp_path, monkeypatch):
+    _stub_segmenter(monkeypatch)
+    results = tmp_path / "eval"
+    res = runner.invoke(app, ["eval", "video", str(sets["gen"]), str(sets["real"]), "--segmenter", "my-yolo",
+                              "--i3d-weights", str(video_networks["i3d"]), "--metrics", "mask_f1,warp_error,fvd",
+                              "--device", "cpu", "--no-cache", "--boot", "0", "--model", "demo video",
+                              "--out", str(results / "video.json")])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((results / "video.json").read_text())
+    res = runner.invoke(app, ["eval", "report", str(results), "--out", str(tmp_path / "report.md"), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    row = report["video"]["rows"][0]
+    assert row["model"] == "demo video" and row["values"]["fvd"] == saved["metrics"]["fvd"]
+    assert row["real_values"]["warp_error"] == saved["details"]["warp_error"]["real"]
+    works = {p["work"].split()[0]: p for p in report["video"]["published"]}
+    assert works["Endora"]["fvd"] == 460.7 and works["Endora"]["dataset"] == "Colonoscopic"
+    assert (works["FEAT"]["fvd"], works["FEAT"]["cd_fvd"]) == (351.1, 397.0) and works["SAW"]["cd_fvd"] == 199.0
+    md = (tmp_path / "report.md").read_text()
+    assert "## Video metrics" in md and "not comparable" in md and "547" in md
+    line = next(x for x in md.splitlines() if x.startswith("| demo video |"))
+    assert f"{saved['metrics']['fvd']:.4g}" in line and f"({saved['details']['warp_error']['real']:.4g})" in line
