@@ -322,3 +322,31 @@ def test_report_has_a_video_table_with_published_reference_rows(sets, video_netw
     assert "## Video metrics" in md and "not comparable" in md and "547" in md
     line = next(x for x in md.splitlines() if x.startswith("| demo video |"))
     assert f"{saved['metrics']['fvd']:.4g}" in line and f"({saved['details']['warp_error']['real']:.4g})" in line
+
+
+def test_random_video_networks_register_by_path_and_load_by_name(sets, video_networks, tmp_path, monkeypatch):
+    """`lapgen models add NAME FILE --kind feature-extractor`, then the name wherever a weights file goes."""
+    import torch
+
+    from lapgen.models.loading import load_video_extractor
+    from lapgen.outputs import file_sha256
+
+    monkeypatch.setenv("LAPGEN_HOME", str(tmp_path / "home"))
+    for name, key in (("demo-i3d-random", "i3d"), ("demo-videomae-random", "videomae")):
+        res = runner.invoke(app, ["models", "add", name, str(video_networks[key]), "--kind", "feature-extractor"])
+        assert res.exit_code == 0, res.output
+    r = evaluate_videos(_cfg(sets, video_networks, i3d_weights="demo-i3d-random",
+                             videomae_weights="demo-videomae-random", metrics=("fvd", "cd_fvd")))
+    by_path = evaluate_videos(_cfg(sets, video_networks, metrics=("fvd", "cd_fvd")))
+    assert r["metrics"] == by_path["metrics"]
+    assert r["details"]["fvd"]["weights_sha256"] == file_sha256(video_networks["i3d"])
+    assert r["details"]["cd_fvd"]["weights_sha256"] == file_sha256(video_networks["videomae"])
+    clip = torch.from_numpy(synthetic_video(16, 64, 0)[0][None])
+    i3d = load_video_extractor("demo-i3d-random", device="cpu")
+    direct = torch.jit.load(str(video_networks["i3d"]))
+    x = clip.permute(0, 4, 1, 2, 3)
+    assert torch.equal(i3d(x, rescale=True, resize=True, return_features=True),
+                       direct(x, rescale=True, resize=True, return_features=True))
+    assert load_video_extractor("demo-videomae-random", device="cpu").config.embed_dim == 32
+    with pytest.raises(Exception, match="is not a video network"):
+        load_video_extractor("clip-vit-b-32", device="cpu")

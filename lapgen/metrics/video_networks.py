@@ -29,7 +29,7 @@ from lapgen.metrics.videomae import videomae_from_file, videomae_input, videomae
 
 # --- I3D (TorchScript) -------------------------------------------------------------------------------------
 
-def _is_torchscript(path: Path) -> bool:
+def is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as zf:  # torch.save files are zip archives too; TorchScript ones carry code/
@@ -45,7 +45,7 @@ def load_i3d(path: str | Path, *, label: str = "i3d-kinetics400") -> Any:
     path = Path(path)
     if not path.is_file():
         raise LapgenError(f"{label}: weights file does not exist", path=path)
-    if not _is_torchscript(path):
+    if not is_torchscript(path):
         raise LapgenError(f"{label}: not a TorchScript archive", path=path,
                           hint="point at StyleGAN-V's i3d_torchscript.pt (docs/metrics-video.md)")
     try:

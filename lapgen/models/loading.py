@@ -360,11 +360,13 @@ def load_video_extractor(source: Any = "i3d-kinetics400", *, device: Any = "auto
     (`i3d-kinetics400`, FVD) or a VideoMAE-v2 encoder (`videomae-v2-g`, CD-FVD). Local files only, never
     downloaded; built by `lapgen.metrics.video_networks.load_i3d` / `lapgen.metrics.videomae.videomae_from_file`,
     as `lapgen eval video` builds them."""
-    from lapgen.metrics.video_networks import load_i3d
+    from lapgen.metrics.video_networks import is_torchscript, load_i3d
     from lapgen.metrics.videomae import videomae_from_file
 
     entry = resolve_entry(source if source is not None else "i3d-kinetics400", "feature-extractor")
     loader = entry.options.get("loader")
+    if loader is None and entry.path is not None and entry.path.is_file():  # a user entry: the file says which
+        loader = "i3d-torchscript" if is_torchscript(entry.path) else "videomae"
     if loader not in ("i3d-torchscript", "videomae"):
         raise LapgenError(f"'{entry.name}' is not a video network", hint="use i3d-kinetics400 or videomae-v2-g")
     if entry.path is None:
