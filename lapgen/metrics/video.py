@@ -256,12 +256,11 @@ def video_pieces(plan: VideoPlan, video_set: VideoSet, predictor: MaskPredictor 
     with make_progress() as progress, ThreadPoolExecutor(max(1, plan.config.workers)) as pool:
         task = progress.add_task(f"{label} videos", total=len(video_set))
         for item in video_set.items:
-            keys = _component_keys(plan, item, item_digest(item), predictor if use_masks else None,
-                                   masks_digest(item) if use_masks else None)
-            files = {name: _cache_file(parts) for name, parts in keys.items()}
-            pieces = {}
-            if plan.config.use_cache:
-                pieces = {name: np.load(f) for name, f in files.items() if f.exists()}
+            cached = plan.config.use_cache  # content hashes are read only for the cache
+            keys = _component_keys(plan, item, item_digest(item) if cached else "", predictor if use_masks else None,
+                                   (masks_digest(item) if cached else "") if use_masks else None)
+            files = {name: _cache_file(parts) for name, parts in keys.items()} if cached else {}
+            pieces = {name: np.load(f) for name, f in files.items() if f.exists()}
             todo = [name for name in keys if name not in pieces]
             if todo:
                 frames = decode(item)  # the one decode of this video
@@ -274,7 +273,7 @@ def video_pieces(plan: VideoPlan, video_set: VideoSet, predictor: MaskPredictor 
                         pieces[name] = _video_clip_features(plan, getattr(plan, name), frames)
                     else:
                         pieces[name] = _mask_counts(predictor, frames, read_masks(item))
-                    if plan.config.use_cache:
+                    if cached:
                         with atomic_file(files[name]) as fh:
                             np.save(fh, pieces[name])
             out.append(pieces)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from lapgen.errors import LapgenError
+from lapgen.metrics.images import image_size
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VIDEO_FILE_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")  # not .gif: lapgen's previews
@@ -82,24 +83,16 @@ def natural_files(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> l
                    and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise LapgenError("cannot read frame image", path=path, hint="remove or replace the file") from exc
-
-
-def _frames_item(name: str, frames: list[Path], masks: list[Path] | None, prompt: str | None = None) -> VideoItem:
+def _frames_item(name: str, frames: list[Path], masks: list[Path] | None, prompt: str | None = None,
+                 where: Path | None = None) -> VideoItem:
     if not frames:
-        raise LapgenError("video folder holds no frames", path=Path(name), hint="put its frames in as PNGs")
-    size = _image_size(frames[0])
+        raise LapgenError("video folder holds no frames", path=where or Path(name), hint="put its frames in as PNGs")
+    size = image_size(frames[0])
     for f in frames[1:]:
-        if _image_size(f) != size:
-            raise LapgenError(f"frames of one video differ in size: {f.name} is {_image_size(f)[0]}x"
-                              f"{_image_size(f)[1]}, {frames[0].name} is {size[0]}x{size[1]}", path=f,
+        other = image_size(f)
+        if other != size:
+            raise LapgenError(f"frames of one video differ in size: {f.name} is {other[0]}x{other[1]}, "
+                              f"{frames[0].name} is {size[0]}x{size[1]}", path=f,
                               hint="give every frame of a video the same size")
     return VideoItem(name=name, n_frames=len(frames), size=size, frames=frames, masks=masks, prompt=prompt)
 
@@ -120,7 +113,7 @@ def _frame_folder(folder: Path, root: Path) -> VideoItem:
     name = str(folder.relative_to(root)) if folder != root else folder.name
     if (folder / "frames").is_dir():  # `lapgen masks clips` clip folder
         return _frames_item(name, natural_files(folder / "frames"), _mask_files(folder / "masks"),
-                            _read_prompt(folder))
+                            _read_prompt(folder), folder / "frames")
     meta = folder / "metadata.jsonl"
     if meta.is_file():  # `lapgen video --save-frames`: frames paired with their conditioning masks
         rows = [row for _, row in metadata_lines(meta) if isinstance(row, dict)]
@@ -135,7 +128,7 @@ def _frame_folder(folder: Path, root: Path) -> VideoItem:
             if all(r.get("conditioning_image_file_name") for r in rows):
                 masks = [folder / r["conditioning_image_file_name"] for r in rows]
             return _frames_item(name, frames, masks, rows[0].get("text"))
-    return _frames_item(name, natural_files(folder), _mask_files(folder / "masks"), _read_prompt(folder))
+    return _frames_item(name, natural_files(folder), _mask_files(folder / "masks"), _read_prompt(folder), folder)
 
 
 def _video_item(path: Path, root: Path, masks: list[Path] | None = None) -> VideoItem:
