@@ -107,7 +107,7 @@ def detect_kind(path: Path) -> str | None:
         return "segmenter"
     if "rendezvous" in name or "rdv" in name:
         return "recognizer"
-    if "inception" in name or "clip" in name or name.startswith("vit-"):
+    if "inception" in name or "clip" in name or name.startswith("vit-") or "i3d" in name or "videomae" in name:
         return "feature-extractor"
     if "flownet" in name or "rife" in name:
         return "interpolator"

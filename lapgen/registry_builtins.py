@@ -15,6 +15,11 @@ from typing import Any
 RDV_URL = "https://s3.unistra.fr/camma_public/github/rendezvous/"  # Rendezvous README, Model Zoo
 # the flownet.pkl ControlVideo's code loads (its README: "the weights of RIFE"); never downloaded by lapgen
 RIFE_URL = "https://github.com/YBYBZhang/ControlVideo/tree/main/checkpoints"
+# FVD's I3D as StyleGAN-V's `src/metrics/frechet_video_distance.py` fetches it, and CD-FVD's VideoMAE-v2 ViT-g as
+# songweige/content-debiased-fvd fetches it: documented for the user, never downloaded by lapgen
+I3D_URL = "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1"
+VIDEOMAE_URL = ("https://huggingface.co/OpenGVLab/InternVideoMAE_models/resolve/main/mae-g/"
+                "vit_g_hybrid_pt_1200e_ssv2_ft.pth")
 _OPEN_CLIP_HUB_FILES = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
 
 BUILTINS: dict[str, dict[str, Any]] = {
@@ -61,6 +66,19 @@ BUILTINS: dict[str, dict[str, Any]] = {
                     "sha256": "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4",
                     "url": "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
                            "inception-2015-12-05.pt"},
+    },
+    "i3d-kinetics400": {
+        "kind": "feature-extractor", "source": "stylegan-v:i3d_torchscript.pt",
+        "description": "I3D (Kinetics-400) as the TorchScript file StyleGAN-V and most FVD papers use; FVD in "
+                       "`lapgen eval video`. Local file only, never downloaded",
+        "options": {"loader": "i3d-torchscript", "files": ["i3d_torchscript.pt"], "url": I3D_URL},
+    },
+    "videomae-v2-g": {
+        "kind": "feature-extractor", "source": "videomae-v2:vit_g_hybrid_pt_1200e_ssv2_ft.pth",
+        "description": "VideoMAE-v2 ViT-g/14 fine-tuned on SSv2, the network of content-debiased FVD (CD-FVD) in "
+                       "`lapgen eval video`. Local file only, never downloaded",
+        "options": {"loader": "videomae", "url": VIDEOMAE_URL,
+                    "files": ["vit_g_hybrid_pt_1200e_ssv2_ft.pth", "vit_g_hybrid_pt_1200e_ssv2_ft.safetensors"]},
     },
     "yolov8n-seg": {
         "kind": "segmenter", "source": "ultralytics:yolov8n-seg.pt",

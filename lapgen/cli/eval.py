@@ -2,7 +2,8 @@
 
 Each command parses options, builds a config and calls one library function in `lapgen.metrics`; torch,
 open_clip and ultralytics are imported only inside command bodies. `eval map` and `eval train-recognizer`
-come from `lapgen/cli/eval_map.py`; both modules publish results through `lapgen/cli/eval_results.py`.
+come from `lapgen/cli/eval_map.py` and `eval video` from `lapgen/cli/eval_video.py`; they publish results
+through `lapgen/cli/eval_results.py`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from typing import Any
 
 import typer
 
-from lapgen.cli import eval_map
+from lapgen.cli import eval_map, eval_video
 from lapgen.cli.eval_results import check_out, publish
 
-eval_app = typer.Typer(help="Measure generated images: FID, KID, CLIP-FID, CMMD, tool-mask F1, mAP; "
-                            "Table-1 style reports.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure generated images and videos: FID, KID, CLIP-FID, CMMD, tool-mask F1, mAP, "
+                            "video metrics (FVD, warp error, mask adherence); Table-1 style reports.",
+                       no_args_is_help=True)
 
 
 def _fmt(x: Any) -> str:
@@ -223,6 +225,7 @@ def register(app: typer.Typer) -> None:
     eval_app.command("fidelity")(_fidelity(("fid", "kid", "clip_fid", "cmmd"), "FID, KID, CLIP-FID and "
                                            "CMMD with one pass per extractor.", "Inception"))
     eval_app.command("f1")(f1_command)
+    eval_video.register(eval_app)
     eval_app.command("report")(report_command)
     eval_app.command("extractors")(extractors_command)
     eval_map.register(eval_app)

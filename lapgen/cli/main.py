@@ -13,14 +13,15 @@ import typer
 from typer.core import TyperGroup, TyperOption
 
 from lapgen import __version__
-from lapgen.cli import demo, masks, models, prepare, sample, segment, studio, synthetic, train, video
+from lapgen.cli import demo, masks, models, prepare, sample, sample_video, segment, studio, synthetic, train, video
 from lapgen.cli import eval as eval_group
 from lapgen.errors import LapgenError
 
 # Command modules, in the order their commands appear in `lapgen --help`. They are imported above, by name:
 # a command module that is missing or fails to import stops `lapgen` with its traceback, never a command
 # that silently disappears.
-COMMAND_MODULES = (prepare, segment, train, sample, video, masks, synthetic, eval_group, models, demo, studio)
+COMMAND_MODULES = (prepare, segment, train, sample, video, sample_video, masks, synthetic, eval_group, models, demo,
+                   studio)
 
 _state = {"debug": False}
 

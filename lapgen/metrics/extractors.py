@@ -14,18 +14,21 @@ from lapgen.errors import LapgenError
 
 INCEPTION_SIZE = 299  # Inception-v3 input side, pixels
 
-BACKENDS = {"inception": ("torch-fidelity", "torchscript"), "clip": ("open_clip",)}
+BACKENDS = {"inception": ("torch-fidelity", "torchscript"), "clip": ("open_clip",),
+            "video": ("i3d-torchscript", "videomae")}
+FAMILIES = tuple(BACKENDS)
 
 
 @dataclass(frozen=True)
 class ExtractorSpec:
     name: str
-    family: str  # "inception" | "clip"
+    family: str  # "inception" | "clip" | "video" (clip-level networks of `lapgen eval video`)
     dim: int  # feature dimension d
     input_size: int  # network input side S, pixels
     open_clip_model: str | None
     description: str
-    backend: str = ""  # inception: "torch-fidelity" (default) | "torchscript"; clip: "open_clip"
+    backend: str = ""  # inception: "torch-fidelity" (default) | "torchscript"; clip: "open_clip";
+    # video: "i3d-torchscript" | "videomae"
 
     @property
     def loader(self) -> str:
@@ -42,14 +45,22 @@ EXTRACTORS: dict[str, ExtractorSpec] = {
                                    "OpenAI CLIP ViT-B/32 image embeddings (open_clip, quickgelu + openai)"),
     "clip-vit-l-14-336": ExtractorSpec("clip-vit-l-14-336", "clip", 768, 336, "ViT-L-14-336-quickgelu",
                                        "OpenAI CLIP ViT-L/14 @ 336 px (the CMMD reference backbone)"),
+    # Video networks (`lapgen eval video`, docs/metrics-video.md): local files only, never downloaded.
+    "i3d-kinetics400": ExtractorSpec("i3d-kinetics400", "video", 400, 224, None,
+                                     "I3D (Kinetics-400) as the TorchScript i3d_torchscript.pt StyleGAN-V and most "
+                                     "FVD papers run; logits before the softmax; FVD", backend="i3d-torchscript"),
+    "videomae-v2-g": ExtractorSpec("videomae-v2-g", "video", 1408, 224, None,
+                                   "VideoMAE-v2 ViT-g/14 fine-tuned on SSv2 (vit_g_hybrid_pt_1200e_ssv2_ft.pth), "
+                                   "mean-pooled encoder features; CD-FVD", backend="videomae"),
 }
 
 
 def register_extractor(spec: ExtractorSpec, *, replace: bool = False) -> ExtractorSpec:
     """Add an extractor to the registry: an open_clip model name (built-in or added with
-    `open_clip.add_model_config`) of family "clip", or a torch-fidelity Inception ("inception")."""
-    if spec.family not in ("inception", "clip"):
-        raise LapgenError(f"unknown extractor family {spec.family!r}", hint="use inception or clip")
+    `open_clip.add_model_config`) of family "clip", a torch-fidelity Inception ("inception"), or a video
+    network ("video": an I3D TorchScript file or a VideoMAE-v2 encoder)."""
+    if spec.family not in FAMILIES:
+        raise LapgenError(f"unknown extractor family {spec.family!r}", hint=f"use one of {', '.join(FAMILIES)}")
     if spec.family == "clip" and not spec.open_clip_model:
         raise LapgenError(f"clip extractor {spec.name!r} needs an open_clip model name")
     if spec.loader not in BACKENDS[spec.family]:
@@ -68,7 +79,7 @@ def get_spec(name: str) -> ExtractorSpec:
 
 
 def family_names(family: str) -> list[str]:
-    """The registered extractors of one family ("inception" or "clip"), in registry order."""
+    """The registered extractors of one family ("inception", "clip" or "video"), in registry order."""
     return [n for n, s in EXTRACTORS.items() if s.family == family]
 
 

@@ -181,6 +181,9 @@ class FeatureExtractor:
 
     def __init__(self, name: str, *, weights: str | Path | None = None, device: str = "cpu"):
         self.spec = get_spec(name)
+        if self.spec.family not in ("inception", "clip"):
+            raise LapgenError(f"{name} is a video network, not an image feature extractor",
+                              hint="use it with `lapgen eval video` (lapgen.metrics.video_networks)")
         self.weights_path = resolve_weights(self.spec, weights)
         self.weights_sha256 = weights_sha256(self.weights_path)
         self.device = device

@@ -63,7 +63,8 @@ def read_metadata(root: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image, read from its header; a one-line error for an unreadable file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -121,10 +122,10 @@ def open_image_set(path: str | Path, *, what: str = "images", split: str | None 
         order = sorted(range(len(files)), key=lambda i: files[i])
         files = [files[i] for i in order]
         records = [records[i] for i in order]
-    size = _image_size(root / files[0])
+    size = image_size(root / files[0])
     if check_sizes:
         for f in files[1:]:
-            other = _image_size(root / f)
+            other = image_size(root / f)
             if other != size:
                 raise LapgenError(f"mixed image sizes: {files[0]} is {size[0]}x{size[1]} but {f} is "
                                   f"{other[0]}x{other[1]}", path=root,

@@ -14,7 +14,9 @@ and optionally `key`, `variant`, `std`, `spread` ({method, values, mean, sd, n})
 ({low, high, ...} or {micro_ci: [lo, hi], ...}), `params`, `preprocessing`, `libraries`, and the labels
 `model`, `setup`, `epoch` (from GEN's card or `--model/--setup/--epoch`). A file may hold one result, a list
 of results, or {"results": [...]}. A result of `lapgen eval map` may also give its value as a top-level
-`map` key (a float, or a dict with `ivt`/`value`).
+`map` key (a float, or a dict with `ivt`/`value`). A `lapgen eval video` result (`"metric": "video"` with a
+`metrics` map) goes into the report's video table (`lapgen.metrics.report_video`), beside published video
+numbers of other works on other datasets.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 from lapgen.errors import LapgenError
 from lapgen.metrics.epoch_plot import plot_epochs
+from lapgen.metrics.report_video import build_video_table, is_video_result, render_video_markdown
 from lapgen.metrics.paper import (
     COLUMNS,
     NETWORK_LABELS,
@@ -56,6 +59,8 @@ def _as_results(data: Any, source: Path) -> list[dict[str, Any]]:
         if isinstance(value, dict):
             value = value.get("ivt", value.get("value"))
         data = {**data, "metric": "map", "value": value}
+    if is_video_result(data):  # `lapgen eval video`: its own table (lapgen.metrics.report_video)
+        return [{**data, "_source": str(source)}]
     if data.get("metric") in COLUMNS and "value" in data:
         value = data["value"]
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -199,6 +204,8 @@ def build_report(inputs: list[Path]) -> dict[str, Any]:
     says which result each cell holds, and `choices` explains every cell whose results disagree.
     """
     results = load_results(inputs)
+    video = [r for r in results if r["metric"] == "video"]
+    results = [r for r in results if r["metric"] != "video"]
     rows: dict[tuple[str, str, Any], dict[str, Any]] = {}
     candidates: dict[tuple[tuple[str, str, Any], str], list[dict[str, Any]]] = {}
     details = []
@@ -252,6 +259,7 @@ def build_report(inputs: list[Path]) -> dict[str, Any]:
     return {"schema": "lapgen.report/1",
             "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
             "columns": list(COLUMNS), "rows": ordered, "details": details, "choices": choices,
+            "video": build_video_table(video),
             "paper": "Iliash et al. 2024, Table 1",
             "paper_table1": {k: {str(e): v for e, v in d.items()} for k, d in PAPER_TABLE1.items()}}
 
@@ -264,12 +272,15 @@ def _cell(value: Any, paper: Any, label: str | None = None) -> str:
 
 def render_markdown(report: dict[str, Any], plot_name: str | None) -> str:
     cols = [c for c in COLUMNS if any(c in r["ours"] for r in report["rows"])]
-    lines = ["# lapgen evaluation report", "",
-             (f"Created {report['created']}. Cells: lapgen value (paper's Table 1 value, Iliash et al. 2024) · "
-              "the network behind the value (CMMD backbone; FID/KID Inception). A paper value is comparable "
-              "only where the details table says yes."), "",
-             "| model | setup | epoch | " + " | ".join(TITLES[c] for c in cols) + " |",
-             "|---|---|---|" + "---|" * len(cols)]
+    lines = ["# lapgen evaluation report", ""]
+    if report["rows"]:
+        lines += [(f"Created {report['created']}. Cells: lapgen value (paper's Table 1 value, Iliash et al. 2024) · "
+                   "the network behind the value (CMMD backbone; FID/KID Inception). A paper value is comparable "
+                   "only where the details table says yes."), "",
+                  "| model | setup | epoch | " + " | ".join(TITLES[c] for c in cols) + " |",
+                  "|---|---|---|" + "---|" * len(cols)]
+    else:
+        lines.append(f"Created {report['created']}. No image metrics among the inputs.")
     for r in report["rows"]:
         cells = [_cell(r["ours"].get(c), r["paper"].get(c),
                        r.get("network", {}).get(c) if c in LABELLED_COLUMNS else None) for c in cols]
@@ -282,9 +293,10 @@ def render_markdown(report: dict[str, Any], plot_name: str | None) -> str:
                    "the most comparable, then the newest evaluation; never by file name):"), ""]
         for c in report["choices"]:
             lines.append(f"- {c['model']}, epoch {'-' if c['epoch'] is None else c['epoch']}: {c['note']}")
-    lines += ["", "## Details", "",
-              ("| model | epoch | key | value | spread | paper | N gen/real | protocol | network | weights | "
-               "in table | comparable |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    if report["details"]:
+        lines += ["", "## Details", "",
+                  ("| model | epoch | key | value | spread | paper | N gen/real | protocol | network | weights | "
+                   "in table | comparable |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in report["details"]:
         comp = "yes" if d["comparable"] else "no: " + "; ".join(d["why_not"])
         value = "-" if d["value"] is None else f"{d['value']:.6g}"
@@ -298,6 +310,7 @@ def render_markdown(report: dict[str, Any], plot_name: str | None) -> str:
                      f"{'yes' if d.get('in_table') else 'no'} | {comp} |")
     if plot_name:
         lines += ["", "## Metrics over epochs", "", f"![metrics over epochs]({plot_name})"]
+    lines += render_video_markdown(report.get("video") or {})
     lines += ["", "## Protocol notes", "", PROTOCOL_NOTES]
     return "\n".join(lines)
 
@@ -329,6 +342,7 @@ def write_report(report: dict[str, Any], out: Path, *, overwrite: bool = False) 
             written.append(png_path)
         with atomic_file(out, "w") as fh:
             fh.write(markdown)
-    write_card(out, make_card("eval-report", inputs=sorted({d["source"] for d in report["details"]}),
+    sources = {d["source"] for d in report["details"]} | {r["source"] for r in (report.get("video") or {}).get("rows", [])}
+    write_card(out, make_card("eval-report", inputs=sorted(sources),
                               outputs=[str(p) for p in written]))
     return written

@@ -96,9 +96,15 @@ def _family_status(spec: ExtractorSpec) -> str:
 
 def _default_weights(spec: ExtractorSpec) -> Path:
     """The libraries' own weight files (downloaded once into their caches when online)."""
-    kind = "Inception" if spec.family == "inception" else "CLIP"
+    kind = {"inception": "Inception", "clip": "CLIP", "video": "video"}.get(spec.family, spec.family)
     hint = (f"pass --weights PATH (or a registered NAME) to a local copy, or `lapgen models add {spec.name} "
             f"PATH`; registered {kind} extractors: {_family_status(spec)}")
+    if spec.family == "video":  # I3D / VideoMAE files: docs/metrics-video.md says where to get them
+        files, flag = {"i3d-torchscript": ("StyleGAN-V's i3d_torchscript.pt", "--i3d-weights"),
+                       "videomae": ("VideoMAE-v2's vit_g_hybrid_pt_1200e_ssv2_ft.pth", "--videomae-weights")
+                       }.get(spec.loader, ("its weights file", "--weights"))
+        raise LapgenError(f"no local weights for {spec.name} ({files}; lapgen never downloads it, see "
+                          "docs/metrics-video.md)", hint=hint.replace("--weights", flag, 1))
     if spec.loader == "torchscript":
         raise LapgenError(f"no local weights for {spec.name} (NVIDIA's inception-2015-12-05.pt, the file "
                           "clean-fid downloads; lapgen never downloads it)", hint=hint)

@@ -353,3 +353,25 @@ def load_inception(source: Any = "inception-v3", *, device: Any = "auto",
         except (OSError, RuntimeError) as exc:  # URLError is an OSError
             raise _offline_error(entry) from exc
     return model.to(resolve_device(device)).eval()
+
+
+def load_video_extractor(source: Any = "i3d-kinetics400", *, device: Any = "auto") -> Any:
+    """The network of a video feature-extractor entry (eval, on `device`): StyleGAN-V's I3D TorchScript file
+    (`i3d-kinetics400`, FVD) or a VideoMAE-v2 encoder (`videomae-v2-g`, CD-FVD). Local files only, never
+    downloaded; built by `lapgen.metrics.video_networks.load_i3d` / `lapgen.metrics.videomae.videomae_from_file`,
+    as `lapgen eval video` builds them."""
+    from lapgen.metrics.video_networks import is_torchscript, load_i3d
+    from lapgen.metrics.videomae import videomae_from_file
+
+    entry = resolve_entry(source if source is not None else "i3d-kinetics400", "feature-extractor")
+    loader = entry.options.get("loader")
+    if loader is None and entry.path is not None and entry.path.is_file():  # a user entry: the file says which
+        loader = "i3d-torchscript" if is_torchscript(entry.path) else "videomae"
+    if loader not in ("i3d-torchscript", "videomae"):
+        raise LapgenError(f"'{entry.name}' is not a video network", hint="use i3d-kinetics400 or videomae-v2-g")
+    if entry.path is None:
+        files = " or ".join(entry.options.get("files", [])) or "its weights file"
+        raise LapgenError(f"model '{entry.name}': {files} is not on this machine (lapgen never downloads it)",
+                          hint=f"get it (docs/metrics-video.md), then `lapgen models add {_add_name(entry)} PATH`")
+    build = load_i3d if loader == "i3d-torchscript" else videomae_from_file
+    return build(entry.path, label=f"'{entry.name}'").to(resolve_device(device)).eval()
