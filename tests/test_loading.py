@@ -69,10 +69,12 @@ def test_resolve_dtype_on_cpu(capsys):
 def test_every_builtin_loads_or_fails_in_one_line(name, monkeypatch, tmp_path):
     """Entries that need no download load; the others fail at once, naming the entry and the fix."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no cached Inception weights
+    from lapgen.models.controlvideo.interpolators import load_interpolator
+
     entry = registry.resolve(name)
     loader = {"pipeline": loading.load_sd_pipeline, "controlnet": loading.load_controlnet,
               "segmenter": loading.load_segmenter, "recognizer": loading.load_recognizer,
-              "interpolator": loading.load_interpolator,
+              "interpolator": load_interpolator,
               "feature-extractor": loading.load_clip if name.startswith("clip") else loading.load_inception,
               }[entry.kind]
     if name in NEEDS_DOWNLOAD:

@@ -42,7 +42,6 @@ __all__ = [
     "load_clip",
     "load_controlnet",
     "load_inception",
-    "load_interpolator",
     "load_recognizer",
     "load_sd_pipeline",
     "load_segmenter",
@@ -275,20 +274,6 @@ def interpolator_weights(source: Any = None) -> tuple[Entry, Path]:
         raise LapgenError(f"interpolator '{entry.name}': weights file does not exist", path=entry.path,
                           hint=f"fix it with `lapgen models add {_add_name(entry)} PATH`")
     return entry, entry.path
-
-
-def load_interpolator(source: Any = None, *, device: Any = "auto") -> Any:
-    """The RIFE frame interpolator `(a, b) -> midpoint` of an interpolator entry (IFNet_HDv3 weights).
-
-    The network starts on `device` and follows the frames it is given (fp16 on CUDA, fp32 elsewhere).
-    """
-    from lapgen.models.controlvideo.interpolators import rife_from_file
-
-    interpolator = rife_from_file(interpolator_weights(source)[1])
-    model = getattr(interpolator, "model", None)
-    if hasattr(model, "to"):
-        model.to(resolve_device(device))
-    return interpolator
 
 
 # --------------------------------------------------------------------------------------------------

@@ -168,6 +168,20 @@ def rife_from_file(path: str | Path) -> Interpolator:
     return RifeMidpoint(load_ifnet(path))
 
 
+def load_interpolator(source: Any = None, *, device: Any = "auto") -> Interpolator:
+    """The RIFE frame interpolator `(a, b) -> midpoint` of a registry entry (IFNet_HDv3 weights; None: the
+    default interpolator). The network starts on `device` and follows the frames it is given (fp16 on
+    CUDA, fp32 elsewhere). Nothing is downloaded: without the file, one line says where to get it."""
+    from lapgen.device import resolve_device
+    from lapgen.models.loading import interpolator_weights
+
+    interpolator = rife_from_file(interpolator_weights(source)[1])
+    model = getattr(interpolator, "model", None)
+    if hasattr(model, "to"):
+        model.to(resolve_device(device))
+    return interpolator
+
+
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape or a.ndim != 4 or a.shape[1] != 3:
         raise ValueError(
