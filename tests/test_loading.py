@@ -16,7 +16,7 @@ from lapgen.device import dtype_name, mixed_precision_for, resolve_device, resol
 
 # (inception-v3-clean is never downloaded: without a local file it fails the same way)
 NEEDS_DOWNLOAD = {"sd15", "clip-vit-b-32", "clip-vit-l-14-336", "inception-v3", "inception-v3-clean", "rdv-cholect50",
-                  "rife-v3"}
+                  "rife-v3", "animatediff-v1-5-2"}
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_every_builtin_loads_or_fails_in_one_line(name, monkeypatch, tmp_path):
     entry = registry.resolve(name)
     loader = {"pipeline": loading.load_sd_pipeline, "controlnet": loading.load_controlnet,
               "segmenter": loading.load_segmenter, "recognizer": loading.load_recognizer,
-              "interpolator": load_interpolator,
+              "interpolator": load_interpolator, "motion-adapter": loading.load_motion_adapter,
               "feature-extractor": loading.load_clip if name.startswith("clip") else loading.load_inception,
               }[entry.kind]
     if name in NEEDS_DOWNLOAD:
