@@ -172,7 +172,7 @@ def run_animatediff(config: VideoConfig, out: Path, seqs: list, digests: list[st
             latents = reschedule_noise(latents, plan["context"], plan["stride"], generator)
     if plan["used"]:
         notice(f"FreeNoise: {plan['reason']} ({plan['fusion']} fusion)")
-    conds = [torch.from_numpy(seq.masks.astype("float32"))[:, None].repeat(1, 3, 1, 1) for seq in seqs]
+    conds = [torch.from_numpy(seq.masks)[:, None] for seq in seqs]  # (F, 1, H, W) bool: expanded per window
     if on_step:
         on_step(start_step, config.steps)
     output = pipe(config.prompt, conds if len(conds) > 1 else conds[0], num_inference_steps=config.steps,

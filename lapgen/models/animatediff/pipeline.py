@@ -13,8 +13,9 @@ compare the two). What lapgen adds:
   fused on the noise prediction (`"prediction"`: one window of the UNet and ControlNet in memory at a time)
   or inside the motion modules (`"attention"`: diffusers' `enable_free_noise`, for the duration of the call).
 - `sequential_cfg`: the unconditional and the text-conditioned halves one after the other (half the memory).
-- masks as tensors: `conditioning_frames` (F, 3, H, W) in [0, 1] per ControlNet (the ControlNet pipeline's
-  control images, never normalised).
+- masks as tensors: `conditioning_frames` (F, 3, H, W) or (F, 1, H, W) in [0, 1], any dtype (a bool mask is
+  fine), per ControlNet: the ControlNet pipeline's control images (never normalised), moved to the device and
+  expanded to 3 channels one window at a time.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ class AnimateDiffMaskPipeline(AnimateDiffControlNetPipeline):
         """Guided noise prediction (1, C, f, h, w) for `latents` (1, C, f, h, w) and their masks.
 
         `embeds`: [negative, positive] prompt embeddings (1, 77, D) with guidance, else [positive].
-        `controls`: per ControlNet (f, 3, H, W). Batch layout as diffusers: (halves x frames).
+        `controls`: per ControlNet (f, 1 or 3, H, W) on any device. Batch layout as diffusers: (halves x frames).
         """
         frames = latents.shape[2]
+        device, dtype = latents.device, self.controlnet.dtype
+        controls = [c.to(device=device, dtype=dtype).expand(-1, 3, -1, -1) for c in controls]
         groups = [[0, 1]] if len(embeds) == 2 and not sequential_cfg else [[k] for k in range(len(embeds))]
         preds = []
         for group in groups:
@@ -101,8 +104,6 @@ class AnimateDiffMaskPipeline(AnimateDiffControlNetPipeline):
         do_cfg = guidance_scale > 1
         positive, negative = self.encode_prompt(prompt, device, 1, do_cfg, negative_prompt)
         embeds = [negative, positive] if do_cfg else [positive]
-        dtype = self.controlnet.dtype
-        controls = [c.to(device=device, dtype=dtype) for c in controls]
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         shape = (1, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor,
