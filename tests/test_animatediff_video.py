@@ -222,6 +222,13 @@ def test_bad_adapters_and_options_are_one_line(tmp_path, mask_dir, tiny_sd_dir, 
     r = runner.invoke(app, ["video", "--prompt", PROMPT, "--masks", str(mask_dir), "--out", str(tmp_path / "c.mp4"),
                             "--context", "8", "--model", str(tiny_sd_dir), "--controlnet", str(tiny_controlnet_dir)])
     assert r.exit_code == 2 and "--context applies to --method animatediff only" in r.stderr
+    # no adapter trained yet: the built-in default is the public hub adapter, offline here; the error is the
+    # only line (the default is named only once it is usable)
+    r = runner.invoke(app, ["video", "--method", "animatediff", "--prompt", PROMPT, "--masks", str(mask_dir),
+                            "--out", str(tmp_path / "d.mp4"), "--model", str(tiny_sd_dir), "--controlnet",
+                            str(tiny_controlnet_dir), "--resolution", "64"], env={"LAPGEN_HOME": str(tmp_path / "h")})
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "'animatediff-v1-5-2'" in lines[0] and "HF_HUB_OFFLINE" in lines[0]
     assert not list(tmp_path.glob("*.mp4*"))
 
 

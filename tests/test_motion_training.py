@@ -291,3 +291,30 @@ def test_layout_checks():
         from lapgen.models.motion import check_layout
 
         check_layout({**config, "motion_layers_per_block": 3}, unet, "x", "sd15")
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_motion_module(clip_dir, tiny_sd_dir, tmp_path):
+    """torchrun, 2 CPU processes (gloo): DDP over the motion UNet (frozen image layers, trained motion
+    modules); each rank checkpoints its own noise state; the result is a MotionAdapter folder."""
+    import os
+    import subprocess
+    import sys
+
+    from diffusers import MotionAdapter
+
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LAPGEN_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "lapgen", "--quiet", "train-motion", "--data", str(clip_dir), "--base",
+                           str(tiny_sd_dir), "--out", str(run), "--resolution", "64", "--max-steps", "2",
+                           "--batch-size", "2", "--checkpointing-steps", "1", "--lr", "1e-2", "--device", "cpu"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = __import__("yaml").safe_load((run / "lapgen.yaml").read_text())
+    assert card["training"]["processes"] == 2 and card["training"]["steps"] == 2
+    assert {p.name for p in (run / "checkpoint-2").glob("lapgen_state_*.pt")} == {"lapgen_state_0.pt",
+                                                                                  "lapgen_state_1.pt"}
+    state = _adapter_state(run)
+    assert any(float(v.abs().max()) > 0 for k, v in state.items() if k.endswith("proj_out.weight"))  # trained
+    assert MotionAdapter.from_pretrained(run).config.block_out_channels == [4, 8]

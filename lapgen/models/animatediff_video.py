@@ -99,6 +99,26 @@ def plan_free_noise(config: VideoConfig, frames: int, limit: int, trained: int |
             "windows": n}
 
 
+def plan_video(config: VideoConfig, frames: int, pipe=None) -> dict:
+    """What a video of `frames` frames will run with, checked before any weight loads and without output:
+    the motion adapter's entry (None with a given `pipe`), whether it is the registry default, and the
+    FreeNoise plan (one-line errors for a context beyond the adapter's reach)."""
+    if pipe is not None:
+        from lapgen.models.animatediff import AnimateDiffMaskPipeline
+
+        if not isinstance(pipe, AnimateDiffMaskPipeline):
+            raise LapgenError("the pipeline given is not an AnimateDiff pipeline", hint="load it with load_animatediff")
+        config_of = pipe.motion_adapter.config if pipe.motion_adapter is not None else pipe.unet.config
+        limit = int(config_of["motion_max_seq_length"])
+        return {"entry": None, "default": False, "free_noise": plan_free_noise(config, frames, limit, None, "given")}
+    from lapgen.models.loading import motion_adapter_location
+
+    entry, location = motion_adapter_location(config.motion_adapter, announce=False)  # offline: one line here
+    limit, trained = adapter_limits(entry, location)
+    return {"entry": entry, "default": config.motion_adapter is None,
+            "free_noise": plan_free_noise(config, frames, limit, trained, entry.name)}
+
+
 def load_animatediff(model: str | None, controlnet, motion_adapter: str | None, device: str = "auto",
                      dtype: str = "fp32"):
     """An `AnimateDiffMaskPipeline` from registry entries (DDIM, progress bar off) and the entries used:
@@ -130,33 +150,29 @@ def load_animatediff(model: str | None, controlnet, motion_adapter: str | None, 
     return pipe, sd_entry, (cn_entries if several else cn_entries[0]), ad_entry
 
 
-def run_animatediff(config: VideoConfig, out: Path, seqs: list, digests: list[str], *, pipe=None,
-                    on_step=None) -> dict:
-    """Run AnimateDiff + ControlNet (resumable): the frames (F, H, W, 3) uint8, the card's models and result."""
+def run_animatediff(config: VideoConfig, out: Path, seqs: list, digests: list[str], planned: dict, *,
+                    pipe=None, on_step=None) -> dict:
+    """Run AnimateDiff + ControlNet (resumable) as `planned` (`plan_video`): the frames (F, H, W, 3) uint8,
+    the card's models and result."""
     import torch
 
-    from lapgen.models.animatediff import AnimateDiffMaskPipeline, reschedule_noise
-    from lapgen.models.loading import motion_adapter_location
+    from lapgen.models.animatediff import reschedule_noise
 
     frames = len(seqs[0].masks)
     several = isinstance(config.controlnet, (list, tuple)) or len(seqs) > 1
+    plan = planned["free_noise"]
     entries: dict = {}
     if pipe is None:
-        ad_entry, location = motion_adapter_location(config.motion_adapter)  # offline: one line, before loading
-        limit, trained = adapter_limits(ad_entry, location)
-        plan = plan_free_noise(config, frames, limit, trained, ad_entry.name)
+        if planned["default"]:
+            from lapgen.registry import announce_default
+
+            announce_default("motion-adapter")
         nets = as_list(config.controlnet) if several else config.controlnet
-        pipe, sd_entry, cn_entry, ad_entry = load_animatediff(config.model, nets, ad_entry, config.device,
+        pipe, sd_entry, cn_entry, ad_entry = load_animatediff(config.model, nets, planned["entry"], config.device,
                                                               config.dtype)
         entries = {"model": card_entry(sd_entry),
                    "controlnet": [card_entry(e) for e in cn_entry] if several else card_entry(cn_entry),
                    "motion_adapter": card_entry(ad_entry)}
-    elif isinstance(pipe, AnimateDiffMaskPipeline):
-        limit = int(pipe.motion_adapter.config["motion_max_seq_length"]) if pipe.motion_adapter is not None \
-            else int(pipe.unet.config["motion_max_seq_length"])
-        plan = plan_free_noise(config, frames, limit, None, "given")
-    else:
-        raise LapgenError("the pipeline given is not an AnimateDiff pipeline", hint="load it with load_animatediff")
     count = len(pipe.controlnet.nets) if hasattr(pipe.controlnet, "nets") else 1
     if count != len(seqs):
         raise LapgenError(f"the pipeline has {count} ControlNet(s) but {len(seqs)} mask sequence(s)")

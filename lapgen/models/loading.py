@@ -223,10 +223,18 @@ def load_controlnet(source: Any = None, *, device: Any = "auto", dtype: Any = "f
     return model.to(dev).eval()
 
 
-def motion_adapter_location(source: Any = None) -> tuple[Entry, Path | str]:
+def motion_adapter_location(source: Any = None, *, announce: bool = True) -> tuple[Entry, Path | str]:
     """The entry of a motion adapter and where its weights are: a local folder holding `config.json` (the
     folder itself, or its `motion_adapter/` of a lapgen checkpoint) or a hub id. Nothing is loaded; offline
-    and not cached is a one-line error here, before any other work."""
+    and not cached is a one-line error here, before any other work. `source=None` takes the registry's
+    default, named on stderr unless `announce` is false (the caller then names it once its checks pass)."""
+    if source is None and not announce:
+        from lapgen.registry import default_for
+
+        default = default_for("motion-adapter")
+        if default is None:
+            resolve_entry(None, "motion-adapter")  # the registry's one-line "no default yet" error
+        source = default
     entry = resolve_entry(source, "motion-adapter")
     location = ensure_local(entry, "motion-adapter")
     if isinstance(location, Path):

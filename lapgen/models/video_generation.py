@@ -92,7 +92,7 @@ def smoother_indices(config: VideoConfig) -> list[int]:
     )
 
 
-def _validate(config: VideoConfig):
+def _validate(config: VideoConfig, pipe=None):
     from lapgen.data.masks import read_mask_sequence
     from lapgen.data.prompts import unknown_words
 
@@ -160,13 +160,13 @@ def _validate(config: VideoConfig):
             f"prompt words outside the CholecT50 vocabulary: {', '.join(words)} (the models were trained on "
             "'<instrument> <verb> <target> in <phase>' captions)"
         )
-    seqs = []
+    seqs, notes = [], []  # notices are said once everything is valid, so an error stays the only line
     for source in masks:
         seq = read_mask_sequence(source, size=(config.resolution, config.resolution), frames=config.frames)
         if seq.thresholded:
-            notice(f"{seq.thresholded} mask frame(s) of {source} were not binary; thresholded at 127")
+            notes.append(f"{seq.thresholded} mask frame(s) of {source} were not binary; thresholded at 127")
         if seq.resized_from:
-            notice(
+            notes.append(
                 f"masks of {source} resized from {seq.resized_from[0]}x{seq.resized_from[1]} to "
                 f"{config.resolution}x{config.resolution} (nearest neighbour)"
             )
@@ -177,12 +177,19 @@ def _validate(config: VideoConfig):
             f"the mask sequences have different lengths ({', '.join(map(str, lengths))} frames)",
             hint="give sequences of the same length, or cut them with --frames",
         )
-    if late:  # said once everything is valid, so an error stays the only line
-        notice(
+    plan = None
+    if config.method == "animatediff":  # the adapter and its context, checked against the frame count
+        from lapgen.models.animatediff_video import plan_video
+
+        plan = plan_video(config, lengths[0], pipe)
+    if late:
+        notes.append(
             f"smoother steps {','.join(map(str, late))} count from the end and never fire with --steps "
             f"{config.steps} (as in ControlVideo); smoothing at loop indices {smooth_at or 'none'}"
         )
-    return out, seqs, interpolator
+    for note in notes:
+        notice(note)
+    return out, seqs, interpolator, plan
 
 
 def load_controlvideo(
@@ -230,12 +237,12 @@ def generate_video(
     `method="animatediff"` an `AnimateDiffMaskPipeline`), `on_step(i, total)` reports."""
     from lapgen.cards import make_card, write_card
 
-    out, seqs, interpolator = _validate(config)
+    out, seqs, interpolator, plan = _validate(config, pipe)
     digests = [hashlib.sha256(np.ascontiguousarray(seq.masks).tobytes()).hexdigest() for seq in seqs]
     if config.method == "animatediff":
         from lapgen.models.animatediff_video import run_animatediff
 
-        run = run_animatediff(config, out, seqs, digests, pipe=pipe, on_step=on_step)
+        run = run_animatediff(config, out, seqs, digests, plan, pipe=pipe, on_step=on_step)
     else:
         run = _run_controlvideo(config, out, seqs, digests, interpolator, pipe=pipe, on_step=on_step)
     video = run["video"]
