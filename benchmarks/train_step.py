@@ -8,14 +8,20 @@ downloaded) at 128 px, batch 2, fp32, in one run:
     AdamW step on tensors already in memory. Goal: <= 1.05x.
 (b) lapgen's loop without the cache against with it, plus the time split of one uncached step (data, VAE,
     text encoder, UNet forward+backward, optimiser) so the gain on a GPU can be estimated on paper.
+(m) the motion step: lapgen's `train-motion` loop with `--cache-latents` (`lapgen.models.motion.train_motion`,
+    a clip dataset in its on-disk format, batch 1 clip of `--motion-frames` frames at 128 px) against the
+    ideal loop: the same motion UNet (the SD-1.5-shaped UNet with AnimateDiff's motion modules, image layers
+    frozen) forward + backward + AdamW step over the motion parameters on tensors already in memory.
+    Goal: <= 1.05x.
 
 Gradient clipping is off in both loops (the ideal loop has none). Checkpoint and final-model writes are
 switched off for the measured runs (they are not part of a step). `--width-scale 0.5` halves the UNet's
 channel widths for machines without ~16 GB of free RAM (full SD 1.5 UNet training state: weights, grads
 and two AdamW moments of 860 M parameters).
 
-Usage: python benchmarks/train_step.py [--steps 4] [--rounds 2] [--threads 1] [--width-scale 1.0] [--quick]
-(`--quick`: a smoke run at width 0.25, 2 steps, one round.)
+Usage: python benchmarks/train_step.py [--steps 4] [--rounds 2] [--threads 1] [--width-scale 1.0]
+[--part all|frames|motion] [--motion-frames 16] [--quick]
+(`--quick`: a smoke run at width 0.25, 2 steps, one round, 4-frame clips.)
 """
 
 from __future__ import annotations
@@ -166,16 +172,109 @@ def time_split(pipe, data: Path) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in out.items()}
 
 
+def write_clips(root: Path, n: int, frames: int) -> Path:
+    """A clip dataset (lapgen.data.clips) of `n` clips of `frames` synthetic Cholec80 frames at RES px."""
+    from PIL import Image
+
+    from lapgen.data.clips import write_clips as write_metadata
+    from lapgen.data.synthetic import cholec80_frame
+
+    records = []
+    for k in range(n):
+        folder = f"clips/video03/{k * frames:06d}"
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for j in range(frames):
+            rgb, _ = cholec80_frame(3, 3 * (k * frames + j), num_frames=3 * n * frames + 1, size=(RES, RES))
+            Image.fromarray(rgb).save(root / folder / f"{j:06d}.png")
+        records.append({"clip": folder, "num_frames": frames, "text": f"grasper retract gallbladder {k}",
+                        "split": "train", "fps": 8.0})
+    write_metadata(root, records)
+    return root
+
+
+def motion_model(pipe):
+    """The motion UNet of `pipe`'s UNet: a new adapter with small output weights (as after some training)."""
+    import torch
+
+    from lapgen.models.motion import motion_unet, new_adapter
+
+    adapter = new_adapter(dict(pipe.unet.config), 32)
+    with torch.no_grad():
+        for module in adapter.modules():
+            if type(module).__name__ == "AnimateDiffTransformer3D":
+                module.proj_out.weight.normal_(0, 0.02)
+    return motion_unet(pipe.unet, adapter)
+
+
+def ideal_motion_steps(pipe, steps: int, frames: int) -> list[float]:
+    """Motion UNet forward + backward + AdamW over the motion modules on fixed in-memory tensors."""
+    import torch
+
+    model = motion_model(pipe).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-2)
+    g = torch.Generator().manual_seed(0)
+    noisy = torch.randn(1, 4, frames, RES // 8, RES // 8, generator=g)  # (B, C, F, h, w)
+    target = torch.randn(noisy.shape, generator=g)
+    ehs = torch.randn(1, 77, 768, generator=g).repeat_interleave(frames, dim=0)
+    t = torch.tensor([500])
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        loss = torch.nn.functional.mse_loss(model(noisy, t, ehs).sample, target)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    del opt, model
+    gc.collect()
+    return times[1:]
+
+
+def lapgen_motion_steps(pipe, data: Path, out: Path, steps: int) -> list[float]:
+    """Step intervals of `train_motion` with `--cache-latents` (batch 1 clip)."""
+    from lapgen.models import finetune as ft
+    from lapgen.models import motion, training
+    from lapgen.models.training import TrainConfig
+    from lapgen.registry import Entry
+
+    motion.check_base_pipeline = lambda source: Entry(name="sd15-shaped", kind="pipeline", source="memory")
+    ft.load_base_pipeline = lambda entry: pipe
+    motion.MotionStage.save_result = lambda self, folder, accelerator: None
+    training.save_checkpoint = lambda *a, **k: None
+    stamps: list[float] = []
+    config = TrainConfig(data=str(data), out=str(out), base="memory", batch_size=1, max_steps=steps + 2,
+                         max_grad_norm=0.0, cache_latents=True, device="cpu", checkpointing_steps=10**9,
+                         overwrite=True, learning_rate=1e-4)
+    motion.train_motion(config, on_step_end=lambda step, loss: stamps.append(time.perf_counter()))
+    gc.collect()
+    return [b - a for a, b in zip(stamps[1:], stamps[2:])]
+
+
+def motion_part(pipe, tmp: Path, steps: int, rounds: int, frames: int) -> list[str]:
+    data = write_clips(tmp / "clips", n=steps + 3, frames=frames)
+    times: dict[str, list[float]] = {"ideal": [], "cached": []}
+    for _ in range(rounds):  # interleaved rounds, as above
+        times["ideal"] += ideal_motion_steps(pipe, steps, frames)
+        times["cached"] += lapgen_motion_steps(pipe, data, tmp / "motion", steps)
+    ideal, cached = (statistics.median(times[k]) for k in ("ideal", "cached"))
+    print(f"motion step, 1 clip of {frames} frames: ideal loop (motion UNet fwd+bwd+AdamW on in-memory tensors) "
+          f"{ideal:.3f} s/step, lapgen train-motion --cache-latents {cached:.3f} s/step")
+    return [f"RESULT train_step_motion_cached_vs_ideal ratio={cached / ideal:.3f} goal<=1.05"]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4, help="measured steps per loop")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three loops")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared CPU)")
     parser.add_argument("--width-scale", type=float, default=1.0, help="UNet channel width factor (1 = SD 1.5)")
+    parser.add_argument("--part", choices=("all", "frames", "motion"), default="all",
+                        help="frames: (a) and (b); motion: (m)")
+    parser.add_argument("--motion-frames", type=int, default=16, help="frames per clip of (m) (AnimateDiff: 16)")
     parser.add_argument("--quick", action="store_true", help="smoke run: width 0.25, 2 steps, one round")
     args = parser.parse_args(argv)
     if args.quick:
-        args.width_scale, args.steps, args.rounds = 0.25, 2, 1
+        args.width_scale, args.steps, args.rounds, args.motion_frames = 0.25, 2, 1, 4
     import torch
 
     from lapgen import progress
@@ -193,11 +292,18 @@ def main(argv: list[str] | None = None) -> None:
           f"{sum(p.numel() for p in pipe.vae.parameters()) / 1e6:.0f} M, text encoder "
           f"{sum(p.numel() for p in pipe.text_encoder.parameters()) / 1e6:.0f} M; {RES} px, batch {BATCH}, "
           f"{torch.get_num_threads()} threads")
+    results: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         import os
 
         os.environ["LAPGEN_HOME"] = str(tmp / "home")  # a fresh latent cache
+        if args.part in ("all", "motion"):
+            results += motion_part(pipe, tmp, args.steps, args.rounds, args.motion_frames)
+        if args.part == "motion":
+            for line in results:
+                print(line)
+            return
         data = write_frames(tmp / "frames", n=2 * BATCH * (args.steps + 3))
         times: dict[str, list[float]] = {"ideal": [], "cached": [], "uncached": []}
         for _ in range(args.rounds):  # interleaved rounds: load drift on a shared machine hits all three alike
@@ -212,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     print("time split of one uncached step: " + ", ".join(f"{k} {v:.3f} s" for k, v in split.items()))
     print(f"RESULT train_step_cached_vs_ideal ratio={cached / ideal:.3f} goal<=1.05")
     print(f"RESULT train_step_cache_speedup ratio={uncached / cached:.3f} goal>1.0")
+    for line in results:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,15 @@
     1 step, smoother off:
     peak resident memory above the loaded models, sampled every 5 ms in a thread, and wall time.
     Goals: peak(250) <= 2 x peak(16); time growth exponent (log-log slope over 32..250) <= 1.1.
+(ad) AnimateDiff against ControlVideo on the same 16-frame video: the same UNet, ControlNet, VAE and text
+    encoder, plus AnimateDiff motion modules (a new adapter in the SD 1.5 layout, random output weights) for
+    `lapgen video --method animatediff`; ControlVideo with the smoother off. Wall time of each in ABBA order
+    (best of two); the ratio AnimateDiff / ControlVideo is reported (goal <= 1.5: a sanity bound, the two
+    methods do different work).
+(fn) FreeNoise memory: AnimateDiff at 16 frames (one pass) and 250 frames (FreeNoise, context 16, stride 4,
+    windows fused on the noise prediction: lapgen's default), 1 step, latent output; peak resident memory
+    above the loaded models as in (b). Goal: peak(250) <= 2 x peak(16). 250 frames with the windows fused
+    inside the motion modules (`--free-noise-fusion attention`, diffusers' FreeNoise) are printed beside it.
 FLOPs of one frame's UNet + ControlNet call are counted with `torch.utils.flop_counter` for the GPU
 estimate in docs/performance.md.
 
@@ -24,6 +33,7 @@ token counts) when CPU time is short.
 Run: `python benchmarks/video_scaling.py` (about an hour on 2 busy CPU cores; `--quick` for a smoke run:
 (a) and (r) with 1 step, (b) at 32 and 64 frames with `--width-div 4`).
 `--part rife --only flow|rife` makes one (r) video per process, for timing the two as whole processes.
+`--part ad` and `--part fn` run (ad) and (fn) alone (`--width-div` applies to both; `--fn-lengths 16,64`).
 """
 
 from __future__ import annotations
@@ -217,7 +227,8 @@ def main() -> None:
         action="store_true",
         help="smoke run: (a) and (r) 1 step; (b) lengths 32,64 at --width-div 4",
     )
-    parser.add_argument("--part", choices=("a", "b", "rife", "smoother", "all"), default="all")
+    parser.add_argument("--part", choices=("a", "b", "rife", "smoother", "ad", "fn", "all"), default="all")
+    parser.add_argument("--fn-lengths", default="16,250", help="(fn): the reference length, then the long one")
     parser.add_argument(
         "--only", choices=("flow", "rife"), help="(r): one video with this interpolator, no ratio"
     )
@@ -247,6 +258,12 @@ def main() -> None:
         smoother_cost(full)
     if args.part in ("b", "all"):
         results += part_b(build(args.width_div), args.long_steps, lengths)
+    if args.part in ("ad", "all"):
+        results.append(part_ad(full if full is not None and args.width_div == 1 else build(args.width_div),
+                               args.steps))
+    if args.part in ("fn", "all"):
+        fn_lengths = [16, 64] if args.quick else [int(v) for v in args.fn_lengths.split(",")]
+        results.append(part_fn(build(args.width_div), args.long_steps, fn_lengths))
     for line in results:
         print(line)
 
@@ -419,6 +436,84 @@ def part_b(pipe, steps: int, lengths: list[int]) -> list[str]:
         f"RESULT video_scaling_memory_{rows[-1][0]}_vs_16 ratio={rows[-1][2] / max(rows[0][2], 1):.2f} goal<=2",
         f"RESULT video_scaling_time_exponent ratio={slope:.2f} goal<=1.1",
     ]
+
+
+
+def animatediff_from(pipe):
+    """`AnimateDiffMaskPipeline` over a ControlVideo pipeline's components plus motion modules in the SD 1.5
+    layout (`lapgen.models.motion.new_adapter`; random output weights, so the temporal layers do work)."""
+    import torch
+    from diffusers import DDIMScheduler
+
+    from lapgen.models.animatediff import AnimateDiffMaskPipeline
+    from lapgen.models.motion import motion_unet, new_adapter
+
+    adapter = new_adapter(dict(pipe.unet.config), 32)
+    with torch.no_grad():
+        for module in adapter.modules():
+            if type(module).__name__ == "AnimateDiffTransformer3D":
+                module.proj_out.weight.normal_(0, 0.02)
+    ad = AnimateDiffMaskPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
+                                 unet=motion_unet(pipe.unet, adapter).eval(), motion_adapter=adapter,
+                                 controlnet=pipe.controlnet, scheduler=DDIMScheduler.from_config(pipe.scheduler.config))
+    ad.set_progress_bar_config(disable=True)
+    return ad
+
+
+def mask_tensor(n: int):
+    """The moving masks as the AnimateDiff pipeline takes them: (n, 1, 128, 128) bool."""
+    import torch
+
+    return torch.from_numpy(np.stack([np.asarray(m) > 127 for m in moving_masks(n)]))[:, None]
+
+
+def part_ad(pipe, steps: int) -> str:
+    """(ad) 16 frames: AnimateDiff (motion modules, one pass) vs ControlVideo (smoother off), same components."""
+    import torch
+
+    ad = animatediff_from(pipe)
+    kw = {"num_inference_steps": steps, "guidance_scale": 3.0, "output_type": "np"}
+    ad(PROMPT, mask_tensor(2), **kw)  # warm-up
+    pipe(PROMPT, moving_masks(2), smoother_steps=[], long_video="off", **kw)
+    times: dict[str, float] = {}
+    for name in ("controlvideo", "animatediff", "animatediff", "controlvideo"):  # ABBA order, best of two
+        start = time.perf_counter()
+        if name == "animatediff":
+            ad(PROMPT, mask_tensor(16), generator=torch.Generator().manual_seed(0), **kw)
+        else:
+            pipe(PROMPT, moving_masks(16), generator=torch.Generator().manual_seed(0), smoother_steps=[],
+                 long_video="off", **kw)
+        times[name] = min(times.get(name, float("inf")), time.perf_counter() - start)
+    print(f"(ad) 16 frames, {steps} steps: ControlVideo {times['controlvideo']:.1f} s, AnimateDiff "
+          f"{times['animatediff']:.1f} s", flush=True)
+    return (f"RESULT video_scaling_animatediff_vs_controlvideo ratio="
+            f"{times['animatediff'] / times['controlvideo']:.2f} goal<=1.5")
+
+
+def part_fn(pipe, steps: int, lengths: list[int]) -> str:
+    """(fn) AnimateDiff peak memory above the loaded models: `lengths[0]` frames in one pass, `lengths[1]`
+    with FreeNoise (prediction fusion; attention fusion printed for comparison)."""
+    import torch
+
+    ad = animatediff_from(pipe)
+    kw = {"num_inference_steps": steps, "guidance_scale": 3.0, "output_type": "latent", "context_frames": 16,
+          "context_stride": 4}
+    ad(PROMPT, mask_tensor(2), **kw)  # warm-up
+    peaks = {}
+    for n, fusion in ((lengths[0], "prediction"), (lengths[1], "prediction"), (lengths[1], "attention")):
+        masks = mask_tensor(n)
+        with PeakRSS() as mem:
+            start = time.perf_counter()
+            out = ad(PROMPT, masks, generator=torch.Generator().manual_seed(0), fusion=fusion, **kw)
+            elapsed = time.perf_counter() - start
+        peaks[(n, fusion)] = mem.peak - mem.start
+        print(f"(fn) {n:4d} frames, {steps} step(s), {len(out.windows)} window(s), {fusion} fusion: {elapsed:7.1f} s, "
+              f"peak +{peaks[(n, fusion)] / 2**20:6.0f} MiB", flush=True)
+    ref = max(peaks[(lengths[0], "prediction")], 1)
+    print(f"(fn) peak({lengths[1]}, attention fusion) / peak({lengths[0]}) = "
+          f"{peaks[(lengths[1], 'attention')] / ref:.2f} (memory grows with the frames)", flush=True)
+    return (f"RESULT video_scaling_freenoise_memory_{lengths[1]}_vs_{lengths[0]} "
+            f"ratio={peaks[(lengths[1], 'prediction')] / ref:.2f} goal<=2")
 
 
 if __name__ == "__main__":

@@ -43,10 +43,11 @@ from lapgen.registry_store import (  # noqa: F401  (re-exported: part of lapgen.
     weights_dirs,
 )
 
-KINDS = ("pipeline", "controlnet", "segmenter", "feature-extractor", "recognizer", "interpolator")
+KINDS = ("pipeline", "controlnet", "motion-adapter", "segmenter", "feature-extractor", "recognizer", "interpolator")
 KIND_LABELS = {
     "pipeline": "diffusion pipeline",
     "controlnet": "ControlNet",
+    "motion-adapter": "motion adapter",
     "segmenter": "tool segmenter",
     "feature-extractor": "feature extractor",
     "recognizer": "action-triplet recognizer",
@@ -56,6 +57,7 @@ KIND_LABELS = {
 DEFAULT_LABELS = {
     "pipeline": "model",
     "controlnet": "controlnet",
+    "motion-adapter": "motion adapter",
     "segmenter": "segmenter",
     "feature-extractor": "feature extractor",
     "recognizer": "recognizer",
@@ -99,6 +101,8 @@ def detect_kind(path: Path) -> str | None:
                 cls = ""
             if cls == "ControlNetModel":
                 return "controlnet"
+            if cls == "MotionAdapter":
+                return "motion-adapter"
         if (path / "weights" / "best.pt").exists() or (path / "weights" / "last.pt").exists():
             return "segmenter"
         return None

@@ -37,6 +37,11 @@ BUILTINS: dict[str, dict[str, Any]] = {
         "kind": "controlnet", "source": "tiny:controlnet", "options": {"seed": 0},
         "description": "tiny ControlNet made from tiny-sd's UNet (ControlNetModel.from_unet, seeded)",
     },
+    "animatediff-v1-5-2": {
+        "kind": "motion-adapter", "source": "hf:guoyww/animatediff-motion-adapter-v1-5-2",
+        "description": "AnimateDiff motion module v1-5-2 for Stable Diffusion 1.5 (Guo et al. 2024; trained on "
+                       "WebVid-10M, 16-frame clips): a start for `lapgen train-motion --adapter-init`",
+    },
     "clip-vit-b-32": {
         "kind": "feature-extractor", "source": "open_clip:ViT-B-32-quickgelu/openai",
         "description": "CLIP ViT-B/32 (open_clip, OpenAI weights); the paper's CLIP-FID model and "
@@ -107,6 +112,7 @@ BUILTINS: dict[str, dict[str, Any]] = {
 BUILTIN_DEFAULTS: dict[str, str | None] = {
     "pipeline": "sd15",
     "controlnet": None,
+    "motion-adapter": "animatediff-v1-5-2",  # until `lapgen train-motion --name` trains one
     "segmenter": "yolov8n-seg",
     "feature-extractor": "inception-v3",
     "recognizer": "rdv-cholect50",

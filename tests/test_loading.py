@@ -16,7 +16,7 @@ from lapgen.device import dtype_name, mixed_precision_for, resolve_device, resol
 
 # (inception-v3-clean is never downloaded: without a local file it fails the same way)
 NEEDS_DOWNLOAD = {"sd15", "clip-vit-b-32", "clip-vit-l-14-336", "inception-v3", "inception-v3-clean", "rdv-cholect50",
-                  "rife-v3", "i3d-kinetics400", "videomae-v2-g"}
+                  "rife-v3", "i3d-kinetics400", "videomae-v2-g", "animatediff-v1-5-2"}
 VIDEO_EXTRACTORS = {"i3d-kinetics400", "videomae-v2-g"}
 
 
@@ -75,7 +75,7 @@ def test_every_builtin_loads_or_fails_in_one_line(name, monkeypatch, tmp_path):
     entry = registry.resolve(name)
     loader = {"pipeline": loading.load_sd_pipeline, "controlnet": loading.load_controlnet,
               "segmenter": loading.load_segmenter, "recognizer": loading.load_recognizer,
-              "interpolator": load_interpolator,
+              "interpolator": load_interpolator, "motion-adapter": loading.load_motion_adapter,
               "feature-extractor": (loading.load_clip if name.startswith("clip") else loading.load_video_extractor
                                     if name in VIDEO_EXTRACTORS else loading.load_inception),
               }[entry.kind]

@@ -132,11 +132,12 @@ def test_paper_recipes_ship_in_the_package_and_are_valid_configs(tmp_path):
     from lapgen.models.train_config import shipped_recipes
 
     recipes = shipped_recipes()
-    assert set(recipes) == {"paper-stage1-unet", "paper-stage1-unet-clip", "paper-controlnet"}
+    assert set(recipes) == {"paper-stage1-unet", "paper-stage1-unet-clip", "paper-controlnet", "animatediff-motion"}
     assert all(p.parent.name == "configs" and p.parent.parent.name == "lapgen" for p in recipes.values())
     for name in recipes:
         config = TrainConfig.from_recipe(name, overrides={"data": "d", "out": str(tmp_path / "o")})
-        assert config.learning_rate == 1e-5 and config.lr_warmup_steps == 0 and config.resolution == 128
+        lr = 1e-4 if name == "animatediff-motion" else 1e-5  # AnimateDiff's motion-module rate; the paper's
+        assert config.learning_rate == lr and config.lr_warmup_steps == 0 and config.resolution == 128
     assert TrainConfig.from_recipe("paper-stage1-unet-clip.yaml", overrides={"data": "d", "out": "o"}
                                    ).train_text_encoder is True
 

@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(7860, "--port", help="Port (0 = a free one)."),
         model: str | None = typer.Option(None, "--model", help="Stage-1 pipeline preselected on the page."),
         controlnet: str | None = typer.Option(None, "--controlnet", help="Stage-2 ControlNet preselected."),
+        motion_adapter: str | None = typer.Option(
+            None, "--motion-adapter", help="Motion adapter preselected for the AnimateDiff method."
+        ),
         clips: Path | None = typer.Option(  # noqa: B008
             None, "--clips", help="Folder written by `lapgen masks clips` to pick real mask clips from."
         ),
@@ -38,7 +41,7 @@ def register(app: typer.Typer) -> None:
         from lapgen.studio import require_gradio
 
         require_gradio()
-        for name, kind in ((model, "pipeline"), (controlnet, "controlnet")):
+        for name, kind in ((model, "pipeline"), (controlnet, "controlnet"), (motion_adapter, "motion-adapter")):
             if name is not None:
                 resolve(name, kind)  # unknown names fail in one line before the server starts
         if clips is not None and not clips.is_dir():
@@ -61,6 +64,7 @@ def register(app: typer.Typer) -> None:
             runs=runs or lapgen_home() / "studio",
             model=model,
             controlnet=controlnet,
+            motion_adapter=motion_adapter,
             clips=clips,
             device=device,
             dtype=dtype,

@@ -1,6 +1,7 @@
-"""`lapgen finetune` (Stage 1) and `lapgen train-controlnet` (Stage 2): options -> TrainConfig -> one call.
+"""`lapgen finetune` (Stage 1), `lapgen train-controlnet` (Stage 2) and `lapgen train-motion` (the AnimateDiff
+motion module): options -> TrainConfig -> one call.
 
-Both commands take the same knobs (those of diffusers' `train_text_to_image.py`), declared once in
+The commands take the same knobs (those of diffusers' `train_text_to_image.py`), declared once in
 `_shared_options`; each command adds the few of its own. A YAML recipe (`--config paper-stage1-unet`, a
 recipe shipped with lapgen, or `--config my-recipe.yaml`) may set any TrainConfig field, and options given
 on the command line win: `TrainConfig.from_recipe` (lapgen.models.train_config) loads and checks it, the same
@@ -20,6 +21,9 @@ _HELP_FINETUNE = ("Stage 1: fine-tune Stable Diffusion on a frames dataset (pape
                   "no warm-up, 128 px). Works under `accelerate launch` / `torchrun`.")
 _HELP_CONTROLNET = ("Stage 2: train a ControlNet on binary tool masks over a frozen Stage-1 pipeline "
                     "(starts from ControlNetModel.from_unet).")
+_HELP_MOTION = ("Train an AnimateDiff motion module (MotionAdapter) on clips (lapgen prepare --clips) over a frozen "
+                "Stage-1 pipeline, for `lapgen video --method animatediff`. Works under `accelerate launch` / "
+                "`torchrun`.")
 
 # Command-line option name -> TrainConfig field, where they differ.
 _FIELD_OF = {"lr": "learning_rate"}
@@ -65,7 +69,7 @@ def _shared_options(*, trained: str, epochs_help: str) -> list[Spec]:
         ("overwrite", bool, typer.Option(False, "--overwrite", help="Replace an existing --out.")),
         ("recipe", Optional[str], typer.Option(None, "--config", metavar="RECIPE", help="YAML recipe of TrainConfig fields: a "
                                                 "file, or a recipe shipped with lapgen (paper-stage1-unet, "
-                                                "paper-stage1-unet-clip, paper-controlnet).")),
+                                                "paper-stage1-unet-clip, paper-controlnet, animatediff-motion).")),
         ("as_json", bool, typer.Option(False, "--json", help="Print the result as JSON on stdout.")),
     ]
 
@@ -124,6 +128,12 @@ def _train_controlnet(config):
     return train_controlnet(config)
 
 
+def _train_motion(config):
+    from lapgen.models.motion import train_motion
+
+    return train_motion(config)
+
+
 def register(app: typer.Typer) -> None:
     finetune_own: list[Spec] = [
         ("data", Optional[Path], typer.Option(None, "--data", help="Frames dataset folder (lapgen prepare).")),
@@ -147,9 +157,25 @@ def register(app: typer.Typer) -> None:
         ("cache_latents", bool, typer.Option(False, "--cache-latents", help="Encode images and prompts once; "
                                              "reused across runs.")),
     ]
+    motion_own: list[Spec] = [
+        ("data", Optional[Path], typer.Option(None, "--data", help="Clip dataset (lapgen prepare --clips).")),
+        ("out", Optional[Path], typer.Option(None, "--out", help="Run folder to write (a MotionAdapter).")),
+        ("base", Optional[str], typer.Option(None, "--base", help="Stage-1 pipeline: registry name or folder "
+                                             "(default: the last trained pipeline).")),
+        ("adapter_init", Optional[str], typer.Option(None, "--adapter-init", help="Start from this motion adapter "
+                                                     "(registry name, folder or hf:ORG/NAME, e.g. "
+                                                     "animatediff-v1-5-2); default: a new one.")),
+        ("adapter_max_frames", int, typer.Option(32, "--adapter-max-frames", help="A new adapter's longest "
+                                                 "clip in frames (its positional embedding).")),
+        ("cache_latents", bool, typer.Option(False, "--cache-latents", help="Encode every clip frame and prompt "
+                                             "once; reused across runs.")),
+    ]
     app.command("finetune", help=_HELP_FINETUNE)(_training_command(
         finetune_own, _shared_options(trained="trained", epochs_help="Epochs (ignored with --max-steps)."),
         _finetune))
     app.command("train-controlnet", help=_HELP_CONTROLNET)(_training_command(
         controlnet_own, _shared_options(trained="ControlNet", epochs_help="Epochs (paper: 100; ignored with "
                                         "--max-steps)."), _train_controlnet))
+    app.command("train-motion", help=_HELP_MOTION)(_training_command(
+        motion_own, _shared_options(trained="motion module", epochs_help="Epochs (ignored with --max-steps)."),
+        _train_motion))

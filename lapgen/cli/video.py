@@ -1,4 +1,5 @@
-"""`lapgen video`: a prompt and a mask sequence -> a laparoscopic video (ControlVideo, Stage 3)."""
+"""`lapgen video`: a prompt and a mask sequence -> a laparoscopic video (ControlVideo, Stage 3; or AnimateDiff with
+a motion module trained by `lapgen train-motion`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import typer
 
 _HELP = (
     "Generate a video from a text prompt and one tool mask per frame (ControlVideo with the Stage-1 model "
-    "and Stage-2 ControlNet). Masks: a folder of PNGs (natural sort) or a video. Several ControlNets: repeat "
-    "--controlnet and --masks in pairs. Defaults follow ControlVideo's code (docs/video.md). Writes an H.264 "
-    "MP4 and a card beside it."
+    "and Stage-2 ControlNet; --method animatediff adds a learned motion module). Masks: a folder of PNGs "
+    "(natural sort) or a video. Several ControlNets: repeat --controlnet and --masks in pairs. Defaults follow "
+    "ControlVideo's code (docs/video.md). Writes an H.264 MP4 and a card beside it."
 )
 
 
@@ -46,6 +47,27 @@ def register(app: typer.Typer) -> None:
         ),
         controlnet_scale: list[float] | None = typer.Option(
             None, "--controlnet-scale", help="Conditioning scale: one for all, or one per --controlnet (1.0)."
+        ),
+        method: str = typer.Option(
+            "controlvideo", "--method", help="controlvideo (training-free, the paper) | animatediff (the "
+            "motion module of `lapgen train-motion`; see docs/video.md)."
+        ),
+        motion_adapter: str | None = typer.Option(
+            None, "--motion-adapter", help="animatediff: motion adapter (registry name, folder or hf:ORG/NAME; "
+            "default: registry default)."
+        ),
+        context: int | None = typer.Option(
+            None, "--context", help="animatediff: frames the motion module sees at once (default: its training "
+            "clip length, else 16)."
+        ),
+        context_stride: int = typer.Option(4, "--context-stride", help="animatediff, FreeNoise: window step."),
+        free_noise: str = typer.Option(
+            "auto", "--free-noise", help="animatediff: FreeNoise windows for videos longer than --context: "
+            "auto|on|off."
+        ),
+        free_noise_fusion: str = typer.Option(
+            "prediction", "--free-noise-fusion", help="animatediff: fuse windows on the noise prediction (memory "
+            "of one window) | attention (inside the motion modules, as the FreeNoise paper; memory grows)."
         ),
         frames: int | None = typer.Option(None, "--frames", help="Use the first N masks (default: all)."),
         fps: float = typer.Option(25.0, "--fps", help="Frames per second of the output (paper: 25)."),
@@ -143,6 +165,12 @@ def register(app: typer.Typer) -> None:
             device=device,
             dtype=dtype,
             overwrite=overwrite,
+            method=method,
+            motion_adapter=motion_adapter,
+            context=context,
+            context_stride=context_stride,
+            free_noise=free_noise,
+            free_noise_fusion=free_noise_fusion,
         )
         progress = make_progress()
         state: dict = {}
@@ -174,9 +202,15 @@ def register(app: typer.Typer) -> None:
                         "smoothed_steps": result.smoothed_steps,
                         "interpolator": result.interpolator,
                         "extras": result.extras,
+                        "method": result.method,
+                        "free_noise": result.free_noise,
                     }
                 )
             )
+        elif result.method == "animatediff":
+            fn = result.free_noise or {}
+            how = f"FreeNoise, {fn.get('windows')} windows" if fn.get("used") else "all frames at once"
+            notice(f"wrote {result.frames} frames at {result.fps:g} fps to {result.out} (AnimateDiff; {how})")
         else:
             used = (result.interpolator or {}).get("used", "-")
             smoothing = (

@@ -1,4 +1,5 @@
-"""`lapgen prepare`: Cholec80 + CholecT50 -> the 128x128 text-image frames dataset (see lapgen.data.frames).
+"""`lapgen prepare`: Cholec80 + CholecT50 -> the 128x128 text-image frames dataset (see lapgen.data.frames),
+or with `clips=True` the clip dataset of short fixed-length clips (see lapgen.data.clips).
 
 Steps: validate every input first (labels, annotation files, MP4 headers, output location), plan one job
 per video, run the jobs in parallel worker processes (each decodes its video once, sequentially, keeping
@@ -10,6 +11,9 @@ skips the PNGs already written and ends with the same bytes as an uninterrupted 
 Resize: Pillow's bilinear filter with its support scaled to the reduction (area-aware, i.e. antialiased),
 aspect not kept (854x480 -> 128x128 like the paper). The paper uses `cv2.resize(INTER_LINEAR)`, which
 samples only the 2x2 nearest source pixels and aliases at a 6.7x reduction.
+
+Clip mode plans its clips with `lapgen.data.clips.plan_clips` and runs the same jobs (one per video, frames
+decoded sequentially, each PNG written atomically, resumable), decoding every frame a clip needs.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lapgen.data import clips as clips_mod
 from lapgen.data import frames as frames_mod
 from lapgen.data import prompts, vocab
 from lapgen.errors import LapgenError
@@ -44,16 +49,22 @@ class PrepareConfig:
     seed: int = PAPER_SEED  # --split paper only
     workers: int = 0  # 0 = all cores
     overwrite: bool = False
+    clips: bool = False  # write the clip dataset (lapgen.data.clips) instead of the frames dataset
+    clip_frames: int = 16  # clip mode: frames per clip
+    clip_fps: float = 8.0  # clip mode: frames per second of a clip
+    clip_every: float | None = None  # clip mode: seconds from one clip's start to the next (None: back to back)
 
 
 @dataclass
 class Job:
-    """One video's work: (frame index, destination relative to the dataset folder) pairs to write."""
+    """One video's work: (frame index, destination relative to the dataset folder) pairs to write; an index
+    may have several destinations (overlapping clips)."""
 
     source: str
     video: str
     src: str  # mp4 path (cholec80) or PNG folder (cholect50)
     frames: list[tuple[int, str]] = field(default_factory=list)
+    step: int = vocab.CHOLEC80_FPS  # mp4: decode every step-th frame (every index in `frames` is a multiple)
 
 
 @dataclass
@@ -82,13 +93,9 @@ def _t50_records(root: Path, fmt: str, warnings: list[str]) -> tuple[list[dict],
         warnings.extend(vid.warnings)
         job = Job("cholect50", vid.name, str(vid.frames[0].path.parent))
         for f in vid.frames:
-            if f.triplets:
-                text = prompts.triplet_prompt(f.triplets, f.phase, fmt)
-            elif f.instruments:  # instruments without a triplet: the paper's prepare_cholect50.py fallback
-                text = prompts.instrument_prompt(f.instruments, f.phase, fmt)
+            text, fallback = clips_mod.t50_prompt(f, fmt)
+            if fallback:  # instruments without a triplet: the paper's prepare_cholect50.py fallback
                 warnings.append(f"{vid.name} frame {f.frame}: instruments without a triplet")
-            else:
-                text = prompts.phase_text(f.phase, fmt)
             file_name = f"images/{vid.name}/{f.frame:06d}.png"
             records.append({"file_name": file_name, "text": text, "source": "cholect50", "video": vid.name,
                             "frame": f.frame, "split": None, "phase": f.phase,
@@ -191,13 +198,18 @@ def run_job(job: Job, stage: str, size: int, tick=None) -> int:
 
     tick = tick or _tick
     stage_p = Path(stage)
-    todo = {idx: stage_p / rel for idx, rel in job.frames if not (stage_p / rel).exists()}
-    tick(len(job.frames) - len(todo))
+    todo: dict[int, list[Path]] = {}
+    for idx, rel in job.frames:
+        if not (stage_p / rel).exists():
+            todo.setdefault(idx, []).append(stage_p / rel)
+    pending = sum(len(d) for d in todo.values())
+    tick(len(job.frames) - pending)
     if not todo:
         return 0
-    next(iter(todo.values())).parent.mkdir(parents=True, exist_ok=True)
+    for folder in {d.parent for dests in todo.values() for d in dests}:
+        folder.mkdir(parents=True, exist_ok=True)
     if job.source == "cholect50":
-        for idx, dest in todo.items():
+        for idx, dests in todo.items():
             src = Path(job.src) / f"{idx:06d}.png"
             try:
                 im = Image.open(src)
@@ -206,28 +218,30 @@ def run_job(job: Job, stage: str, size: int, tick=None) -> int:
                 raise LapgenError(f"cannot read frame ({exc})", path=src,
                                   hint="the PNG is corrupt or truncated; re-download the video's frames") from exc
             with im:
-                save_resized(im, size, dest)
-            tick(1)
-        return len(todo)
+                for dest in dests:
+                    save_resized(im, size, dest)
+                    tick(1)
+        return pending
     from lapgen.data.video import iter_indexed_frames
 
     last = max(todo)
     written = 0
-    for idx, image in iter_indexed_frames(job.src, step=vocab.CHOLEC80_FPS, as_pil=True):
-        if idx in todo:
-            save_resized(image, size, todo[idx])
+    for idx, image in iter_indexed_frames(job.src, step=job.step, as_pil=True):
+        for dest in todo.get(idx, ()):
+            save_resized(image, size, dest)
             written += 1
             tick(1)
         if idx >= last:
             break
-    if written < len(todo):
-        missing = min(i for i in todo if not todo[i].exists())
+    if written < pending:
+        missing = min(i for i, dests in todo.items() if not all(d.exists() for d in dests))
         raise LapgenError(f"video ends before annotated frame {missing}; the video is truncated or does not "
                           f"match its annotations", path=job.src, hint="re-download the video")
     return written
 
 
-def run_jobs(jobs: list[Job], stage: Path, size: int, workers: int, total: int) -> None:
+def run_jobs(jobs: list[Job], stage: Path, size: int, workers: int, total: int,
+             label: str = "prepare frames") -> None:
     """Run `jobs` (in `workers` processes when > 1) with a progress bar of frames done."""
     import multiprocessing as mp
 
@@ -244,7 +258,7 @@ def run_jobs(jobs: list[Job], stage: Path, size: int, workers: int, total: int) 
     progress.columns = (*progress.columns, RateColumn())
     if workers <= 1 or len(jobs) <= 1:
         with progress:
-            task = progress.add_task("prepare frames", total=total)
+            task = progress.add_task(label, total=total)
             for job in jobs:
                 run_job(job, str(stage), size, tick=lambda n: progress.advance(task, n))
         return
@@ -256,7 +270,7 @@ def run_jobs(jobs: list[Job], stage: Path, size: int, workers: int, total: int) 
     try:
         pending: set[Future] = {pool.submit(run_job, job, str(stage), size) for job in jobs}
         with progress:
-            task = progress.add_task("prepare frames", total=total)
+            task = progress.add_task(label, total=total)
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 while not queue.empty():
@@ -281,6 +295,14 @@ def _validate_config(cfg: PrepareConfig) -> None:
     prompts.check_format(cfg.prompt_format)
     if cfg.workers < 0:
         raise LapgenError(f"--workers must be >= 0 (0 = all cores), got {cfg.workers}")
+    if cfg.clips:
+        clips_mod.ClipTiming(cfg.clip_frames, cfg.clip_fps, cfg.clip_every).check()
+    else:
+        changed = [flag for flag, value, default in (("--clip-frames", cfg.clip_frames, 16),
+                                                     ("--clip-fps", cfg.clip_fps, 8.0),
+                                                     ("--clip-every", cfg.clip_every, None)) if value != default]
+        if changed:
+            raise LapgenError(f"{changed[0]} applies to clip mode only", hint="add --clips, or drop it")
     if Path(cfg.out).exists() and not cfg.overwrite:
         raise LapgenError("output already exists", path=cfg.out, hint="pass --overwrite or choose another --out")
 
@@ -289,25 +311,29 @@ def _fingerprint(cfg: PrepareConfig) -> dict:
     d = {k: (str(Path(v).resolve()) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     for k in ("workers", "overwrite", "out"):
         d.pop(k)
+    if not cfg.clips:  # the frames dataset's fingerprint as before clip mode existed (resumes stay valid)
+        for k in ("clips", "clip_frames", "clip_fps", "clip_every"):
+            d.pop(k)
     return d
 
 
-def summary_rows(records: list[dict]) -> list[dict]:
-    """Frames by (source, split, phase name), sorted."""
+def summary_rows(records: list[dict], unit: str = "frames") -> list[dict]:
+    """Frames (or clips, with `unit="clips"`) by (source, split, phase name), sorted."""
     c = Counter((r["source"], r["split"], r["phase"]) for r in records)
-    return [{"source": s, "split": sp, "phase": vocab.PHASES[p], "frames": n}
+    return [{"source": s, "split": sp, "phase": vocab.PHASES[p], unit: n}
             for (s, sp, p), n in sorted(c.items(), key=lambda kv: (kv[0][0], frames_mod.SPLITS.index(kv[0][1]),
                                                                    kv[0][2]))]
 
 
 def prepare(cfg: PrepareConfig) -> PrepareResult:
-    """Build the frames dataset described by `cfg` at `cfg.out` (see module docstring)."""
+    """Build the frames dataset (or with `cfg.clips` the clip dataset) described by `cfg` at `cfg.out`."""
     from lapgen.cards import make_card, write_card
-    from lapgen.outputs import file_sha256, finalize_output_dir, prepare_output_dir
-    from lapgen.progress import notice
+    from lapgen.outputs import file_sha256, finalize_output_dir
 
     cfg.out = Path(cfg.out)
     _validate_config(cfg)
+    if cfg.clips:
+        return _prepare_clips(cfg)
     warnings: list[str] = []
     skipped: list[str] = []
     records: list[dict] = []
@@ -328,20 +354,7 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
                               "skipped_shared_videos": skipped}
     assign_splits(records, cfg.split, test_frames=cfg.paper_test_frames, seed=cfg.seed)
 
-    stage = prepare_output_dir(cfg.out, overwrite=cfg.overwrite, resume=True)
-    state = stage / STATE_FILE
-    fingerprint = _fingerprint(cfg)
-    if state.exists() and json.loads(state.read_text()) != fingerprint:
-        notice(f"{stage} holds an interrupted run with other arguments; starting over")
-        shutil.rmtree(stage)
-        stage.mkdir(parents=True)
-    elif not state.exists() and any(stage.iterdir()):
-        shutil.rmtree(stage)
-        stage.mkdir(parents=True)
-    state.write_text(json.dumps(fingerprint, sort_keys=True))
-    for tmp in stage.rglob(".*.tmp"):  # PNGs a killed run was writing (never renamed into place)
-        tmp.unlink()
-
+    stage = _staging(cfg)
     workers = cfg.workers or available_cores()
     jobs.sort(key=lambda j: -len(j.frames))  # longest first: better load balance
     run_jobs(jobs, stage, cfg.size, min(workers, len(jobs)), total=len(records))
@@ -358,3 +371,55 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
     finalize_output_dir(cfg.out)
     (cfg.out / STATE_FILE).unlink(missing_ok=True)
     return PrepareResult(out=cfg.out, records=len(records), counts=rows, warnings=warnings, skipped_videos=skipped)
+
+
+def _staging(cfg: PrepareConfig) -> Path:
+    """The staging folder `<out>.partial`, kept from an interrupted run with the same arguments (resume)."""
+    from lapgen.outputs import prepare_output_dir
+    from lapgen.progress import notice
+
+    stage = prepare_output_dir(cfg.out, overwrite=cfg.overwrite, resume=True)
+    state = stage / STATE_FILE
+    fingerprint = _fingerprint(cfg)
+    if state.exists() and json.loads(state.read_text()) != fingerprint:
+        notice(f"{stage} holds an interrupted run with other arguments; starting over")
+        shutil.rmtree(stage)
+        stage.mkdir(parents=True)
+    elif not state.exists() and any(stage.iterdir()):
+        shutil.rmtree(stage)
+        stage.mkdir(parents=True)
+    state.write_text(json.dumps(fingerprint, sort_keys=True))
+    for tmp in stage.rglob(".*.tmp"):  # PNGs a killed run was writing (never renamed into place)
+        tmp.unlink()
+    return stage
+
+
+def _prepare_clips(cfg: PrepareConfig) -> PrepareResult:
+    """Clip mode of `prepare`: plan the clips, decode and write their frames (resumable), then the metadata."""
+    from lapgen.cards import make_card, write_card
+    from lapgen.outputs import finalize_output_dir
+
+    timing = clips_mod.ClipTiming(cfg.clip_frames, cfg.clip_fps, cfg.clip_every)
+    plan = clips_mod.plan_clips(cholect50=cfg.cholect50, cholec80=cfg.cholec80, timing=timing,
+                                fmt=cfg.prompt_format, split=cfg.split)
+    jobs = [Job(source, video, src, frames, step) for source, video, src, frames, step in plan.jobs]
+    stage = _staging(cfg)
+    workers = cfg.workers or available_cores()
+    jobs.sort(key=lambda j: -len(j.frames))
+    total = sum(len(j.frames) for j in jobs)
+    run_jobs(jobs, stage, cfg.size, min(workers, len(jobs)), total=total, label="prepare clips")
+    clips_mod.write_clips(stage, plan.records)
+    rows = summary_rows(plan.records, unit="clips")
+    card = make_card(
+        clips_mod.CARD_KIND, config={k: v for k, v in asdict(cfg).items() if k not in ("overwrite",)},
+        inputs=plan.inputs, size=[cfg.size, cfg.size], prompt_format=cfg.prompt_format, split=cfg.split,
+        clip_frames=cfg.clip_frames, clip_fps=cfg.clip_fps, clip_every=cfg.clip_every,
+        resize="Pillow bilinear, antialiased (support scaled to the reduction); aspect not kept",
+        records=len(plan.records), frames=total, counts=rows, warnings=plan.warnings[:200],
+        num_warnings=len(plan.warnings), skipped_videos=plan.skipped_videos,
+    )
+    write_card(stage, card)
+    finalize_output_dir(cfg.out)
+    (cfg.out / STATE_FILE).unlink(missing_ok=True)
+    return PrepareResult(out=cfg.out, records=len(plan.records), counts=rows, warnings=plan.warnings,
+                         skipped_videos=plan.skipped_videos)

@@ -117,21 +117,18 @@ def load_extra_state(folder: Path, accelerator, generator: torch.Generator, ema,
 
 
 def register_model_hooks(accelerator, stage) -> None:
-    """Checkpoints hold each trainable model in diffusers/transformers format (`unet/`, `controlnet/`, ...)."""
+    """Checkpoints hold each trainable model in diffusers/transformers format (`unet/`, `controlnet/`,
+    `motion_adapter/`, ...), written and read by the stage (`save_trainable`, `load_trainable`)."""
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
             for model in models:
-                unwrapped = accelerator.unwrap_model(model)
-                unwrapped.save_pretrained(Path(output_dir) / stage.subfolder(unwrapped))
+                stage.save_trainable(accelerator.unwrap_model(model), Path(output_dir))
                 weights.pop()
 
     def load_hook(models, input_dir):
         while models:
-            model = accelerator.unwrap_model(models.pop())
-            loaded = type(model).from_pretrained(Path(input_dir) / stage.subfolder(model))
-            model.load_state_dict(loaded.state_dict())
-            del loaded
+            stage.load_trainable(accelerator.unwrap_model(models.pop()), Path(input_dir))
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)

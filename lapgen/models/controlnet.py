@@ -69,6 +69,8 @@ class ControlNetStage(DiffusionStage):
         if config.train_text_encoder:
             raise LapgenError("--train-text-encoder applies to finetune only; Stage 2 keeps the Stage-1 "
                               "pipeline frozen")
+        if config.adapter_init:
+            raise LapgenError("--adapter-init applies to train-motion only")
         self.records = read_training_records(config.data, config.split, with_masks=True)
         self.entry = check_base_pipeline(config.base)
         self.init_entry = None

@@ -86,6 +86,8 @@ class FinetuneStage(DiffusionStage):
         config.check()
         if config.controlnet_init:
             raise LapgenError("--controlnet-init applies to train-controlnet only")
+        if config.adapter_init:
+            raise LapgenError("--adapter-init applies to train-motion only")
         self.records = read_training_records(config.data, config.split, with_masks=False)
         self.entry = check_base_pipeline(config.base)
         self.text_encoder_trained = config.train_text_encoder

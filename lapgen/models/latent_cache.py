@@ -1,4 +1,5 @@
-"""Training data for Stages 1 and 2: image/mask transforms, the torch Dataset, and the latent cache.
+"""Training data for Stages 1 and 2 and the motion module: image/mask transforms, the torch Datasets (frames,
+clips), and the latent cache.
 
 Images and masks come from the frames dataset reader (`lapgen.data.frames`): images resized to the training
 resolution and normalised to [-1, 1] as in diffusers' `train_text_to_image.py`; masks are categorical, so
@@ -11,6 +12,8 @@ each step with the run's own generator, so training from the cache is the same c
 the fly. When the text encoder is frozen the prompt embeddings are cached too (one per distinct prompt).
 Cache files live under `$LAPGEN_HOME/cache/` keyed by the dataset's content (every image's bytes and
 prompt), the resolution and the exact encoder weights, so they are reused across runs and never stale.
+A clip dataset caches the moments of every frame of every clip (`cache_files`), and a clip item gathers its
+frames' moments.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from lapgen.data import frames
+from lapgen.data import clips, frames
 from lapgen.errors import LapgenError
 from lapgen.outputs import file_sha256, lapgen_home
 from lapgen.progress import track
@@ -80,6 +83,13 @@ class FramesTrainingSet(torch.utils.data.Dataset):
         """(3, R, R) in [-1, 1]."""
         return self.frames[index]["pixel_values"]
 
+    def cache_files(self) -> list[str]:
+        """The images the latent cache encodes, in order (relative to `root`)."""
+        return [r["file_name"] for r in self.records]
+
+    def cache_image(self, index: int) -> torch.Tensor:
+        return self.image(index)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
         if self.moments is None:
@@ -89,6 +99,63 @@ class FramesTrainingSet(torch.utils.data.Dataset):
             if self.with_masks:
                 mask = frames.load_mask(self.root / rec["conditioning_image_file_name"], self.resolution)
                 item["conditioning_pixel_values"] = torch.from_numpy(mask.astype(np.float32))[None].repeat(3, 1, 1)
+        if self.prompt_embeddings is not None:
+            item["encoder_hidden_states"] = self.prompt_embeddings[rec["text"]]
+        return item
+
+    def attach_cache(self, moments: torch.Tensor | None, prompts: dict[str, torch.Tensor] | None) -> None:
+        self.moments = moments
+        self.prompt_embeddings = prompts
+
+
+def read_clip_records(data: str | Path, split: str | None) -> list[dict]:
+    """Validated clip records of one split, all of the same length (a batch stacks them)."""
+    records = clips.read_clips(data, split)
+    lengths = sorted({r["num_frames"] for r in records})
+    if len(lengths) > 1:
+        odd = next(r for r in records if r["num_frames"] != records[0]["num_frames"])
+        raise LapgenError(f"clips of mixed lengths ({', '.join(map(str, lengths))} frames; e.g. {odd['clip']} has "
+                          f"{odd['num_frames']}, {records[0]['clip']} {records[0]['num_frames']})",
+                          path=Path(data) / frames.METADATA,
+                          hint="a clip batch needs one length: re-run `lapgen prepare --clips` with one --clip-frames")
+    return records
+
+
+class ClipsTrainingSet(torch.utils.data.Dataset):
+    """A clip dataset (`lapgen.data.clips`) as training items for the motion module.
+
+    Each item: `index`, `text`, then `pixel_values` (F, 3, R, R) in [-1, 1] or, with a latent cache,
+    `moments` (F, 2C, h, w); `encoder_hidden_states` (77, D) when prompts are cached.
+    """
+
+    def __init__(self, root: str | Path, records: list[dict], resolution: int):
+        self.root = Path(root)
+        self.records = records
+        self.resolution = resolution
+        self.num_frames = records[0]["num_frames"]
+        self.files = [f for rec in records for f in clips.clip_files(rec)]  # clip-major
+        self.moments: torch.Tensor | None = None  # (N_clips * F, 2C, h, w)
+        self.prompt_embeddings: dict[str, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def cache_files(self) -> list[str]:
+        return self.files
+
+    def cache_image(self, index: int) -> torch.Tensor:
+        """Frame `index` of `cache_files`: (3, R, R) in [-1, 1], as the frames dataset's transform."""
+        img = np.asarray(frames.load_image(self.root / self.files[index], self.resolution), dtype=np.float32)
+        return torch.from_numpy(img / 127.5 - 1.0).permute(2, 0, 1).contiguous()
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rec = self.records[index]
+        item: dict[str, Any] = {"index": index, "text": rec["text"]}
+        first = index * self.num_frames
+        if self.moments is None:
+            item["pixel_values"] = torch.stack([self.cache_image(first + k) for k in range(self.num_frames)])
+        else:
+            item["moments"] = self.moments[first:first + self.num_frames]
         if self.prompt_embeddings is not None:
             item["encoder_hidden_states"] = self.prompt_embeddings[rec["text"]]
         return item
@@ -148,12 +215,12 @@ def module_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def dataset_fingerprint(root: Path, records: list[dict], resolution: int) -> str:
-    """SHA-256 over every record's image bytes, the resolution and the transform version."""
+def dataset_fingerprint(root: Path, files: list[str], resolution: int) -> str:
+    """SHA-256 over every image's name and bytes, the resolution and the transform version."""
     h = hashlib.sha256(f"v{TRANSFORM_VERSION}:{resolution}".encode())
-    for rec in records:
-        h.update(rec["file_name"].encode())
-        h.update(file_sha256(root / rec["file_name"]).encode())
+    for name in files:
+        h.update(name.encode())
+        h.update(file_sha256(root / name).encode())
     return h.hexdigest()
 
 
@@ -162,27 +229,29 @@ def cache_dir() -> Path:
 
 
 @torch.no_grad()
-def build_latent_cache(dataset: FramesTrainingSet, vae, *, batch_size: int = 16,
+def build_latent_cache(dataset: FramesTrainingSet | ClipsTrainingSet, vae, *, batch_size: int = 16,
                        device: torch.device | str = "cpu") -> tuple[torch.Tensor, Path, bool]:
-    """Moments (N, 2C, h, w) of every image under `vae`, loaded from or written to the cache.
+    """Moments (N, 2C, h, w) of every image of `dataset.cache_files()` under `vae`, loaded from or written to
+    the cache.
 
     Returns (moments on CPU, cache file, whether it was reused).
     """
-    key = hashlib.sha256((dataset_fingerprint(dataset.root, dataset.records, dataset.resolution)
+    files = dataset.cache_files()
+    key = hashlib.sha256((dataset_fingerprint(dataset.root, files, dataset.resolution)
                           + module_fingerprint(vae)).encode()).hexdigest()[:32]
     path = cache_dir() / f"latents-{key}.safetensors"
     if path.exists():
         return load_file(path)["moments"], path, True
     chunks = []
-    order = range(0, len(dataset), batch_size)
+    order = range(0, len(files), batch_size)
     for start in track(order, "encoding latents", total=len(order)):
-        pixels = torch.stack([dataset.image(i) for i in range(start, min(start + batch_size, len(dataset)))])
+        pixels = torch.stack([dataset.cache_image(i) for i in range(start, min(start + batch_size, len(files)))])
         dist = vae.encode(pixels.to(device, vae.dtype)).latent_dist
         chunks.append(dist.parameters.cpu())  # (b, 2C, h, w): mean and log-variance
     moments = torch.cat(chunks).contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({"moments": moments}, str(tmp), metadata={"images": str(len(dataset))})
+    save_file({"moments": moments}, str(tmp), metadata={"images": str(len(files))})
     tmp.replace(path)
     return moments, path, False
 

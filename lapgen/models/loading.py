@@ -1,4 +1,4 @@
-"""Registry entry -> model objects: diffusers pipelines and ControlNets, ultralytics YOLO, open_clip CLIP,
+"""Registry entry -> model objects: diffusers pipelines, ControlNets and AnimateDiff motion adapters, ultralytics YOLO, open_clip CLIP,
 torch-fidelity's Inception, Rendezvous and RIFE frame interpolators.
 
 Every loader takes a *source* (registry name, local path, `hf:ORG/NAME`, or an already resolved `Entry`),
@@ -32,7 +32,7 @@ from lapgen.registry import Entry, hub_offline, resolve
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-    from diffusers import ControlNetModel, StableDiffusionPipeline
+    from diffusers import ControlNetModel, MotionAdapter, StableDiffusionPipeline
 
 __all__ = [
     "clip_from_file",
@@ -42,6 +42,7 @@ __all__ = [
     "load_clip",
     "load_controlnet",
     "load_inception",
+    "load_motion_adapter",
     "load_recognizer",
     "load_sd_pipeline",
     "load_segmenter",
@@ -222,6 +223,41 @@ def load_controlnet(source: Any = None, *, device: Any = "auto", dtype: Any = "f
     return model.to(dev).eval()
 
 
+def motion_adapter_location(source: Any = None, *, announce: bool = True) -> tuple[Entry, Path | str]:
+    """The entry of a motion adapter and where its weights are: a local folder holding `config.json` (the
+    folder itself, or its `motion_adapter/` of a lapgen checkpoint) or a hub id. Nothing is loaded; offline
+    and not cached is a one-line error here, before any other work. `source=None` takes the registry's
+    default, named on stderr unless `announce` is false (the caller then names it once its checks pass)."""
+    if source is None and not announce:
+        from lapgen.registry import default_for
+
+        default = default_for("motion-adapter")
+        if default is None:
+            resolve_entry(None, "motion-adapter")  # the registry's one-line "no default yet" error
+        source = default
+    entry = resolve_entry(source, "motion-adapter")
+    location = ensure_local(entry, "motion-adapter")
+    if isinstance(location, Path):
+        if not (location / "config.json").exists() and (location / "motion_adapter" / "config.json").exists():
+            location = location / "motion_adapter"
+        if not (location / "config.json").exists():
+            raise LapgenError(f"model '{entry.name}' is not a motion adapter folder (no config.json)",
+                              path=location, hint="give a folder written by `lapgen train-motion` or "
+                              "MotionAdapter.save_pretrained")
+    return entry, location
+
+
+def load_motion_adapter(source: Any = None, *, device: Any = "auto", dtype: Any = "fp32") -> MotionAdapter:
+    """A diffusers `MotionAdapter` (AnimateDiff motion modules; default: the last `lapgen train-motion` run,
+    else the built-in `animatediff-v1-5-2` from the hub)."""
+    from diffusers import MotionAdapter
+
+    entry, location = motion_adapter_location(source)
+    dev = resolve_device(device)
+    model = _from_pretrained(MotionAdapter, entry, location, **_dtype_kwargs(resolve_dtype(dtype, dev)))
+    return model.to(dev).eval()
+
+
 def load_segmenter(source: Any = None, *, device: Any = "auto") -> Any:
     """An ultralytics `YOLO` segmenter via `lapgen.models.segmentation.load_yolo`.
 
@@ -259,9 +295,13 @@ def load_recognizer(source: Any = None, *, device: Any = "auto") -> Any:
 def interpolator_weights(source: Any = None) -> tuple[Entry, Path]:
     """The entry and weights file of a frame interpolator (default: the registry's default, `rife-v3`).
 
-    Nothing is downloaded: without a file on disk, one line says where to get it and how to register it.
+    Nothing is downloaded: without a file on disk, one line says where to get it and how to register it (the
+    default is named on stderr only once it is usable, so the error stays the only line).
     """
-    entry = resolve_entry(source, "interpolator")
+    from lapgen.registry import announce_default, default_for
+
+    by_default = source is None
+    entry = resolve_entry(default_for("interpolator") if by_default else source, "interpolator")
     if entry.path is None:
         files = ", ".join(entry.options.get("files", [])) or "the weights file"
         url = entry.options.get("url")
@@ -273,6 +313,8 @@ def interpolator_weights(source: Any = None) -> tuple[Entry, Path]:
     if not entry.path.is_file():
         raise LapgenError(f"interpolator '{entry.name}': weights file does not exist", path=entry.path,
                           hint=f"fix it with `lapgen models add {_add_name(entry)} PATH`")
+    if by_default:
+        announce_default("interpolator")
     return entry, entry.path
 
 

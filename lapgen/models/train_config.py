@@ -23,9 +23,11 @@ RECIPE_SUFFIX = ".yaml"
 
 @dataclass
 class TrainConfig:
-    """Settings of one training run (Stage 1 or 2). Defaults are the paper's (lr 1e-5 constant, 128 px)."""
+    """Settings of one training run (Stage 1, 2 or the motion module). Defaults are the paper's (lr 1e-5
+    constant, 128 px); the motion module's recipe (`animatediff-motion`) follows AnimateDiff's."""
 
-    data: str  # frames dataset folder (metadata.jsonl); ControlNet: with conditioning_image_file_name
+    data: str  # frames dataset folder (metadata.jsonl); ControlNet: with conditioning_image_file_name;
+    # motion module: a clip dataset (`lapgen prepare --clips`)
     out: str  # run folder to write
     base: str = "sd15"  # registry name, local folder or hf:ORG/NAME of the Stable Diffusion pipeline
     name: str | None = None  # registry name of the result
@@ -63,6 +65,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     overwrite: bool = False
     controlnet_init: str | None = None  # Stage 2: start from this ControlNet instead of the UNet
+    adapter_init: str | None = None  # motion: start from this MotionAdapter (None: a new one, output zeroed)
+    adapter_max_frames: int = 32  # motion, new adapter: frames its positional embedding covers (AnimateDiff v2)
 
     def check(self) -> None:
         """Cheap validation of the numbers, before any heavy work."""
@@ -82,6 +86,8 @@ class TrainConfig:
             raise LapgenError("--lr must be positive")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise LapgenError("--snr-gamma must be positive")
+        if self.adapter_max_frames < 1:
+            raise LapgenError(f"--adapter-max-frames must be at least 1 (got {self.adapter_max_frames})")
         if self.name is not None:  # registered at the very end: a bad name must not cost a whole training run
             from lapgen.registry import check_name
 

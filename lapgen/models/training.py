@@ -1,4 +1,5 @@
-"""The one accelerate training core shared by Stage 1 (`lapgen finetune`) and Stage 2 (`lapgen train-controlnet`).
+"""The one accelerate training core shared by Stage 1 (`lapgen finetune`), Stage 2 (`lapgen train-controlnet`)
+and the motion module (`lapgen train-motion`).
 
 Follows the loop of diffusers' `examples/text_to_image/train_text_to_image.py` and
 `examples/controlnet/train_controlnet.py` (accumulation, clipping, EMA, Min-SNR weighting, checkpoints with a
@@ -71,6 +72,16 @@ class DiffusionStage(abc.ABC):
     def subfolder(self, model: torch.nn.Module) -> str:
         """Diffusers subfolder of a trainable model inside a checkpoint (`unet`, `text_encoder`, ...)."""
 
+    def save_trainable(self, model: torch.nn.Module, folder: Path) -> None:
+        """Write a trainable model into checkpoint `folder` (diffusers/transformers format, in its subfolder)."""
+        model.save_pretrained(folder / self.subfolder(model))
+
+    def load_trainable(self, model: torch.nn.Module, folder: Path) -> None:
+        """Load a trainable model's weights back from checkpoint `folder` (what `save_trainable` wrote)."""
+        loaded = type(model).from_pretrained(folder / self.subfolder(model))
+        model.load_state_dict(loaded.state_dict())
+        del loaded
+
     def on_prepared(self, models: list[torch.nn.Module]) -> None:
         """Receive the accelerate-wrapped trainable models (same order as `trainable`)."""
 
@@ -95,7 +106,8 @@ class DiffusionStage(abc.ABC):
         return self.text_encoder(batch["input_ids"], return_dict=False)[0]
 
     def latents(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
-        """Latents (B, C, h, w) drawn from the VAE posterior (cached moments or encoded pixels)."""
+        """Latents (B, C, h, w) drawn from the VAE posterior (cached moments or encoded pixels); a stage with
+        other shapes (clips: (B, C, F, h, w)) overrides this."""
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
         if "moments" in batch:
@@ -129,7 +141,7 @@ class DiffusionStage(abc.ABC):
         snr = compute_snr(self.noise_scheduler, timesteps)
         weights = torch.stack([snr, self.config.snr_gamma * torch.ones_like(snr)], dim=1).min(dim=1)[0]
         weights = weights / (snr + 1 if pred_type == "v_prediction" else snr)
-        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
         return (per_sample * weights).mean()
 
 
@@ -240,6 +252,12 @@ def _register(name: str | None, kind: str, path: Path, card: dict) -> str | None
     return name
 
 
+def ema_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters an EMA follows: the trainable ones (all of a fine-tuned UNet or a ControlNet; only the
+    motion modules of a motion UNet whose image layers are frozen)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def train_loop(config: TrainConfig, stage: DiffusionStage, accelerator, loader, run_dir: Path,
                resume_from: Path | None, on_step_end) -> dict[str, Any]:
     """The shared loop: accumulate, clip, step, EMA, log, checkpoint, validate. Returns a summary."""
@@ -266,7 +284,7 @@ def train_loop(config: TrainConfig, stage: DiffusionStage, accelerator, loader, 
     ema = None
     if config.ema:
         main = accelerator.unwrap_model(stage.trainable[0])
-        ema = EMAModel(main.parameters(), decay=config.ema_decay, model_cls=type(main), model_config=main.config)
+        ema = EMAModel(ema_parameters(main), decay=config.ema_decay, model_cls=type(main), model_config=main.config)
         ema.to(accelerator.device)
     register_model_hooks(accelerator, stage)
     generator = torch.Generator(device=accelerator.device).manual_seed(config.seed + accelerator.process_index)
@@ -309,7 +327,7 @@ def train_loop(config: TrainConfig, stage: DiffusionStage, accelerator, loader, 
                 if not accelerator.sync_gradients:
                     continue
                 if ema is not None:
-                    ema.step(accelerator.unwrap_model(stage.trainable[0]).parameters())
+                    ema.step(ema_parameters(accelerator.unwrap_model(stage.trainable[0])))
                 global_step += 1
                 last_loss = step_loss
                 if accelerator.is_main_process:
@@ -329,14 +347,15 @@ def train_loop(config: TrainConfig, stage: DiffusionStage, accelerator, loader, 
                 _validate(stage, accelerator, ema, run_dir / "validation" / f"epoch-{epoch:04d}")
 
     if ema is not None:
-        ema.copy_to(accelerator.unwrap_model(stage.trainable[0]).parameters())
+        ema.copy_to(ema_parameters(accelerator.unwrap_model(stage.trainable[0])))
     return {"steps": global_step, "epochs": num_epochs, "final_loss": last_loss, "max_steps": max_steps}
 
 
 def _validate(stage: DiffusionStage, accelerator, ema, folder: Path) -> None:
     """Validation images from the current (EMA) weights, on the main process only."""
     if accelerator.is_main_process:
-        main_params = accelerator.unwrap_model(stage.trainable[0]).parameters
+        model = accelerator.unwrap_model(stage.trainable[0])
+        main_params = lambda: ema_parameters(model)  # noqa: E731
         if ema is not None:
             ema.store(main_params())
             ema.copy_to(main_params())

@@ -2,9 +2,11 @@
 
 One library function, `generate_video(config)`: validate everything cheap (output path, masks, prompt,
 options, the interpolator) before loading any model, load the Stage-1 pipeline and the Stage-2
-ControlNet(s) from the registry, run `ControlVideoPipeline`, write an H.264 MP4 (and on request a GIF, the
-frames as PNGs and a side-by-side mask | video MP4), then a provenance card `<out>.lapgen.yaml` beside the
-video (which interpolator ran, which long-video mode and why, the smoother's loop indices).
+ControlNet(s) from the registry, run `ControlVideoPipeline` (the paper's training-free method; or with
+`method="animatediff"` a learned motion module, `lapgen.models.animatediff_video`), write an H.264 MP4 (and
+on request a GIF, the frames as PNGs and a side-by-side mask | video MP4), then a provenance card
+`<out>.lapgen.yaml` beside the video (which interpolator ran, which long-video mode and why, the smoother's
+loop indices).
 
 Defaults follow ControlVideo's own code (YBYBZhang/ControlVideo) except where docs/video.md says
 otherwise: clip key/value frames `original`, smoother at 19 and 20 steps from the end, RIFE when its
@@ -17,71 +19,34 @@ Long runs are resumable: every `checkpoint_every` denoising steps the latents ar
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from lapgen.errors import LapgenError
+from lapgen.models.video_common import (  # noqa: F401  (re-exported: `lapgen video`'s config and result)
+    METHODS,
+    VideoConfig,
+    VideoResult,
+    as_list,
+    card_entry,
+    extra_paths,
+    mask_card,
+    open_stage,
+    run_key,
+    step_saver,
+    to_uint8,
+    write_outputs,
+)
 from lapgen.outputs import check_writable_parent, staging_path
 from lapgen.progress import notice, warn
 
 LONG_MODES = ("auto", "on", "off")
 CLIP_KV = ("original", "keys")
 REENCODE = ("mean", "sample")
-
-
-@dataclass
-class VideoConfig:
-    """Options of `lapgen video` (paper defaults: 100 steps, guidance 3, 128 px, 25 fps)."""
-
-    prompt: str
-    masks: str | list[str]  # folder of mask images (natural sort) or a mask video; one per ControlNet
-    out: str  # .mp4 path
-    model: str | None = None  # Stage-1 pipeline (registry name, path, hf:ORG/NAME); None = default
-    controlnet: str | list[str] | None = None  # Stage-2 ControlNet(s); None = the default one
-    controlnet_scale: float | list[float] = 1.0  # conditioning scale, one for all or one per ControlNet
-    frames: int | None = None  # first N masks (default: all)
-    fps: float = 25.0
-    steps: int = 100
-    guidance: float = 3.0
-    seed: int = 0
-    negative_prompt: str | None = None
-    resolution: int = 128  # px, square (the paper's size; masks are resized NEAREST)
-    long: str = "auto"  # hierarchical sampling: auto (above max_full_frames) | on | off
-    max_full_frames: int = 16
-    window: int | None = None  # key-frame window (default int(sqrt(F)))
-    clip_kv: str = "original"  # long mode: clip frames attend to k_i and the clip's last frame (the code)
-    clips_per_pass: int = 1  # long mode: equal-length clips stacked in one model call (speed vs memory)
-    interpolator: str = "auto"  # auto (RIFE if registered, else flow) | rife | rife:PATH | flow | linear
-    smoother_steps: str = "19,20"  # steps counted from the end (ControlVideo) | none | start:0.6 | at:80,81
-    smoother_reencode: str = "mean"  # mean (posterior mean) | sample (ControlVideo: a seeded sample)
-    pool_norm: bool = True
-    sequential_cfg: bool = False  # run the two guidance halves one after the other (halves peak memory)
-    gif: bool = False
-    save_frames: bool = False
-    side_by_side: bool = False
-    device: str = "auto"
-    dtype: str = "fp32"
-    checkpoint_every: int = 10
-    overwrite: bool = False
-
-
-@dataclass
-class VideoResult:
-    out: Path
-    frames: int
-    fps: float
-    card: Path
-    long_video: bool
-    smoothed_steps: list[int]
-    extras: dict[str, str] = field(default_factory=dict)
-    resumed_from_step: int = 0
-    interpolator: dict | None = None  # what the card records: requested, used, weights, reason
-    long_video_reason: str = ""
 
 
 _SMOOTHER_FORMS = '"19,20" (steps counted from the end, as ControlVideo), "none", "start:0.6" or "at:80,81"'
@@ -127,26 +92,18 @@ def smoother_indices(config: VideoConfig) -> list[int]:
     )
 
 
-def as_list(value) -> list:
-    """A config field that takes one value or a list, as a list (None -> [])."""
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def extra_paths(out: Path) -> dict[str, Path]:
-    """Where the optional outputs go, beside the video."""
-    return {
-        "gif": out.with_suffix(".gif"),
-        "frames": out.with_name(out.stem + "_frames"),
-        "side_by_side": out.with_name(out.stem + "_side_by_side.mp4"),
-    }
-
-
-def _validate(config: VideoConfig):
+def _validate(config: VideoConfig, pipe=None):
     from lapgen.data.masks import read_mask_sequence
     from lapgen.data.prompts import unknown_words
 
+    if config.method not in METHODS:
+        raise LapgenError(f"unknown --method {config.method!r}", hint=f"use one of {', '.join(METHODS)}")
+    if config.method == "animatediff":
+        from lapgen.models.animatediff_video import check_options
+
+        check_options(config)
+    else:
+        _check_controlvideo_only(config)
     out = Path(config.out)
     if out.suffix.lower() != ".mp4":
         raise LapgenError("--out must end in .mp4", path=out, hint="e.g. --out clip.mp4")
@@ -190,24 +147,26 @@ def _validate(config: VideoConfig):
         )
     smooth_at = smoother_indices(config)
     wanted_from_end = parse_smoother_steps(config.smoother_steps).get("smoother_steps") or []
-    late = [s for s in wanted_from_end if s > config.steps]
-    from lapgen.models.controlvideo.interpolators import resolve_interpolator
+    late = [s for s in wanted_from_end if s > config.steps] if config.method == "controlvideo" else []
+    interpolator = None
+    if config.method == "controlvideo":
+        from lapgen.models.controlvideo.interpolators import resolve_interpolator
 
-    # an unknown name or a bad weights file fails before the masks are read (and noticed)
-    interpolator = resolve_interpolator(config.interpolator)
+        # an unknown name or a bad weights file fails before the masks are read (and noticed)
+        interpolator = resolve_interpolator(config.interpolator)
     words = unknown_words(config.prompt)
     if words:
         warn(
             f"prompt words outside the CholecT50 vocabulary: {', '.join(words)} (the models were trained on "
             "'<instrument> <verb> <target> in <phase>' captions)"
         )
-    seqs = []
+    seqs, notes = [], []  # notices are said once everything is valid, so an error stays the only line
     for source in masks:
         seq = read_mask_sequence(source, size=(config.resolution, config.resolution), frames=config.frames)
         if seq.thresholded:
-            notice(f"{seq.thresholded} mask frame(s) of {source} were not binary; thresholded at 127")
+            notes.append(f"{seq.thresholded} mask frame(s) of {source} were not binary; thresholded at 127")
         if seq.resized_from:
-            notice(
+            notes.append(
                 f"masks of {source} resized from {seq.resized_from[0]}x{seq.resized_from[1]} to "
                 f"{config.resolution}x{config.resolution} (nearest neighbour)"
             )
@@ -218,22 +177,19 @@ def _validate(config: VideoConfig):
             f"the mask sequences have different lengths ({', '.join(map(str, lengths))} frames)",
             hint="give sequences of the same length, or cut them with --frames",
         )
-    if late:  # said once everything is valid, so an error stays the only line
-        notice(
+    plan = None
+    if config.method == "animatediff":  # the adapter and its context, checked against the frame count
+        from lapgen.models.animatediff_video import plan_video
+
+        plan = plan_video(config, lengths[0], pipe)
+    if late:
+        notes.append(
             f"smoother steps {','.join(map(str, late))} count from the end and never fire with --steps "
             f"{config.steps} (as in ControlVideo); smoothing at loop indices {smooth_at or 'none'}"
         )
-    return out, seqs, interpolator
-
-
-def _run_key(config: VideoConfig, mask_digest: str) -> str:
-    """What must match for a staged run to be resumed: everything that shapes the latents."""
-    keep = {
-        k: v
-        for k, v in asdict(config).items()
-        if k not in ("out", "gif", "save_frames", "side_by_side", "overwrite", "checkpoint_every", "device")
-    }
-    return hashlib.sha256((repr(sorted(keep.items())) + mask_digest).encode()).hexdigest()[:16]
+    for note in notes:
+        notice(note)
+    return out, seqs, interpolator, plan
 
 
 def load_controlvideo(
@@ -263,41 +219,69 @@ def load_controlvideo(
     return pipe, sd_entry, (cn_entries if several else cn_entries[0])
 
 
-def _card_entry(entry) -> dict:
-    return {"name": entry.name, "source": entry.source}
-
-
-def _mask_card(seq, digest: str) -> dict:
-    return {
-        "source": seq.source,
-        "frames": int(seq.masks.shape[0]),
-        "sha256": digest,
-        "thresholded_frames": seq.thresholded,
-        "resized_from": seq.resized_from,
-    }
+def _check_controlvideo_only(config: VideoConfig) -> None:
+    """AnimateDiff's options are an error with ControlVideo (a silently ignored option hides a mistake)."""
+    for flag, value, default in (("--motion-adapter", config.motion_adapter, None),
+                                 ("--context", config.context, None), ("--context-stride", config.context_stride, 4),
+                                 ("--free-noise", config.free_noise, "auto"),
+                                 ("--free-noise-fusion", config.free_noise_fusion, "prediction")):
+        if value != default:
+            raise LapgenError(f"{flag} applies to --method animatediff only",
+                              hint="add --method animatediff, or drop it")
 
 
 def generate_video(
     config: VideoConfig, *, pipe=None, on_step: Callable[[int, int], None] | None = None
 ) -> VideoResult:
-    """Generate the video of `config`; `pipe` skips loading (library use), `on_step(i, total)` reports."""
+    """Generate the video of `config`; `pipe` skips loading (library use: a `ControlVideoPipeline`, or with
+    `method="animatediff"` an `AnimateDiffMaskPipeline`), `on_step(i, total)` reports."""
+    from lapgen.cards import make_card, write_card
+
+    out, seqs, interpolator, plan = _validate(config, pipe)
+    digests = [hashlib.sha256(np.ascontiguousarray(seq.masks).tobytes()).hexdigest() for seq in seqs]
+    if config.method == "animatediff":
+        from lapgen.models.animatediff_video import run_animatediff
+
+        run = run_animatediff(config, out, seqs, digests, plan, pipe=pipe, on_step=on_step)
+    else:
+        run = _run_controlvideo(config, out, seqs, digests, interpolator, pipe=pipe, on_step=on_step)
+    video = run["video"]
+    extras = write_outputs(video, config, out, seqs)
+    mask_cards = [mask_card(seq, d) for seq, d in zip(seqs, digests)]
+    card = make_card(
+        "video",
+        config=asdict(config),
+        models=run["entries"],
+        masks=mask_cards if len(mask_cards) > 1 else mask_cards[0],
+        result={"method": config.method, "frames": int(video.shape[0]), "fps": config.fps,
+                "size": [int(video.shape[2]), int(video.shape[1])], **run["result"],
+                "resumed_from_step": run["start_step"]},
+        outputs=extras,
+    )
+    card_file = write_card(out, card)
+    shutil.rmtree(staging_path(out), ignore_errors=True)
+    r = run["result"]
+    return VideoResult(out, int(video.shape[0]), config.fps, card_file, bool(r.get("long_video")),
+                       list(r.get("smoothed_steps", [])), extras, run["start_step"], r.get("interpolator"),
+                       r.get("long_video_reason", ""), config.method, r.get("free_noise"))
+
+
+def _run_controlvideo(config: VideoConfig, out: Path, seqs: list, digests: list[str], interpolator, *,
+                      pipe=None, on_step=None) -> dict:
+    """Run ControlVideo (resumable): the frames (F, H, W, 3) uint8, the card's models and result."""
     import torch
 
-    from lapgen.cards import make_card, write_card
-    from lapgen.data.masks import write_mask_sequence
-    from lapgen.data.video import write_gif, write_mp4
-
-    out, seqs, interpolator = _validate(config)
     several = isinstance(config.controlnet, (list, tuple)) or len(seqs) > 1
-    digests = [hashlib.sha256(np.ascontiguousarray(seq.masks).tobytes()).hexdigest() for seq in seqs]
     entries: dict = {}
     if pipe is None:
         nets = as_list(config.controlnet) if several else config.controlnet
         pipe, sd_entry, cn_entry = load_controlvideo(config.model, nets, config.device, config.dtype)
         entries = {
-            "model": _card_entry(sd_entry),
-            "controlnet": [_card_entry(e) for e in cn_entry] if several else _card_entry(cn_entry),
+            "model": card_entry(sd_entry),
+            "controlnet": [card_entry(e) for e in cn_entry] if several else card_entry(cn_entry),
         }
+    if not hasattr(pipe, "num_controlnets"):
+        raise LapgenError("the pipeline given is not a ControlVideo pipeline", hint="load it with load_controlvideo")
     if pipe.num_controlnets != len(seqs):
         raise LapgenError(
             f"the pipeline has {pipe.num_controlnets} ControlNet(s) but {len(seqs)} mask sequence(s)"
@@ -307,17 +291,8 @@ def generate_video(
 
     # resumable: latents saved every few steps in <out>.partial/ (the interpolator's weights are part of the
     # key: registering RIFE weights between two runs must not mix interpolators in one video)
-    stage = staging_path(out)
-    key = _run_key(config, "".join(digests) + repr(interpolator.card()))
-    state_file = stage / f"state-{key}.pt"
-    start_step, latents = 0, None
-    if state_file.exists():
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
-        start_step, latents = int(state["step"]), state["latents"]
-        notice(f"resuming {out.name} from step {start_step}/{config.steps}")
-    elif stage.exists():
-        shutil.rmtree(stage)  # a staged run with other settings
-    stage.mkdir(parents=True, exist_ok=True)
+    key = run_key(config, "".join(digests) + repr(interpolator.card()))
+    state_file, start_step, latents = open_stage(out, key, config.steps)
 
     conds = [torch.from_numpy(seq.masks.astype(np.float32))[:, None].repeat(1, 3, 1, 1) for seq in seqs]
     device = pipe._execution_device
@@ -330,14 +305,6 @@ def generate_video(
             config.resolution // pipe.vae_scale_factor,
         )
         latents = torch.randn(shape, generator=generator, dtype=torch.float32)
-
-    def callback(p, i, t, kwargs):
-        step = i + 1
-        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
-            torch.save({"step": step, "latents": kwargs["latents"].cpu()}, state_file)
-        if on_step:
-            on_step(step, config.steps)
-        return kwargs
 
     if on_step:
         on_step(start_step, config.steps)
@@ -358,77 +325,16 @@ def generate_video(
         max_full_frames=config.max_full_frames,
         window_size=config.window,
         clip_kv=config.clip_kv,
-        callback_on_step_end=callback,
+        callback_on_step_end=step_saver(config, state_file, on_step),
         sequential_cfg=config.sequential_cfg,
         clips_per_pass=config.clips_per_pass,
         start_step=start_step,
         **parse_smoother_steps(config.smoother_steps),
     )
-    video = (np.clip(output.frames, 0, 1) * 255).round().astype(np.uint8)  # (F, H, W, 3)
+    video = to_uint8(output.frames)  # (F, H, W, 3)
     planned = smoother_indices(config) if len(video) >= 3 else []
     smoothed = [i for i in planned if i < start_step] + list(output.smoothed_steps)  # also before a resume
-
-    extras: dict[str, str] = {}
-    paths = extra_paths(out)
-    if config.gif:
-        extras["gif"] = str(write_gif(video, paths["gif"], fps=config.fps))
-    if config.side_by_side:
-        masks_rgb = np.repeat((seqs[0].masks[..., None] * 255).astype(np.uint8), 3, axis=-1)
-        extras["side_by_side"] = str(
-            write_mp4(np.concatenate([masks_rgb, video], axis=2), paths["side_by_side"], fps=config.fps)
-        )
-    if config.save_frames:
-        from PIL import Image
-
-        from lapgen.outputs import finalize_output_dir, prepare_output_dir
-
-        frames_stage = prepare_output_dir(paths["frames"], overwrite=config.overwrite, resume=False)
-        for i, frame in enumerate(video):
-            Image.fromarray(frame).save(frames_stage / f"{i:06d}.png")
-        for k, seq in enumerate(seqs):
-            write_mask_sequence(frames_stage / ("masks" if k == 0 else f"masks_{k + 1}"), seq.masks)
-        # the frames folder is a generated set like `lapgen sample`'s: `lapgen eval f1` pairs each frame with
-        # the (first) mask it was generated from
-        lines = [
-            json.dumps({"file_name": f"{i:06d}.png", "text": config.prompt, "frame": i,
-                        "conditioning_image_file_name": f"masks/{i:06d}.png"})
-            for i in range(len(video))
-        ]
-        (frames_stage / "metadata.jsonl").write_text("\n".join(lines) + "\n")
-        finalize_output_dir(paths["frames"])
-        extras["frames"] = str(paths["frames"])
-    write_mp4(video, out, fps=config.fps)
-    interp_card = {**interpolator.card(), "ran": bool(smoothed)}
-    mask_cards = [_mask_card(seq, d) for seq, d in zip(seqs, digests)]
-    card = make_card(
-        "video",
-        config=asdict(config),
-        models=entries,
-        masks=mask_cards if len(mask_cards) > 1 else mask_cards[0],
-        result={
-            "frames": int(video.shape[0]),
-            "fps": config.fps,
-            "size": [int(video.shape[2]), int(video.shape[1])],
-            "long_video": output.long_video,
-            "long_video_reason": output.long_video_reason,
-            "smoothed_steps": smoothed,
-            "interpolator": interp_card,
-            "clip_kv": config.clip_kv if output.long_video else None,
-            "resumed_from_step": start_step,
-        },
-        outputs=extras,
-    )
-    card_file = write_card(out, card)
-    shutil.rmtree(stage, ignore_errors=True)
-    return VideoResult(
-        out,
-        int(video.shape[0]),
-        config.fps,
-        card_file,
-        output.long_video,
-        smoothed,
-        extras,
-        start_step,
-        interp_card,
-        output.long_video_reason,
-    )
+    result = {"long_video": output.long_video, "long_video_reason": output.long_video_reason,
+              "smoothed_steps": smoothed, "interpolator": {**interpolator.card(), "ran": bool(smoothed)},
+              "clip_kv": config.clip_kv if output.long_video else None}
+    return {"video": video, "entries": entries, "result": result, "start_step": start_step}

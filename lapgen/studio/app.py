@@ -21,6 +21,7 @@ from lapgen.errors import LapgenError
 from lapgen.studio import authoring, handlers, prompting
 from lapgen.studio.generation import (
     LONG_MODES,
+    METHODS,
     GenerationRequest,
     Studio,
     clip_choices,
@@ -48,6 +49,7 @@ def build_app(studio: Studio) -> gr.Blocks:
     size = cfg.resolution
     models, default_model = model_choices("pipeline")
     controlnets, default_controlnet = model_choices("controlnet")
+    adapters, default_adapter = model_choices("motion-adapter")
     segmenters, default_segmenter = model_choices("segmenter")
     first_instrument = vocab.INSTRUMENTS[0]
     first_verbs = prompting.verb_choices(first_instrument)
@@ -62,8 +64,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         history = gr.State([])
         gr.Markdown(
             "# lapgen studio\nSay what surgical action happens and where the tools go; get a video "
-            "(ControlVideo over your Stage-1 model and Stage-2 ControlNet). Every result shows the "
-            "`lapgen` commands that reproduce it."
+            "(ControlVideo over your Stage-1 model and Stage-2 ControlNet, or AnimateDiff with a motion "
+            "module). Every result shows the `lapgen` commands that reproduce it."
         )
         with gr.Row():
             with gr.Column(scale=1):
@@ -182,7 +184,20 @@ def build_app(studio: Studio) -> gr.Blocks:
                 steps = gr.Slider(1, cfg.max_steps, value=20, step=1, label="Steps", elem_id="steps")
                 guidance = gr.Slider(1, 10, value=3, step=0.5, label="Guidance")
                 seed = gr.Number(0, precision=0, label="Seed")
-                long = gr.Radio(list(LONG_MODES), value="auto", label="Long-video (hierarchical) mode")
+                method = gr.Radio(
+                    [("ControlVideo (training-free, the paper)", METHODS[0]),
+                     ("AnimateDiff (a learned motion module)", METHODS[1])],
+                    value="controlvideo",
+                    label="Method",
+                    elem_id="method",
+                )
+                motion_adapter = gr.Dropdown(
+                    adapters,
+                    value=cfg.motion_adapter or default_adapter,
+                    label="Motion adapter (AnimateDiff)",
+                    elem_id="motion-adapter",
+                )
+                long = gr.Radio(list(LONG_MODES), value="auto", label="Long-video (hierarchical) mode, ControlVideo")
                 generate = gr.Button("Generate", variant="primary", elem_id="generate")
                 status = gr.Markdown("", elem_id="status")
                 video = gr.Video(label="Result", interactive=False, elem_id="result-video", loop=True)
@@ -272,7 +287,7 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         # ------------------------------------------------------------ generate
         def on_generate(  # Gradio injects the progress tracker through the default below
-            prompt, m, c, src, current, upload, clip_name, n, rate, s, g, sd, lm, past,
+            prompt, m, c, src, current, upload, clip_name, n, rate, s, g, sd, lm, how, ad, past,
             progress=gr.Progress(),  # noqa: B008
         ):
             request = GenerationRequest(
@@ -286,6 +301,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                 guidance=float(g),
                 seed=int(sd or 0),
                 long=lm,
+                method=how,
+                motion_adapter=ad,
             )
             progress(0, desc="loading models")
             try:
@@ -329,6 +346,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                 guidance,
                 seed,
                 long,
+                method,
+                motion_adapter,
                 history,
             ],
             [status, video, side, downloads, commands, card, gallery, history],

@@ -1,7 +1,8 @@
 """The studio's server-side state and its Generate action, over lapgen's library functions.
 
 `Studio` holds what one `lapgen studio` server owns: the folder its generations go to, the loaded models
-(one ControlVideo pipeline at a time) and a lock so only one generation runs at once (the page's queue
+(one pipeline at a time: ControlVideo, or AnimateDiff with a motion adapter) and a lock so only one
+generation runs at once (the page's queue
 serialises requests too). `Studio.generate` writes the authored mask sequence with the same functions
 as `lapgen masks animate`, calls `lapgen.models.video_generation.generate_video` (the function behind
 `lapgen video`) and returns the files, the provenance card and the equivalent CLI commands.
@@ -26,6 +27,7 @@ from lapgen.studio.authoring import ToolTrack, animate_tracks, masks_animate_com
 
 MASK_SOURCES = ("authored", "video", "clip")
 LONG_MODES = ("auto", "on", "off")
+METHODS = ("controlvideo", "animatediff")  # lapgen video --method
 
 
 @dataclass
@@ -33,6 +35,7 @@ class StudioConfig:
     runs: Path  # generations are written to runs/run-<time>-<n>/
     model: str | None = None  # Stage-1 pipeline preselected on the page (None: the registry default)
     controlnet: str | None = None  # Stage-2 ControlNet preselected (None: the registry default)
+    motion_adapter: str | None = None  # motion adapter preselected for AnimateDiff (None: the registry default)
     clips: Path | None = None  # a folder written by `lapgen masks clips` (real clips to pick from)
     device: str = "auto"
     dtype: str = "fp32"
@@ -52,7 +55,9 @@ class GenerationRequest:
     steps: int = 20
     guidance: float = 3.0
     seed: int = 0
-    long: str = "auto"
+    long: str = "auto"  # ControlVideo's hierarchical mode
+    method: str = "controlvideo"  # controlvideo | animatediff
+    motion_adapter: str | None = None  # animatediff: a registered motion adapter
 
 
 @dataclass
@@ -75,7 +80,7 @@ class GenerationResult:
 
 
 def model_choices(kind: str) -> tuple[list[str], str | None]:
-    """Registry names of `kind` (pipeline or controlnet) and the default to preselect."""
+    """Registry names of `kind` (pipeline, controlnet, motion-adapter, ...) and the default to preselect."""
     from lapgen.registry import default_for, list_entries
 
     names = [e.name for e in list_entries(kind)]
@@ -104,14 +109,22 @@ class Studio:
         self._pipe: Any = None
 
     # ---------------------------------------------------------------- models
-    def pipeline(self, model: str, controlnet: str) -> Any:
-        """The ControlVideo pipeline of (model, controlnet), loaded once and kept until another is asked."""
-        from lapgen.models.video_generation import load_controlvideo
-
-        key = (model, controlnet, self.config.device, self.config.dtype)
+    def pipeline(self, model: str, controlnet: str, method: str = "controlvideo",
+                 motion_adapter: str | None = None) -> Any:
+        """The pipeline of (model, controlnet) for `method` (AnimateDiff: with `motion_adapter`), loaded once
+        and kept until another is asked."""
+        key = (model, controlnet, method, motion_adapter, self.config.device, self.config.dtype)
         if key != self._pipe_key:
             self._pipe, self._pipe_key = None, None  # free the previous models first
-            self._pipe = load_controlvideo(model, controlnet, self.config.device, self.config.dtype)[0]
+            if method == "animatediff":
+                from lapgen.models.animatediff_video import load_animatediff
+
+                self._pipe = load_animatediff(model, controlnet, motion_adapter, self.config.device,
+                                              self.config.dtype)[0]
+            else:
+                from lapgen.models.video_generation import load_controlvideo
+
+                self._pipe = load_controlvideo(model, controlnet, self.config.device, self.config.dtype)[0]
             self._pipe_key = key
         return self._pipe
 
@@ -153,6 +166,8 @@ class Studio:
             raise LapgenError(f"unknown mask source {req.source!r}", hint="valid: " + ", ".join(MASK_SOURCES))
         if req.long not in LONG_MODES:
             raise LapgenError(f"unknown long-video mode {req.long!r}", hint="valid: " + ", ".join(LONG_MODES))
+        if req.method not in METHODS:
+            raise LapgenError(f"unknown method {req.method!r}", hint="valid: " + ", ".join(METHODS))
         if not 1 <= int(req.frames) <= cfg.max_frames:
             raise LapgenError(f"frames must be in 1..{cfg.max_frames} (got {req.frames})")
         if not 1 <= int(req.steps) <= cfg.max_steps:
@@ -161,6 +176,8 @@ class Studio:
             raise LapgenError(f"fps must be in (0, 60] (got {req.fps})")
         self._check_name(req.model, "pipeline")
         self._check_name(req.controlnet, "controlnet")
+        if req.method == "animatediff":
+            self._check_name(req.motion_adapter, "motion-adapter")
 
     def _new_run_dir(self) -> Path:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -286,7 +303,9 @@ class Studio:
                     guidance=float(req.guidance),
                     seed=int(req.seed),
                     resolution=self.config.resolution,
-                    long=req.long,
+                    long=req.long if req.method == "controlvideo" else "auto",
+                    method=req.method,
+                    motion_adapter=req.motion_adapter if req.method == "animatediff" else None,
                     gif=True,
                     save_frames=True,
                     side_by_side=True,
@@ -294,14 +313,16 @@ class Studio:
                     dtype=self.config.dtype,
                 )
                 commands.append(video_command(config))
-                result = generate_video(
-                    config, pipe=self.pipeline(req.model, req.controlnet), on_step=on_step
-                )
+                pipe = self.pipeline(req.model, req.controlnet, req.method, config.motion_adapter)
+                result = generate_video(config, pipe=pipe, on_step=on_step)
                 extras = result.extras
                 frames_zip = Path(shutil.make_archive(str(run / "video_frames"), "zip", extras["frames"]))
+                models = {"model": req.model, "controlnet": req.controlnet}
+                if req.method == "animatediff":
+                    models["motion_adapter"] = req.motion_adapter
                 update_card(
                     result.out,
-                    models={"model": req.model, "controlnet": req.controlnet},
+                    models=models,
                     studio={"mask_source": req.source, "commands": commands},
                 )
             except BaseException:
@@ -334,6 +355,10 @@ def video_command(config: Any) -> str:
         "--controlnet",
         str(config.controlnet),
     ]
+    if config.method != "controlvideo":
+        parts += ["--method", config.method]
+    if config.motion_adapter is not None:
+        parts += ["--motion-adapter", str(config.motion_adapter)]
     if config.frames is not None:
         parts += ["--frames", str(config.frames)]
     parts += [
@@ -345,9 +370,9 @@ def video_command(config: Any) -> str:
         f"{config.guidance:g}",
         "--seed",
         str(config.seed),
-        "--long",
-        config.long,
     ]
+    if config.method == "controlvideo":
+        parts += ["--long", config.long]
     if config.resolution != 128:
         parts += ["--resolution", str(config.resolution)]
     if config.device != "auto":

@@ -515,6 +515,52 @@ def video_unknown_interpolator(w: World, d: Path) -> list:
     return _video_args(w, w.masks, d / "clip.mp4") + ["--interpolator", "film"]
 
 
+def _clip_dataset(w: World, d: Path) -> Path:
+    """A clip dataset (`prepare --clips`) of the world's Cholec80 release, 64 px, 8-frame clips."""
+    from lapgen.data.prepare import PrepareConfig, prepare
+
+    return prepare(PrepareConfig(out=d / "clips", cholec80=w.c80, size=64, workers=1, clips=True, clip_frames=8)).out
+
+
+def prepare_clips_paper_split(w: World, d: Path) -> list:
+    return ["prepare", "--clips", "--cholec80", w.c80, "--split", "paper", "--out", d / "clips", "--workers", 1]
+
+
+def train_motion_mixed_clip_lengths(w: World, d: Path) -> list:
+    clips = _clip_dataset(w, d)
+    lines = (clips / "metadata.jsonl").read_text().splitlines()
+    rec = json.loads(lines[-1])
+    rec.update(num_frames=5, source_frames=rec["source_frames"][:5], labels=rec["labels"][:5])
+    (clips / "metadata.jsonl").write_text("\n".join([*lines[:-1], json.dumps(rec)]) + "\n")
+    return ["train-motion", "--data", clips, "--base", w.tiny_sd, "--out", d / "run", "--max-steps", 1,
+            "--resolution", 64, *CPU]
+
+
+def train_motion_adapter_layout(w: World, d: Path) -> list:
+    from lapgen.models.motion import new_adapter
+
+    wide = d / "wide-adapter"
+    new_adapter({"block_out_channels": (8, 16), "layers_per_block": 2, "norm_num_groups": 1}, 32).save_pretrained(wide)
+    return ["train-motion", "--data", _clip_dataset(w, d), "--base", w.tiny_sd, "--adapter-init", wide, "--out",
+            d / "run", "--max-steps", 1, "--resolution", 64, *CPU]
+
+
+def video_animatediff_beyond_context(w: World, d: Path) -> list:
+    from tests.fixtures.motion import write_tiny_adapter
+
+    adapter = write_tiny_adapter(d / "adapter", max_frames=4)
+    return _video_args(w, w.masks, d / "clip.mp4") + ["--method", "animatediff", "--motion-adapter", adapter,
+                                                       "--free-noise", "off"]
+
+
+def video_animatediff_controlvideo_option(w: World, d: Path) -> list:
+    from tests.fixtures.motion import write_tiny_adapter
+
+    adapter = write_tiny_adapter(d / "adapter")
+    return _video_args(w, w.masks, d / "clip.mp4") + ["--method", "animatediff", "--motion-adapter", adapter,
+                                                       "--interpolator", "linear"]
+
+
 def video_out_exists(w: World, d: Path) -> list:
     return _video_args(w, w.masks, existing(d / "clip.mp4"))
 
@@ -718,6 +764,9 @@ CASES: list[Case] = [
     Case("controlnet-mask-wrong-size", controlnet_mask_wrong_size, ("000000.png", "40x40")),
     Case("controlnet-mask-file-missing", controlnet_mask_missing, ("masks/VID01/000004.png",)),
     Case("controlnet-validation-mask-missing", controlnet_validation_mask_missing, ("missing-mask.png",)),
+    Case("train-motion-mixed-clip-lengths", train_motion_mixed_clip_lengths,
+         ("metadata.jsonl", "mixed lengths (5, 8 frames"), sub=True),
+    Case("train-motion-adapter-layout", train_motion_adapter_layout, ("wide-adapter", "does not fit")),
     # sampling
     Case("sample-zero-images", sample_zero_images, ("--n",)),
     Case("sample-unknown-model", sample_unknown_model, ("nosuch-model",), sub=True),
@@ -744,6 +793,10 @@ CASES: list[Case] = [
     Case("video-unknown-interpolator", video_unknown_interpolator, ("film",)),
     Case("video-out-exists", video_out_exists, ("clip.mp4", "already exists")),
     Case("video-out-not-mp4", video_out_not_mp4, ("clip.avi", ".mp4")),
+    Case("video-animatediff-beyond-context", video_animatediff_beyond_context,
+         ("6 frames exceed the 4 frames", "adapter"), sub=True),
+    Case("video-animatediff-controlvideo-option", video_animatediff_controlvideo_option, ("--interpolator",)),
+    Case("prepare-clips-paper-split", prepare_clips_paper_split, ("--split paper", "video-disjoint")),
     # eval
     Case("cmmd-corrupt-real-image", cmmd_corrupt_real_image, ("0005.png",)),
     Case("fid-mixed-image-sizes", fid_mixed_sizes, ("0001.png", "48x48")),
