@@ -158,3 +158,32 @@ def test_two_processes_give_the_one_process_set(tmp_path, tiny_sd_dir, tiny_cont
         a = _frames(tmp_path / "two" / "videos" / f"clip_{k:03d}_frames").astype(int)
         b = _frames(tmp_path / "one" / "videos" / f"clip_{k:03d}_frames").astype(int)
         assert np.abs(a - b).max() <= 2
+
+
+def test_animatediff_set_equals_generate_video_and_records_its_adapter(tmp_path, tiny_sd_dir, tiny_controlnet_dir,
+                                                                       tiny_adapter_dir):
+    """--method animatediff makes the same frames as `lapgen video --method animatediff` for that clip, and the
+    set's card names the method and adapter; ControlVideo-only options stay errors."""
+    from lapgen.cards import read_card
+    from lapgen.models.video_generation import VideoConfig, generate_video
+
+    clips = _clips(tmp_path / "clips", n=2)
+    out = tmp_path / "set"
+    ad = ["--method", "animatediff", "--motion-adapter", str(tiny_adapter_dir), "--steps", "2", "--device", "cpu"]
+    res = runner.invoke(app, ["sample-video", "--clips", str(clips), "--out", str(out), "--seed", "3", *ad,
+                              *_models(tiny_sd_dir, tiny_controlnet_dir)])
+    assert res.exit_code == 0, res.output
+    card = read_card(out)
+    assert card["method"] == "animatediff" and card["motion_adapter"] == str(tiny_adapter_dir)
+    rows = [json.loads(x) for x in (out / "metadata.jsonl").read_text().splitlines()]
+    assert read_card(out / rows[1]["video"])["result"]["method"] == "animatediff"
+    alone = tmp_path / "alone.mp4"
+    generate_video(VideoConfig(prompt="hook dissect cystic-duct", masks=str(clips / "clip_001" / "masks"),
+                               out=str(alone), model=str(tiny_sd_dir), controlnet=str(tiny_controlnet_dir), fps=12,
+                               steps=2, seed=4, device="cpu", save_frames=True, method="animatediff",
+                               motion_adapter=str(tiny_adapter_dir)))
+    assert np.array_equal(_frames(out / rows[1]["frames_dir"]), _frames(tmp_path / "alone_frames"))
+    bad = runner.invoke(app, ["sample-video", "--clips", str(clips), "--out", str(tmp_path / "bad"), *ad,
+                              "--interpolator", "linear", *_models(tiny_sd_dir, tiny_controlnet_dir)])
+    assert bad.exit_code == 2 and "--interpolator applies to --method controlvideo only" in bad.output
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()

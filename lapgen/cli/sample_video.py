@@ -36,6 +36,17 @@ def register(app: typer.Typer) -> None:
         smoother_steps: str = typer.Option("19,20", "--smoother-steps", help="When to smooth (as `lapgen video`)."),
         sequential_cfg: bool = typer.Option(False, "--sequential-cfg", help="Run the two guidance halves one "
                                             "after the other (less memory)."),
+        method: str = typer.Option("controlvideo", "--method", help="controlvideo | animatediff (as `lapgen "
+                                   "video`)."),
+        motion_adapter: str | None = typer.Option(None, "--motion-adapter", help="animatediff: motion adapter "
+                                                  "(default: registry default)."),
+        context: int | None = typer.Option(None, "--context", help="animatediff: frames the motion module sees "
+                                           "at once (as `lapgen video`)."),
+        context_stride: int = typer.Option(4, "--context-stride", help="animatediff, FreeNoise: window step."),
+        free_noise: str = typer.Option("auto", "--free-noise", help="animatediff: auto|on|off (as `lapgen "
+                                       "video`)."),
+        free_noise_fusion: str = typer.Option("prediction", "--free-noise-fusion", help="animatediff: "
+                                              "prediction|attention (as `lapgen video`)."),
         device: str = typer.Option("auto", "--device", help="auto|cpu|cuda."),
         dtype: str = typer.Option("fp32", "--dtype", help="fp32|fp16|bf16 (fp16 falls back to fp32 on CPU)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
@@ -49,7 +60,10 @@ def register(app: typer.Typer) -> None:
             frames=frames, fps=fps, steps=steps, guidance=guidance, resolution=resolution, device=device,
             dtype=dtype, overwrite=overwrite,
             video={"controlnet_scale": controlnet_scale, "negative_prompt": negative_prompt, "long": long,
-                   "interpolator": interpolator, "smoother_steps": smoother_steps, "sequential_cfg": sequential_cfg})
+                   "interpolator": interpolator, "smoother_steps": smoother_steps, "sequential_cfg": sequential_cfg,
+                   "method": method, "motion_adapter": motion_adapter, "context": context,
+                   "context_stride": context_stride, "free_noise": free_noise,
+                   "free_noise_fusion": free_noise_fusion})
         with make_progress() as progress:
             task = progress.add_task("videos", total=None)
             result = sample_videos(cfg, on_clip=lambda done, total: progress.update(task, completed=done,

@@ -9,8 +9,8 @@ whichever process or run makes it. The set's `metadata.jsonl` ties each video to
 Restart-safe and distributed as `lapgen sample` (accelerate `PartialState.split_between_processes` over the
 clip indices): a clip whose card is written is finished and skipped on a re-run, an interrupted clip resumes
 from `generate_video`'s own latent checkpoints, and a staging folder started with other settings is refused.
-Every option of `VideoConfig` that is not per clip passes through `VideoSetConfig.video` (a later
-`--method` travels the same way); `PIPELINES` maps a method to its loader, so each process loads its
+Every option of `VideoConfig` that is not per clip passes through `VideoSetConfig.video` (`--method
+animatediff` and its options travel the same way); `PIPELINES` maps a method to its loader, so each process loads its
 pipeline once.
 """
 
@@ -114,16 +114,27 @@ def _load_controlvideo(cfg: VideoSetConfig, device: str) -> tuple[Any, dict[str,
     return pipe, {"model": sd_entry.name, "controlnet": cn_entry.name}
 
 
+def _load_animatediff(cfg: VideoSetConfig, device: str) -> tuple[Any, dict[str, Any]]:
+    from lapgen.models.animatediff_video import load_animatediff
+
+    pipe, sd_entry, cn_entry, ad_entry = load_animatediff(cfg.model, cfg.controlnet, cfg.video.get("motion_adapter"),
+                                                          device, cfg.dtype)
+    return pipe, {"model": sd_entry.name, "controlnet": cn_entry.name, "motion_adapter": ad_entry.name}
+
+
 # method -> (config, device) -> (pipeline, names of its models); a method not listed loads per clip
 PIPELINES: dict[str, Callable[[VideoSetConfig, str], tuple[Any, dict[str, Any]]]] = {
-    "controlvideo": _load_controlvideo}
+    "controlvideo": _load_controlvideo, "animatediff": _load_animatediff}
 
 
 def _fingerprint(cfg: VideoSetConfig, clips: list[ClipSource]) -> dict[str, Any]:
     """What decides the videos (not the device or the number of processes)."""
-    from lapgen.models.loading import resolve_entry
+    from lapgen.models.loading import motion_adapter_location, resolve_entry
 
-    return {"clips": str(Path(cfg.clips).resolve()), "names": [c.name for c in clips],
+    adapter = None
+    if cfg.video.get("method") == "animatediff":  # the default adapter changes with the registry
+        adapter = str(motion_adapter_location(cfg.video.get("motion_adapter"), announce=False)[1])
+    return {"clips": str(Path(cfg.clips).resolve()), "names": [c.name for c in clips], "motion_adapter": adapter,
             "model": resolve_entry(cfg.model, "pipeline").weights_location(),
             "controlnet": resolve_entry(cfg.controlnet, "controlnet").weights_location(),
             "seed": cfg.seed, "frames": cfg.frames, "fps": cfg.fps, "steps": cfg.steps, "guidance": cfg.guidance,
@@ -165,7 +176,7 @@ def sample_videos(cfg: VideoSetConfig, *, on_clip: Callable[[int, int], None] | 
 
     from lapgen.cards import make_card, write_card
     from lapgen.device import resolve_device
-    from lapgen.models.video_generation import generate_video
+    from lapgen.models.video_generation import check_method_options, generate_video
     from lapgen.outputs import check_writable_parent, finalize_output_dir
 
     clips = read_clips(cfg.clips, cfg.limit)
@@ -177,6 +188,7 @@ def sample_videos(cfg: VideoSetConfig, *, on_clip: Callable[[int, int], None] | 
         short = next(c for c in clips if c.n_masks < cfg.frames)
         raise LapgenError(f"--frames {cfg.frames} but {short.name} has {short.n_masks} masks", path=short.masks)
     method = str(cfg.video.get("method", "controlvideo"))
+    check_method_options(clip_video_config(cfg, clips[0], out / "check.mp4"))  # before any folder is made
     state = PartialState(cpu=resolve_device(cfg.device).type != "cuda")
     device = "cpu" if state.device.type == "cpu" else str(state.device)  # MULTI_CPU reports cpu:RANK
     stage = _open_stage(cfg, out, _fingerprint(cfg, clips), state)

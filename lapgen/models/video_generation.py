@@ -92,10 +92,8 @@ def smoother_indices(config: VideoConfig) -> list[int]:
     )
 
 
-def _validate(config: VideoConfig, pipe=None):
-    from lapgen.data.masks import read_mask_sequence
-    from lapgen.data.prompts import unknown_words
-
+def check_method_options(config: VideoConfig) -> None:
+    """The method is known and no option of the other method is set (a one-line error otherwise)."""
     if config.method not in METHODS:
         raise LapgenError(f"unknown --method {config.method!r}", hint=f"use one of {', '.join(METHODS)}")
     if config.method == "animatediff":
@@ -104,6 +102,13 @@ def _validate(config: VideoConfig, pipe=None):
         check_options(config)
     else:
         _check_controlvideo_only(config)
+
+
+def _validate(config: VideoConfig, pipe=None):
+    from lapgen.data.masks import read_mask_sequence
+    from lapgen.data.prompts import unknown_words
+
+    check_method_options(config)
     out = Path(config.out)
     if out.suffix.lower() != ".mp4":
         raise LapgenError("--out must end in .mp4", path=out, hint="e.g. --out clip.mp4")
