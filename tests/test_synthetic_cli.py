@@ -157,3 +157,22 @@ def test_masks_silhouette_unknown_tool_lists_the_valid_ones(tmp_path):
     assert result.exit_code == 2
     assert "unknown tool silhouette 'forceps'" in result.stderr and "grasper" in result.stderr
     assert not (tmp_path / "f.png").exists()
+
+
+def test_a_cholec80_video_also_in_cholect50_spans_its_cholect50_seconds(tmp_path):
+    """Video 01 is in both releases: its MP4 covers every annotated CholecT50 second (25 frames each), so the
+    real-clip route (`lapgen masks clips`) finds frames for any window; a Cholec80-only video keeps
+    --cholec80-frames."""
+    from lapgen.data.mask_clips import plan_clips
+    from lapgen.data.video import probe
+
+    out = tmp_path / "syn"
+    result = _run("synthetic", "--out", str(out), "--cholect50-videos", "1", "--cholect50-frames", "4",
+                  "--cholec80-videos", "3,1", "--cholec80-frames", "30", "--cholecseg8k-videos", "",
+                  "--artnet-train", "0,0", "--artnet-test", "0,0", "--size", "32x24", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["written"]["cholec80"]["frames"] == {"03": 30, "01": 100}
+    assert probe(out / "cholec80" / "videos" / "video03.mp4", count=True).frames == 30
+    assert probe(out / "cholec80" / "videos" / "video01.mp4", count=True).frames == 100
+    clips, _found = plan_clips(out / "CholecT50", out / "cholec80", seconds=1, n=50)
+    assert clips and max(c.c_range().stop for c in clips) <= 100

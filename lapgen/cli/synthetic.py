@@ -16,7 +16,8 @@ def synthetic_command(
     cholect50_frames: int = typer.Option(12, "--cholect50-frames", help="Frames per CholecT50 video (1 fps)."),
     cholec80_videos: str = typer.Option("3,1", "--cholec80-videos", help="Cholec80 video ids 1-80 ('' skips "
                                         "Cholec80); 01 is also in CholecT50, 03 is not."),
-    cholec80_frames: int = typer.Option(110, "--cholec80-frames", help="Frames per Cholec80 video (25 fps)."),
+    cholec80_frames: int = typer.Option(110, "--cholec80-frames", help="Frames per Cholec80 video (25 fps); a "
+                                        "video also in CholecT50 spans at least its CholecT50 seconds."),
     cholecseg8k_videos: str = typer.Option("1", "--cholecseg8k-videos", help="CholecSeg8k video ids ('' skips "
                                            "CholecSeg8k)."),
     cholecseg8k_clips: int = typer.Option(1, "--cholecseg8k-clips", help="CholecSeg8k clips per video."),

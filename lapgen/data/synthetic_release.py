@@ -35,7 +35,7 @@ class SyntheticConfig:
     cholect50_videos: tuple[int, ...] = (1, 103)  # CholecT50 video ids (VIDxx)
     cholect50_frames: int = 12  # frames per video (1 fps)
     cholec80_videos: tuple[int, ...] = (3, 1)  # Cholec80 video ids 1..80 (03 is Cholec80-only, 01 shared)
-    cholec80_frames: int = 110  # frames per video (25 fps; tool rows every 25 frames)
+    cholec80_frames: int = 110  # frames per video (25 fps; tool rows every 25 frames; see cholec80_lengths)
     cholecseg8k_videos: tuple[int, ...] = (1,)
     cholecseg8k_clips: int = 1  # clips per video
     cholecseg8k_frames: int = 80  # frames per clip (the real clips have 80)
@@ -117,8 +117,8 @@ def _writers(cfg: SyntheticConfig) -> dict[str, Any]:
     return {
         "CholecT50": None if not t50 else (lambda root: synthetic.write_cholect50(
             root, videos=t50, num_frames=cfg.cholect50_frames, **common)),
-        "cholec80": None if not c80 else (lambda root: synthetic.write_cholec80(
-            root, videos=c80, num_frames=cfg.cholec80_frames, **common)),
+        "cholec80": None if not c80 else (lambda root: [synthetic.write_cholec80(
+            root, videos=(v,), num_frames=n, **common) for v, n in cholec80_lengths(cfg).items()]),
         "CholecSeg8k": None if not seg else (lambda root: synthetic.write_cholecseg8k(
             root, videos=seg, clips_per_video=cfg.cholecseg8k_clips, frames_per_clip=cfg.cholecseg8k_frames,
             **common)),
@@ -127,12 +127,22 @@ def _writers(cfg: SyntheticConfig) -> dict[str, Any]:
     }
 
 
+def cholec80_lengths(cfg: SyntheticConfig) -> dict[int, int]:
+    """Frames of each Cholec80 video: `cholec80_frames`, and for a video also in CholecT50 at least the
+    25 fps frames of every CholecT50 second (as in the real releases, whose CholecT50 frames come from the
+    Cholec80 videos), so `lapgen masks clips` finds the frames of every annotated second."""
+    shared = set(cfg.cholect50_videos)
+    return {v: max(cfg.cholec80_frames, cfg.cholect50_frames * 25) if v in shared else cfg.cholec80_frames
+            for v in cfg.cholec80_videos}
+
+
 def _counts(cfg: SyntheticConfig) -> dict[str, dict[str, Any]]:
     return {
         "CholecT50": {"videos": list(cfg.cholect50_videos), "frames_per_video": cfg.cholect50_frames,
                       "images": len(cfg.cholect50_videos) * cfg.cholect50_frames},
         "cholec80": {"videos": list(cfg.cholec80_videos), "frames_per_video": cfg.cholec80_frames,
-                     "images": len(cfg.cholec80_videos) * cfg.cholec80_frames},
+                     "frames": {f"{v:02d}": n for v, n in cholec80_lengths(cfg).items()},
+                     "images": sum(cholec80_lengths(cfg).values())},
         "CholecSeg8k": {"videos": list(cfg.cholecseg8k_videos), "clips_per_video": cfg.cholecseg8k_clips,
                         "frames_per_clip": cfg.cholecseg8k_frames,
                         "images": len(cfg.cholecseg8k_videos) * cfg.cholecseg8k_clips * cfg.cholecseg8k_frames},
