@@ -37,16 +37,22 @@ LIBRARY_CALLS = (
     ("lapgen.metrics.evaluate", "evaluate_fidelity"),
     ("lapgen.models.mask_f1", "evaluate_mask_f1"),
     ("lapgen.models.recognition.evaluate", "evaluate_map"),
+    ("lapgen.models.motion", "train_motion"),
+    ("lapgen.models.mask_sequences", "extract_clips"),
+    ("lapgen.models.sample_video", "sample_videos"),
+    ("lapgen.models.video_eval", "evaluate_videos"),
     ("lapgen.metrics.report", "build_report"),
     ("lapgen.registry", "set_default"),
 )
 
 
 def _patch_library(mp, record, *, run: bool) -> None:
-    """Wrap every LIBRARY_CALLS function: record (name, args, kwargs), then run it or stop the command."""
+    """Wrap every LIBRARY_CALLS function: record (name, args, kwargs), then run it or stop the command. Only
+    outermost calls are recorded (`sample_videos` calls `generate_video` once per clip, as the command does)."""
     import importlib
     import inspect
 
+    depth = [0]
     for module_name, name in LIBRARY_CALLS:
         module = importlib.import_module(module_name)
         real = getattr(module, name)
@@ -54,10 +60,15 @@ def _patch_library(mp, record, *, run: bool) -> None:
         def wrapper(*args, _real=real, _name=name, **kwargs):
             bound = inspect.signature(_real).bind(*args, **kwargs)
             bound.apply_defaults()  # a default the command spells out equals one the demo leaves implicit
-            record.append((_name, dict(bound.arguments)))
-            if run:
+            if depth[0] == 0:
+                record.append((_name, dict(bound.arguments)))
+            if not run:
+                raise _Stop
+            depth[0] += 1
+            try:
                 return _real(*args, **kwargs)
-            raise _Stop
+            finally:
+                depth[0] -= 1
 
         mp.setattr(module, name, wrapper)
 
@@ -68,15 +79,16 @@ class _Stop(Exception):
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
-    """One quick demo in a registry home of its own (its defaults must not leak into other tests), with every
-    library call it makes recorded."""
+    """One quick demo with `--motion` (every step runs) in a registry home of its own (its defaults must not leak
+    into other tests), with every library call it makes recorded."""
     root = tmp_path_factory.mktemp("demo")
     calls: list = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LAPGEN_HOME", str(root / "home"))
         with pytest.MonkeyPatch.context() as recording:
             _patch_library(recording, calls, run=True)
-            result = runner.invoke(app, ["demo", "--quick", "--out", str(root / "demo"), "--device", "cpu"])
+            result = runner.invoke(app, ["demo", "--quick", "--motion", "--out", str(root / "demo"), "--device",
+                                          "cpu"])
         yield {"root": root, "out": root / "demo", "result": result, "home": root / "home", "mp": mp,
                "calls": calls}
 
@@ -102,6 +114,15 @@ def test_quick_demo_writes_every_artefact(quick_demo):
         "runs/controlnet/config.json",
         "runs/segmenter/weights/best.pt",
         "demo-state.json",
+        "video/real-clips/clip_000/masks",  # real clips for `eval video`
+        "eval/video-controlvideo.json",
+        "data/clips/metadata.jsonl",  # --motion
+        "runs/motion/config.json",
+        "video/animatediff.mp4",
+        "video/strip_animatediff.png",
+        "video/set-controlvideo/metadata.jsonl",
+        "video/set-animatediff/metadata.jsonl",
+        "eval/video-set-animatediff.json",
     ):
         assert (out / rel).exists(), rel
     import av
@@ -135,7 +156,8 @@ def test_printed_paths_and_commands(quick_demo):
 
 # What a printed command may legitimately leave out: the demo re-runs its own steps over their outputs
 # (overwrite), shows progress (on_step) and records itself as the origin of the defaults it sets.
-IGNORED = {"overwrite", "on_step", "origin"}
+# `masks clips` builds its segment function itself (its segmenter_info names the model both used).
+IGNORED = {"overwrite", "on_step", "origin", "on_plan", "advance", "on_clip", "segment"}
 
 
 def _plain(value):
@@ -169,7 +191,7 @@ def test_printed_commands_build_the_configuration_the_demo_ran(quick_demo, monke
     from lapgen.demo.sizes import QUICK
     from lapgen.demo.steps import Context
 
-    ctx = Context(out=quick_demo["out"], seed=0, sizes=QUICK, device="cpu")
+    ctx = Context(out=quick_demo["out"], seed=0, sizes=QUICK, device="cpu", motion=True)
     lines = [line for step in STEPS for line in step.commands(ctx) if line.startswith("lapgen ")]
     monkeypatch.setenv("LAPGEN_HOME", str(quick_demo["home"]))
     from_cli: list = []
@@ -236,6 +258,7 @@ def test_registry_defaults_and_studio_preselection(demo_home):
     assert default_for("controlnet") == "demo-controlnet"
     assert default_for("segmenter") == "demo-segmenter"
     assert default_for("recognizer") == "demo-recognizer"
+    assert default_for("motion-adapter") == "demo-motion"  # --motion
     assert default_for("feature-extractor") == "inception-v3"  # random demo weights never become defaults
     assert resolve("demo-sd").path == (out / "runs" / "sd").resolve()
     assert resolve("demo-base").path == (out / "models" / "demo-base").resolve()
@@ -251,13 +274,13 @@ def test_rerun_resumes_and_other_settings_are_refused(demo_home):
 
     out = demo_home["out"]
     before = (out / "report.md").stat().st_mtime_ns
-    result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu"])
+    result = runner.invoke(app, ["demo", "--quick", "--motion", "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "done before, skipped" in result.stderr
     assert (out / "report.md").stat().st_mtime_ns == before
     assert f"{len(STEPS) - 1} steps done before" in result.stdout  # all but the registry step
     (out / "report.md").unlink()  # a lost output: its step and every later one run again
-    result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu"])
+    result = runner.invoke(app, ["demo", "--quick", "--motion", "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert (out / "report.md").is_file() and f"{len(STEPS) - 2} steps done before" in result.stdout
     assert "$ lapgen eval report" in result.stderr and "$ lapgen eval fidelity" not in result.stderr
@@ -267,6 +290,43 @@ def test_rerun_resumes_and_other_settings_are_refused(demo_home):
         result.stderr.strip().startswith("lapgen: error: ") and len(result.stderr.strip().splitlines()) == 1
     )
     assert "other settings" in result.stderr and "--force" in result.stderr
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out)])  # the same run without --motion
+    assert result.exit_code == 2 and "motion True" in result.stderr
+
+
+def test_motion_steps_run_only_with_motion(tmp_path):
+    """Without --motion the demo skips the motion module and the method comparison, and evaluates its one
+    ControlVideo video against the real clips; with it, it adds the AnimateDiff video and the two sets."""
+    from lapgen.demo import STEPS
+    from lapgen.demo.sizes import QUICK
+    from lapgen.demo.steps import Context
+    from lapgen.demo.video_eval import video_jobs
+
+    motion_only = {"prepare-clips", "train-motion", "video-animatediff", "sample-video"}
+    plain = Context(out=tmp_path, seed=0, sizes=QUICK)
+    assert {s.name for s in STEPS} - {s.name for s in STEPS if s.active(plain)} == motion_only
+    assert [name for *_x, name in video_jobs(plain)] == ["video-controlvideo.json"]
+    with_motion = Context(out=tmp_path, seed=0, sizes=QUICK, motion=True)
+    assert all(s.active(with_motion) for s in STEPS)
+    assert [name for *_x, name in video_jobs(with_motion)] == [
+        "video-controlvideo.json", "video-animatediff.json", "video-set-controlvideo.json",
+        "video-set-animatediff.json"]
+
+
+def test_report_shows_the_videos_beside_the_real_clips(quick_demo):
+    """The report's video table: each demo video's mask adherence and warp error, with the real clips' values
+    beside them, and the --motion sets with FVD over the random I3D."""
+    report = json.loads((quick_demo["out"] / "report.json").read_text())
+    rows = {r["model"]: r for r in report["video"]["rows"]}
+    assert set(rows) == {"demo video (ControlVideo)", "demo video (AnimateDiff)", "real-clip set (ControlVideo)",
+                         "real-clip set (AnimateDiff)"}
+    for row in rows.values():
+        assert row["values"]["warp_error"] is not None and row["real_values"]["warp_error"] is not None
+        assert "mask_f1" in row["values"]
+    assert rows["real-clip set (AnimateDiff)"]["values"]["fvd"] is not None
+    assert rows["demo video (ControlVideo)"]["n_gen"] == 1 and rows["demo video (ControlVideo)"]["n_real"] == 2
+    text = (quick_demo["out"] / "report.md").read_text()
+    assert "## Video metrics" in text and "| demo video (ControlVideo) |" in text
 
 
 @pytest.mark.parametrize("case", ["under-a-file", "is-a-file", "foreign-folder"])

@@ -33,6 +33,12 @@ def register(app: typer.Typer) -> None:
             "--quick",
             help="A much smaller run (about a minute; for tests and a first look). Its numbers are noisy.",
         ),
+        motion: bool = typer.Option(
+            False,
+            "--motion",
+            help="Also train a tiny AnimateDiff motion module on the synthetic Cholec80 clips and generate the "
+            "video with it beside ControlVideo, and compare the two methods on the real clips (a few minutes more).",
+        ),
         force: bool = typer.Option(
             False, "--force", help="Delete the previous demo in --out and start over."
         ),
@@ -64,7 +70,8 @@ def register(app: typer.Typer) -> None:
 
         result = run_demo(
             DemoConfig(
-                out=out, seed=seed, quick=quick, force=force, device=device, set_defaults=not no_defaults
+                out=out, seed=seed, quick=quick, force=force, device=device, set_defaults=not no_defaults,
+                motion=motion,
             ),
             on_event=on_event,
         )

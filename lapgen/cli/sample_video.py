@@ -52,18 +52,18 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     ) -> None:
-        from lapgen.models.sample_video import VideoSetConfig, sample_videos
+        from lapgen.models.sample_video import VideoSetConfig, only_changed, sample_videos
         from lapgen.progress import make_progress, notice
 
         cfg = VideoSetConfig(
             clips=str(clips), out=str(out), model=model, controlnet=controlnet, seed=seed, limit=limit,
             frames=frames, fps=fps, steps=steps, guidance=guidance, resolution=resolution, device=device,
             dtype=dtype, overwrite=overwrite,
-            video={"controlnet_scale": controlnet_scale, "negative_prompt": negative_prompt, "long": long,
+            video=only_changed({"controlnet_scale": controlnet_scale, "negative_prompt": negative_prompt, "long": long,
                    "interpolator": interpolator, "smoother_steps": smoother_steps, "sequential_cfg": sequential_cfg,
                    "method": method, "motion_adapter": motion_adapter, "context": context,
                    "context_stride": context_stride, "free_noise": free_noise,
-                   "free_noise_fusion": free_noise_fusion})
+                   "free_noise_fusion": free_noise_fusion}))
         with make_progress() as progress:
             task = progress.add_task("videos", total=None)
             result = sample_videos(cfg, on_clip=lambda done, total: progress.update(task, completed=done,

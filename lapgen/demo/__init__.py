@@ -39,6 +39,7 @@ class DemoConfig:
     force: bool = False  # start over: delete a previous demo in `out` first
     device: str = "auto"
     set_defaults: bool = True  # make the demo's models the registry defaults (for `lapgen studio`)
+    motion: bool = False  # also train a motion module and make AnimateDiff videos (`lapgen demo --motion`)
     sizes: DemoSizes | None = None  # None: FULL or QUICK
 
     def resolved_sizes(self) -> DemoSizes:
@@ -49,6 +50,7 @@ class DemoConfig:
         return {
             "seed": self.seed,
             "quick": self.quick,
+            "motion": self.motion,
             "sizes": json.loads(json.dumps(self.resolved_sizes().as_dict())),
         }
 
@@ -117,9 +119,10 @@ def open_output(config: DemoConfig) -> tuple[dict[str, Any], bool]:
     if state is not None and state.get("settings") != config.settings():
         old = state.get("settings", {})
         raise LapgenError(
-            f"--out holds a demo run with other settings (seed {old.get('seed')}, quick {old.get('quick')})",
+            f"--out holds a demo run with other settings (seed {old.get('seed')}, quick {old.get('quick')}, "
+            f"motion {old.get('motion', False)})",
             path=out,
-            hint="pass the same --seed/--quick to resume, --force to start over, or another --out",
+            hint="pass the same --seed/--quick/--motion to resume, --force to start over, or another --out",
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -153,6 +156,7 @@ def run_demo(config: DemoConfig, *, on_event: StepCallback | None = None) -> Dem
         sizes=config.resolved_sizes(),
         device=config.device,
         facts=dict(state.get("facts", {})),
+        motion=config.motion,
     )
     ctx.facts["set_defaults"] = config.set_defaults
     ctx.facts["quick"] = config.quick
@@ -160,16 +164,17 @@ def run_demo(config: DemoConfig, *, on_event: StepCallback | None = None) -> Dem
     skipped: list[str] = []
     started = time.perf_counter()
     rerun = False  # once a step runs again, every later step does too (its inputs may have changed)
-    for i, step in enumerate(STEPS, start=1):
+    steps = [step for step in STEPS if step.active(ctx)]
+    for i, step in enumerate(steps, start=1):
         commands = step.commands(ctx)
         done = step.name in state["done"] and all(p.exists() for p in step.outputs(ctx))
         if done and not rerun and step.name != "registry":
             skipped.append(step.name)
             if on_event:
-                on_event(i, len(STEPS), step, commands, "skip")
+                on_event(i, len(steps), step, commands, "skip")
             continue
         if on_event:
-            on_event(i, len(STEPS), step, commands, "start")
+            on_event(i, len(steps), step, commands, "start")
         rerun = True
         state["done"].pop(step.name, None)
         t0 = time.perf_counter()
@@ -180,7 +185,7 @@ def run_demo(config: DemoConfig, *, on_event: StepCallback | None = None) -> Dem
         state["facts"] = {k: v for k, v in ctx.facts.items() if k not in ("set_defaults", "quick")}
         _write_state(out, state)
         if on_event:
-            on_event(i, len(STEPS), step, commands, "done")
+            on_event(i, len(steps), step, commands, "done")
     facts = {k: v for k, v in ctx.facts.items() if k != "set_defaults"}
     summary = compare(json.loads((out / "report.json").read_text()), facts)
     state["summary"] = summary

@@ -212,20 +212,22 @@ def report_step(c: Context) -> dict:
     return {}
 
 
+def _defaults(c: Context) -> list[tuple[str, str, str]]:
+    """(name key, registry kind, run folder) of each model the demo makes a registry default."""
+    out = [("sd", "pipeline", "sd"), ("controlnet", "controlnet", "controlnet"), ("segmenter", "segmenter", "segmenter"),
+           ("recognizer", "recognizer", "recognizer")]
+    return out + ([("motion", "motion-adapter", "motion")] if c.motion else [])
+
+
 def defaults_cmds(c: Context) -> list[str]:
-    return [cmd("lapgen", "models", "use", NAMES[k]) for k in ("sd", "controlnet", "segmenter", "recognizer")]
+    return [cmd("lapgen", "models", "use", NAMES[k]) for k, _kind, _folder in _defaults(c)]
 
 
 def defaults_step(c: Context) -> dict:
     """Re-register the trained folders (a resumed demo may meet an edited registry) and make them defaults."""
     from lapgen.registry import register_artifact, set_default
 
-    for key, kind, folder in (
-        ("sd", "pipeline", "sd"),
-        ("controlnet", "controlnet", "controlnet"),
-        ("segmenter", "segmenter", "segmenter"),
-        ("recognizer", "recognizer", "recognizer"),
-    ):
+    for key, kind, folder in _defaults(c):
         register_artifact(NAMES[key], kind, c.p("runs", folder), make_default=False)
         if c.facts.get("set_defaults", True):
             set_default(NAMES[key], origin="set by lapgen demo")

@@ -42,7 +42,7 @@ def base_step(c: Context) -> dict:
     return {}
 
 
-def _train_args(c: Context, steps: int, lr: float, ema: float | None) -> list[Any]:
+def _train_args(c: Context, steps: int, lr: float, ema: float | None, batch: int) -> list[Any]:
     return [
         "--max-steps",
         steps,
@@ -50,7 +50,7 @@ def _train_args(c: Context, steps: int, lr: float, ema: float | None) -> list[An
         lr,
         *(["--ema", "--ema-decay", ema] if ema else []),
         "--batch-size",
-        c.sizes.batch_size,
+        batch,
         "--cache-latents",
         "--checkpointing-steps",
         max(1, steps // 2),
@@ -69,9 +69,9 @@ def _train_config(c: Context, ema: float | None = None, **kw: Any):
     steps = kw.pop("max_steps")
     if ema:
         kw.update(ema=True, ema_decay=ema)
+    kw.setdefault("batch_size", c.sizes.batch_size)
     return TrainConfig(
         max_steps=steps,
-        batch_size=c.sizes.batch_size,
         cache_latents=True,
         checkpointing_steps=max(1, steps // 2),
         checkpoints_total_limit=1,
@@ -86,6 +86,7 @@ def _train_config(c: Context, ema: float | None = None, **kw: Any):
 _TRAINING = {
     "finetune": ("frames", "base", "sd", "sd"),
     "train-controlnet": ("controlnet", "sd", "controlnet", "cn"),
+    "train-motion": ("clips", "sd", "motion", "motion"),  # `lapgen demo --motion`
 }
 
 
@@ -100,10 +101,11 @@ def _training(c: Context, command: str) -> dict[str, Any]:
         "steps": getattr(s, f"{prefix}_steps"),
         "lr": getattr(s, f"{prefix}_lr"),
         "ema": getattr(s, f"{prefix}_ema"),
+        "batch": getattr(s, f"{prefix}_batch", s.batch_size),
     }
 
 
-def _training_cmds(c: Context, command: str) -> list[str]:
+def training_cmds(c: Context, command: str) -> list[str]:
     t = _training(c, command)
     return [
         cmd(
@@ -113,7 +115,7 @@ def _training_cmds(c: Context, command: str) -> list[str]:
             t["data"],
             "--base",
             t["base"],
-            *_train_args(c, t["steps"], t["lr"], t["ema"]),
+            *_train_args(c, t["steps"], t["lr"], t["ema"], t["batch"]),
             "--out",
             t["out"],
             "--name",
@@ -122,7 +124,7 @@ def _training_cmds(c: Context, command: str) -> list[str]:
     ]
 
 
-def _training_run(c: Context, command: str, train) -> dict:
+def training_run(c: Context, command: str, train) -> dict:
     t = _training(c, command)
     r = train(
         _train_config(
@@ -134,29 +136,30 @@ def _training_run(c: Context, command: str, train) -> dict:
             max_steps=t["steps"],
             learning_rate=t["lr"],
             ema=t["ema"],
+            batch_size=t["batch"],
         )
     )
     return _loss_summary(t["out"], r.final_loss)
 
 
 def finetune_cmds(c: Context) -> list[str]:
-    return _training_cmds(c, "finetune")
+    return training_cmds(c, "finetune")
 
 
 def finetune_step(c: Context) -> dict:
     from lapgen.models.finetune import finetune
 
-    return {"sd_loss": _training_run(c, "finetune", finetune)}
+    return {"sd_loss": training_run(c, "finetune", finetune)}
 
 
 def controlnet_cmds(c: Context) -> list[str]:
-    return _training_cmds(c, "train-controlnet")
+    return training_cmds(c, "train-controlnet")
 
 
 def controlnet_step(c: Context) -> dict:
     from lapgen.models.controlnet import train_controlnet
 
-    return {"controlnet_loss": _training_run(c, "train-controlnet", train_controlnet)}
+    return {"controlnet_loss": training_run(c, "train-controlnet", train_controlnet)}
 
 
 def untrained_cn_cmds(c: Context) -> list[str]:

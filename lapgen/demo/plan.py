@@ -7,9 +7,15 @@ from pathlib import Path
 
 from lapgen.demo import evaluation as ev
 from lapgen.demo import generation as gen
+from lapgen.demo import motion as mo
 from lapgen.demo import steps as st
 from lapgen.demo import video as vid
+from lapgen.demo import video_eval as ve
 from lapgen.demo.steps import SETS, Context, Step
+
+
+def _motion(c: Context) -> bool:
+    return c.motion
 
 
 def _files(*parts: str) -> Callable[[Context], list[Path]]:
@@ -116,6 +122,45 @@ STEPS: tuple[Step, ...] = (
         vid.video_outputs,
     ),
     Step(
+        "prepare-clips",
+        "--motion: prepare the clip dataset from the Cholec80 videos",
+        mo.clips_cmds,
+        mo.clips_step,
+        _files("data", "clips"),
+        when=_motion,
+    ),
+    Step(
+        "train-motion",
+        "--motion: train the AnimateDiff motion module over the Stage-1 model",
+        mo.train_cmds,
+        mo.train_step,
+        _files("runs", "motion"),
+        when=_motion,
+    ),
+    Step(
+        "video-animatediff",
+        "--motion: the same masks with the learned motion prior (AnimateDiff)",
+        mo.video_cmds,
+        mo.video_step,
+        mo.video_outputs,
+        when=_motion,
+    ),
+    Step(
+        "masks-clips",
+        "cut real clips (frames, segmenter masks, prompt) from the Cholec80 video CholecT50 annotates",
+        ve.real_clips_cmds,
+        ve.real_clips_step,
+        _files("video", "real-clips"),
+    ),
+    Step(
+        "sample-video",
+        "--motion: a video per real clip with each method (ControlVideo, AnimateDiff)",
+        ve.comparison_cmds,
+        ve.comparison_step,
+        lambda c: [ve.set_dir(c, m) for m in ("controlvideo", "animatediff")],
+        when=_motion,
+    ),
+    Step(
         "eval-features",
         "write and register the demo's random-weight feature extractors",
         ev.features_cmds,
@@ -142,6 +187,13 @@ STEPS: tuple[Step, ...] = (
         ev.map_cmds,
         ev.map_step,
         lambda c: [c.p("eval", f"map-{f}.json") for f in ev.T2I_SETS] + [c.p("eval", "map-real.json")],
+    ),
+    Step(
+        "eval-video",
+        "video metrics (mask adherence, warp error, frame consistency) against the real clips",
+        ve.eval_video_cmds,
+        ve.eval_video_step,
+        ve.eval_video_outputs,
     ),
     Step("eval-report", "the Table-1 style report", ev.report_cmds, ev.report_step, _files("report.md")),
     Step(

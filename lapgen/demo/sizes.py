@@ -27,6 +27,11 @@ class DemoSizes:
     t50_frames: int = 40  # per video, 1 fps
     c80_videos: tuple[int, ...] = (3, 7)  # Cholec80-only videos (train split)
     c80_frames: int = 300  # per video at 25 fps (12 s: 12 annotated frames)
+    # Cholec80 videos also in CholecT50 (as long as its CholecT50 seconds): the real clips `eval video` compares
+    # the demo's videos with (`lapgen masks clips`; the frames dataset uses only Cholec80-only videos)
+    clip_videos: tuple[int, ...] = (6,)
+    real_clip_seconds: int = 1  # 25 frames per real clip
+    real_clips: int = 4
     # CholecSeg8k: several clips per video, a few frames each (consecutive frames at 25 fps barely differ, so
     # the segmenter learns from the number of distinct clips); ART-Net draws tools on the same tissue as
     # the CholecT50/Cholec80 frames the segmenter later annotates
@@ -68,7 +73,15 @@ class DemoSizes:
     video_frames: int = 16
     video_steps: int = 15
     video_fps: float = 8.0
+    # --motion: prepare --clips (Cholec80 only), train-motion over the Stage-1 UNet, video --method animatediff
+    clip_frames: int = 8
+    clip_fps: float = 8.0
+    motion_steps: int = 200
+    motion_lr: float = 1e-3
+    motion_ema: float | None = None
+    motion_batch: int = 2  # clips per step (each clip_frames frames)
     # eval
+    fvd_frames: int = 8  # frames per FVD clip of the --motion comparison (random I3D stand-in)
     real_images: int = 24  # real test frames the fidelity metrics compare with (--real-limit)
     boot: int = 200  # bootstrap replicates of F1 and mAP intervals
     kid_subsets: int = 20
@@ -104,6 +117,11 @@ QUICK = DemoSizes(
     sample_steps=4,
     video_frames=4,
     video_steps=4,
+    real_clips=2,
+    clip_frames=4,
+    motion_steps=10,
+    motion_batch=1,
+    fvd_frames=4,
     boot=20,
     kid_subsets=5,
 )

@@ -32,6 +32,7 @@ NAMES = {
     "controlnet_untrained": "demo-controlnet-untrained",
     "inception": "demo-inception-random",
     "clip": "demo-clip-random",
+    "motion": "demo-motion",
 }
 _RANDOM = "lapgen demo: RANDOM weights (seeded), values comparable only within one demo run"
 # Registry descriptions of what the demo registers with `lapgen models add` (printed and passed alike).
@@ -64,6 +65,7 @@ class Context:
     sizes: DemoSizes
     device: str = "auto"
     facts: dict[str, Any] = field(default_factory=dict)  # what steps learn (counts, losses), kept in state
+    motion: bool = False  # `lapgen demo --motion`: the learned motion prior (AnimateDiff) beside ControlVideo
 
     def p(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
@@ -76,6 +78,10 @@ class Step:
     commands: Callable[[Context], list[str]]
     run: Callable[[Context], dict[str, Any] | None]
     outputs: Callable[[Context], list[Path]]
+    when: Callable[[Context], bool] | None = None  # None: always; else the step runs only when it says so
+
+    def active(self, c: Context) -> bool:
+        return self.when is None or self.when(c)
 
 
 def cmd(*args: Any) -> str:
@@ -107,7 +113,7 @@ def data_cmds(c: Context) -> list[str]:
             "--cholect50-frames",
             s.t50_frames,
             "--cholec80-videos",
-            _ids(s.c80_videos),
+            _ids(s.c80_videos + s.clip_videos),
             "--cholec80-frames",
             s.c80_frames,
             "--cholecseg8k-videos",
@@ -141,7 +147,7 @@ def data_step(c: Context) -> dict:
             out=c.p("raw"),
             cholect50_videos=s.t50_videos,
             cholect50_frames=s.t50_frames,
-            cholec80_videos=s.c80_videos,
+            cholec80_videos=s.c80_videos + s.clip_videos,
             cholec80_frames=s.c80_frames,
             cholecseg8k_videos=s.seg8k_videos,
             cholecseg8k_clips=s.seg8k_clips,

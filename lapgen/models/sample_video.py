@@ -96,6 +96,17 @@ def read_clips(folder: str | Path, limit: int | None = None) -> list[ClipSource]
     return clips
 
 
+def only_changed(video: dict[str, Any]) -> dict[str, Any]:
+    """The `VideoConfig` options of `video` that differ from their defaults (what `VideoSetConfig.video` keeps,
+    so a set made from the command line and one made from Python with the same meaning match on resume)."""
+    from dataclasses import MISSING, fields
+
+    from lapgen.models.video_generation import VideoConfig
+
+    defaults = {f.name: f.default for f in fields(VideoConfig) if f.default is not MISSING}
+    return {k: v for k, v in video.items() if k not in defaults or defaults[k] != v}
+
+
 def clip_video_config(cfg: VideoSetConfig, clip: ClipSource, out: Path) -> Any:
     """The Stage-3 `VideoConfig` of one clip: its prompt, masks, length and fps, seed + index."""
     from lapgen.models.video_generation import VideoConfig
