@@ -457,3 +457,17 @@ def test_several_controlnets_from_the_command_line(tmp_path, mask_dir, tiny_sd_d
         res = runner.invoke(app, [*base, "--out", str(tmp_path / "bad.mp4"), *extra])
         assert res.exit_code == 2 and needle in res.output, res.output
         assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "bad.mp4").exists()
+
+
+def test_a_missing_masks_path_fails_before_torch_is_imported(tmp_path):
+    """Bad arguments are reported without loading torch or diffusers (a new user waits well under a second)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom lapgen.cli.main import app\ntry:\n    app(['video', '--prompt', 'grasper retract liver', "
+            f"'--masks', {str(tmp_path / 'missing')!r}, '--out', {str(tmp_path / 'x.mp4')!r}])\n"
+            "except SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules, 'diffusers' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == "exit 2 False False", run.stdout + run.stderr
+    assert "masks not found" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.mp4").exists()

@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
             "19,20",
             "--smoother-steps",
             help='When to smooth: "19,20" = steps counted from the end, as ControlVideo (loop indices 80, 81 '
-            'of 100), "none", "start:0.6" (2 steps from 60%% of the way) or "at:80,81" (loop indices).',
+            'of 100), "none", "start:0.6" (2 steps from 60% of the way) or "at:80,81" (loop indices).',
         ),
         smoother_reencode: str = typer.Option(
             "mean",

@@ -150,15 +150,7 @@ def _validate(config: VideoConfig, pipe=None):
         raise LapgenError(
             f"give one --controlnet-scale, or one per ControlNet ({len(masks)}), not {len(scales)}"
         )
-    smooth_at = smoother_indices(config)
-    wanted_from_end = parse_smoother_steps(config.smoother_steps).get("smoother_steps") or []
-    late = [s for s in wanted_from_end if s > config.steps] if config.method == "controlvideo" else []
-    interpolator = None
-    if config.method == "controlvideo":
-        from lapgen.models.controlvideo.interpolators import resolve_interpolator
-
-        # an unknown name or a bad weights file fails before the masks are read (and noticed)
-        interpolator = resolve_interpolator(config.interpolator)
+    wanted_from_end = parse_smoother_steps(config.smoother_steps).get("smoother_steps") or []  # a bad value: now
     words = unknown_words(config.prompt)
     if words:
         warn(
@@ -176,6 +168,13 @@ def _validate(config: VideoConfig, pipe=None):
                 f"{config.resolution}x{config.resolution} (nearest neighbour)"
             )
         seqs.append(seq)
+    interpolator = None
+    if config.method == "controlvideo":  # after the masks: this imports torch, and bad masks should fail at once
+        from lapgen.models.controlvideo.interpolators import resolve_interpolator
+
+        interpolator = resolve_interpolator(config.interpolator)
+    smooth_at = smoother_indices(config)
+    late = [s for s in wanted_from_end if s > config.steps] if config.method == "controlvideo" else []
     lengths = [len(seq.masks) for seq in seqs]
     if len(set(lengths)) > 1:
         raise LapgenError(
