@@ -146,9 +146,15 @@ def test_printed_paths_and_commands(quick_demo):
         ("video:", "video/clip.mp4"),
         ("mask | video:", "video/clip_side_by_side.mp4"),
         ("report:", "report.md"),
+        ("AnimateDiff:", "video/animatediff.mp4"),
+        ("its strip:", "video/strip_animatediff.png"),
     ):
         line = next(ln for ln in stdout.splitlines() if ln.startswith(label))
         assert Path(line.split(":", 1)[1].strip()) == out / rel
+    report = json.loads((out / "report.json").read_text())
+    cv = next(r for r in report["video"]["rows"] if r["model"] == "demo video (ControlVideo)")
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("demo video (ControlVideo) against the real clips:"))
+    assert f"warp error {cv['values']['warp_error']:.4f} (real clips {cv['real_values']['warp_error']:.4f})" in line
     printed = [ln[2:] for ln in result.stderr.splitlines() if ln.startswith("$ lapgen ")]
     assert any(ln.startswith("lapgen finetune ") for ln in printed)
     assert any(ln.startswith("lapgen eval report ") for ln in printed)

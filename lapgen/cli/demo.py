@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     ) -> None:
         from lapgen.demo import DemoConfig, run_demo
-        from lapgen.demo.summary import control_lines, summary_lines
+        from lapgen.demo.summary import control_lines, summary_lines, video_lines
         from lapgen.progress import is_quiet, stderr, stdout
 
         def on_event(i: int, n: int, step, commands: list[str], event: str) -> None:
@@ -106,11 +106,15 @@ def register(app: typer.Typer) -> None:
         stdout.print(table)
         for line in summary_lines(result.summary):
             stdout.print(line, highlight=False)
-        for line in control_lines(result.summary):
+        for line in control_lines(result.summary) + video_lines(result.facts):
             stdout.print(line, highlight=False, markup=False)
+        animatediff = result.video.with_name("animatediff.mp4")
         stdout.print(
             f"\nvideo:         {result.video}\nmask | video:  {result.side_by_side}\n"
-            f"frame strip:   {result.strip}\nreport:        {result.report}\n"
+            f"frame strip:   {result.strip}\n"
+            + (f"AnimateDiff:   {animatediff}\nits strip:     {animatediff.with_name('strip_animatediff.png')}\n"
+               if motion else "")
+            + f"report:        {result.report}\n"
             f"took {result.seconds:.0f} s"
             + (f" ({len(result.skipped)} steps done before)" if result.skipped else ""),
             highlight=False,

@@ -145,3 +145,22 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             "the mask. See docs/quickstart.md."
         )
     return lines
+
+
+def video_lines(facts: dict[str, Any]) -> list[str]:
+    """One line per `eval video` run of the demo: mask adherence and warp error, with the real clips'."""
+    lines = []
+    for label, r in (facts.get("eval_video") or {}).items():
+        gen, real = r.get("gen") or {}, r.get("real") or {}
+        parts = []
+        if gen.get("mask_f1") is not None:
+            parts.append(f"mask F1 {gen['mask_f1']:.3f}")
+        if gen.get("warp_error") is not None:
+            floor = real.get("warp_error")
+            parts.append(f"warp error {gen['warp_error']:.4f}" + (f" (real clips {floor:.4f})" if floor is not None
+                                                                   else ""))
+        if gen.get("fvd") is not None:
+            parts.append(f"FVD {gen['fvd']:.3g} (random I3D)")
+        if parts:
+            lines.append(f"{label} against the real clips: " + ", ".join(parts))
+    return lines

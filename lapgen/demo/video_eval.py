@@ -119,7 +119,8 @@ def eval_video_step(c: Context) -> dict:
             conf=c.sizes.annotate_conf, clip_weights=NAMES["clip"], n_boot=c.sizes.boot, seed=c.seed,
             device=c.device, labels={"model": label, "setup": SETUP}, **fvd))
         write_json(c.p("eval", name), result, [], metric="video", metrics=result["metrics"])
-        facts[f"eval_video_{Path(name).stem}"] = result["metrics"]
+        real = {m: (result.get("details", {}).get(m) or {}).get("real") for m in result["metrics"]}
+        facts.setdefault("eval_video", {})[label] = {"gen": result["metrics"], "real": real}
     return facts
 
 
