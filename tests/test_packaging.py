@@ -48,7 +48,9 @@ def test_wheel_holds_every_module_py_typed_and_the_recipes(wheel):
     assert modules <= names, f"missing from the wheel: {sorted(modules - names)[:5]}"
     assert "lapgen/py.typed" in names
     recipes = {p.relative_to(ROOT).as_posix() for p in (ROOT / "lapgen" / "configs").glob("*.yaml")}
-    assert len(recipes) == 3 and recipes <= names
+    shipped = {f"lapgen/configs/{n}.yaml" for n in ("paper-stage1-unet", "paper-stage1-unet-clip", "paper-controlnet",
+                                                    "animatediff-motion")}
+    assert recipes == shipped and recipes <= names
     with zipfile.ZipFile(wheel) as zf:
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert "lapgen = lapgen.cli.main:main" in entry_points

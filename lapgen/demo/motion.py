@@ -49,19 +49,9 @@ def video_cmds(c: Context) -> list[str]:
 
 
 def video_step(c: Context) -> dict:
-    from lapgen.demo.video import write_strip
-    from lapgen.models.video_generation import VideoConfig, generate_video
-    from lapgen.progress import make_progress
+    from lapgen.demo.video import make_video
 
-    s = c.sizes
-    config = VideoConfig(prompt=PROMPT, masks=str(c.p("video", "masks")), out=str(c.p("video", "animatediff.mp4")),
-                         model=NAMES["sd"], controlnet=NAMES["controlnet"], method="animatediff",
-                         motion_adapter=NAMES["motion"], steps=s.video_steps, fps=s.video_fps, seed=c.seed,
-                         side_by_side=True, save_frames=True, gif=True, device=c.device, overwrite=True)
-    with make_progress() as progress:
-        task = progress.add_task("denoising (AnimateDiff)", total=s.video_steps)
-        generate_video(config, on_step=lambda i, total: progress.update(task, completed=i, total=total))
-    write_strip(c.p("video", "animatediff_frames"), c.p("video", "strip_animatediff.png"))
+    make_video(c, "animatediff", "strip_animatediff.png", method="animatediff", motion_adapter=NAMES["motion"])
     return {}
 
 

@@ -105,30 +105,25 @@ def write_strip(frames_dir: Path, out: Path, *, columns: int = 4, every: int = 2
     return out
 
 
-def video_step(c: Context) -> dict:
+def make_video(c: Context, name: str, strip: str, **method: str) -> None:
+    """The demo's prompt and authored masks -> `video/NAME.mp4` (with its GIF, frames and mask | video), as
+    `lapgen video` does, and the strip picture `video/STRIP`; `method` adds `lapgen video`'s method options."""
     from lapgen.models.video_generation import VideoConfig, generate_video
     from lapgen.progress import make_progress
 
     s = c.sizes
-    config = VideoConfig(
-        prompt=PROMPT,
-        masks=str(c.p("video", "masks")),
-        out=str(c.p("video", "clip.mp4")),
-        model=NAMES["sd"],
-        controlnet=NAMES["controlnet"],
-        steps=s.video_steps,
-        fps=s.video_fps,
-        seed=c.seed,
-        side_by_side=True,
-        save_frames=True,
-        gif=True,
-        device=c.device,
-        overwrite=True,
-    )
+    config = VideoConfig(prompt=PROMPT, masks=str(c.p("video", "masks")), out=str(c.p("video", f"{name}.mp4")),
+                         model=NAMES["sd"], controlnet=NAMES["controlnet"], steps=s.video_steps, fps=s.video_fps,
+                         seed=c.seed, side_by_side=True, save_frames=True, gif=True, device=c.device,
+                         overwrite=True, **method)
     with make_progress() as progress:
-        task = progress.add_task("denoising", total=s.video_steps)
+        task = progress.add_task(f"denoising ({config.method})", total=s.video_steps)
         generate_video(config, on_step=lambda i, total: progress.update(task, completed=i, total=total))
-    write_strip(c.p("video", "clip_frames"), c.p("video", "strip.png"))
+    write_strip(c.p("video", f"{name}_frames"), c.p("video", strip))
+
+
+def video_step(c: Context) -> dict:
+    make_video(c, "clip", "strip.png")
     return {}
 
 
