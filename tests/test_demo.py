@@ -155,6 +155,10 @@ def test_printed_paths_and_commands(quick_demo):
     cv = next(r for r in report["video"]["rows"] if r["model"] == "demo video (ControlVideo)")
     line = next(ln for ln in stdout.splitlines() if ln.startswith("demo video (ControlVideo) against the real clips:"))
     assert f"warp error {cv['values']['warp_error']:.4f} (real clips {cv['real_values']['warp_error']:.4f})" in line
+    from lapgen.demo import STEPS
+
+    # piped output (not a terminal): each step's banner is one short plain line, not a console-wide rule
+    assert f"── [1/{len(STEPS)}] {STEPS[0].title}" in result.stderr.splitlines()
     printed = [ln[2:] for ln in result.stderr.splitlines() if ln.startswith("$ lapgen ")]
     assert any(ln.startswith("lapgen finetune ") for ln in printed)
     assert any(ln.startswith("lapgen eval report ") for ln in printed)

@@ -60,7 +60,10 @@ def register(app: typer.Typer) -> None:
             if event == "skip":
                 stderr.print(f"[dim][{i}/{n}] {step.title}: done before, skipped[/dim]", highlight=False)
             elif event == "start":
-                stderr.rule(f"[bold][{i}/{n}] {step.title}", align="left")
+                if stderr.is_terminal:
+                    stderr.rule(f"[bold][{i}/{n}] {step.title}", align="left")
+                else:  # a pipe or a file: a rule would be as wide as the console's pipe width
+                    stderr.print(f"── [{i}/{n}] {step.title}", highlight=False, markup=False)
                 for line in commands:
                     stderr.print(
                         f"[cyan]$ {line}[/cyan]" if line.startswith("lapgen") else f"[dim]{line}[/dim]",
