@@ -66,6 +66,38 @@ def prepare_output_dir(out: str | Path, *, overwrite: bool = False, resume: bool
     return stage
 
 
+def open_resumable_stage(out: Path, fingerprint: dict, state, *, overwrite: bool, state_file: str,
+                         folders: tuple[str, ...] = ()) -> Path:
+    """The staging folder `OUT.partial` of a multi-process generation (`lapgen sample`, `lapgen sample-video`),
+    resumed only when it was started with the same settings.
+
+    Finished items are skipped on a re-run, so resuming a folder made with another model, seed or prompt set
+    would silently mix two sets: that is a one-line error, or a fresh start with `overwrite`. A staging folder
+    without `state_file` (written by hand or by an older lapgen) is adopted as is. `state` is accelerate's
+    `PartialState`: every rank reads the old settings before the main process writes the new ones and makes
+    `folders` inside the stage.
+    """
+    stage = staging_path(out)
+    try:
+        previous = json.loads((stage / state_file).read_text())
+    except (OSError, ValueError):
+        previous = None
+    state.wait_for_everyone()
+    wanted = json.loads(json.dumps(fingerprint, default=str))  # as it reads back: tuples are lists
+    differs = previous is not None and previous != wanted
+    if differs and not overwrite:
+        changed = ", ".join(k for k in wanted if previous.get(k) != wanted[k])
+        raise LapgenError(f"{stage.name} holds an unfinished set made with other settings ({changed})", path=stage,
+                          hint="re-run the command that started it to finish it, or pass --overwrite to start over")
+    if state.is_main_process:
+        prepare_output_dir(out, overwrite=overwrite, resume=not differs)
+        (stage / state_file).write_text(json.dumps(wanted, sort_keys=True))
+        for folder in folders:
+            (stage / folder).mkdir(exist_ok=True)
+    state.wait_for_everyone()
+    return stage
+
+
 def finalize_output_dir(out: str | Path) -> Path:
     """Move the completed staging folder into place (replacing an old `out` when overwriting)."""
     out = Path(out)

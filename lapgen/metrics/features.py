@@ -41,7 +41,6 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,7 +58,7 @@ from lapgen.metrics.extractors import (  # noqa: F401  (re-exported: the extract
 )
 from lapgen.metrics.images import ImageSet, load_rgb
 from lapgen.metrics.precision import device_id, strict_fp32
-from lapgen.metrics.weights import cache_root, resolve_weights, weights_sha256
+from lapgen.metrics.weights import RegisteredNetwork, cache_root
 
 CACHE_VERSION = 2  # 2: device and dtype in the key
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -176,22 +175,12 @@ def torchscript_pool3(net: Any, x: Any) -> Any:
     return net.layers.forward(x2).reshape(x.shape[0], -1)
 
 
-class FeatureExtractor:
-    """One registry extractor with resolved weights; the network is built on first use (cache hits skip it)."""
+class FeatureExtractor(RegisteredNetwork):
+    """One registry image extractor with resolved weights; the network is built on first use (cache hits skip it)."""
 
-    def __init__(self, name: str, *, weights: str | Path | None = None, device: str = "cpu"):
-        self.spec = get_spec(name)
-        if self.spec.family not in ("inception", "clip"):
-            raise LapgenError(f"{name} is a video network, not an image feature extractor",
-                              hint="use it with `lapgen eval video` (lapgen.metrics.video_networks)")
-        self.weights_path = resolve_weights(self.spec, weights)
-        self.weights_sha256 = weights_sha256(self.weights_path)
-        self.device = device
-        self._model: Any = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
+    FAMILIES = ("inception", "clip")
+    WRONG_FAMILY = ("{name} is a video network, not an image feature extractor",
+                    "use it with `lapgen eval video` (lapgen.metrics.video_networks)")
 
     def describe(self) -> dict[str, Any]:
         return {"extractor": self.name, "weights": str(self.weights_path), "weights_sha256": self.weights_sha256,

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from lapgen.errors import LapgenError
-from lapgen.metrics.extractors import get_spec
+from lapgen.metrics.weights import RegisteredNetwork
 from lapgen.metrics.videomae import videomae_from_file, videomae_input, videomae_metadata
 
 # --- I3D (TorchScript) -------------------------------------------------------------------------------------
@@ -118,23 +118,11 @@ def write_random_i3d(path: str | Path, seed: int = 0, *, dim: int = 400, size: i
 
 # --- one extractor object for the evaluation -----------------------------------------------------------------
 
-class VideoFeatureExtractor:
+class VideoFeatureExtractor(RegisteredNetwork):
     """A registered video network with resolved weights; built on first use (a cache hit never loads it)."""
 
-    def __init__(self, name: str, *, weights: str | Path | None = None, device: str = "cpu"):
-        from lapgen.metrics.weights import resolve_weights, weights_sha256
-
-        self.spec = get_spec(name)
-        if self.spec.family != "video":
-            raise LapgenError(f"{name} is not a video network", hint="use i3d-kinetics400 or videomae-v2-g")
-        self.weights_path = resolve_weights(self.spec, weights)
-        self.weights_sha256 = weights_sha256(self.weights_path)
-        self.device = device
-        self._model: Any = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
+    FAMILIES = ("video",)
+    WRONG_FAMILY = ("{name} is not a video network", "use i3d-kinetics400 or videomae-v2-g")
 
     @property
     def model(self) -> Any:

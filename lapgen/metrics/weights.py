@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from lapgen.errors import LapgenError
-from lapgen.metrics.extractors import EXTRACTORS, ExtractorSpec, family_names
+from lapgen.metrics.extractors import EXTRACTORS, ExtractorSpec, family_names, get_spec
 
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth")
@@ -148,3 +148,26 @@ def resolve_weights(spec: ExtractorSpec, weights: str | Path | None) -> Path:
             raise LapgenError(f"--weights {weights!r} is neither a file nor a registry entry with a local file")
         return found
     return _registry_weights(spec.name) or _default_weights(spec)
+
+
+class RegisteredNetwork:
+    """A registry feature network whose weights are resolved and hashed now and whose model is built on first use
+    (a cache hit never loads it). Subclasses name the extractor families they accept (`FAMILIES`), the one-line
+    error for any other (`WRONG_FAMILY`: message with `{name}`, hint) and build `_model`."""
+
+    FAMILIES: tuple[str, ...] = ()
+    WRONG_FAMILY: tuple[str, str] = ("{name} is not a network of this kind", "")
+
+    def __init__(self, name: str, *, weights: str | Path | None = None, device: str = "cpu"):
+        self.spec = get_spec(name)
+        if self.spec.family not in self.FAMILIES:
+            message, hint = self.WRONG_FAMILY
+            raise LapgenError(message.format(name=name), hint=hint)
+        self.weights_path = resolve_weights(self.spec, weights)
+        self.weights_sha256 = weights_sha256(self.weights_path)
+        self.device = device
+        self._model = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name

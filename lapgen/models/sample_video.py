@@ -152,29 +152,6 @@ def _fingerprint(cfg: VideoSetConfig, clips: list[ClipSource]) -> dict[str, Any]
             "resolution": cfg.resolution, "dtype": cfg.dtype, "video": cfg.video}
 
 
-def _open_stage(cfg: VideoSetConfig, out: Path, fingerprint: dict[str, Any], state: Any) -> Path:
-    from lapgen.outputs import prepare_output_dir, staging_path
-
-    stage = staging_path(out)
-    try:
-        previous = json.loads((stage / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        previous = None
-    state.wait_for_everyone()  # every rank has read the old settings before the main process rewrites them
-    wanted = json.loads(json.dumps(fingerprint, default=str))
-    differs = previous is not None and previous != wanted
-    if differs and not cfg.overwrite:
-        changed = ", ".join(k for k in wanted if previous.get(k) != wanted[k])
-        raise LapgenError(f"{stage.name} holds an unfinished set made with other settings ({changed})", path=stage,
-                          hint="re-run the command that started it to finish it, or pass --overwrite to start over")
-    if state.is_main_process:
-        prepare_output_dir(out, overwrite=cfg.overwrite, resume=not differs)
-        (stage / STATE_FILE).write_text(json.dumps(wanted, sort_keys=True))
-        (stage / "videos").mkdir(exist_ok=True)
-    state.wait_for_everyone()
-    return stage
-
-
 def _paths(stage: Path, clip: ClipSource) -> dict[str, Path]:
     video = stage / "videos" / f"{clip.name}.mp4"
     return {"video": video, "frames": video.with_name(f"{clip.name}_frames"),
@@ -188,7 +165,7 @@ def sample_videos(cfg: VideoSetConfig, *, on_clip: Callable[[int, int], None] | 
     from lapgen.cards import make_card, write_card
     from lapgen.device import resolve_device
     from lapgen.models.video_generation import check_method_options, generate_video
-    from lapgen.outputs import check_writable_parent, finalize_output_dir
+    from lapgen.outputs import check_writable_parent, finalize_output_dir, open_resumable_stage
 
     clips = read_clips(cfg.clips, cfg.limit)
     out = Path(cfg.out)
@@ -202,7 +179,8 @@ def sample_videos(cfg: VideoSetConfig, *, on_clip: Callable[[int, int], None] | 
     check_method_options(clip_video_config(cfg, clips[0], out / "check.mp4"))  # before any folder is made
     state = PartialState(cpu=resolve_device(cfg.device).type != "cuda")
     device = "cpu" if state.device.type == "cpu" else str(state.device)  # MULTI_CPU reports cpu:RANK
-    stage = _open_stage(cfg, out, _fingerprint(cfg, clips), state)
+    stage = open_resumable_stage(out, _fingerprint(cfg, clips), state, overwrite=cfg.overwrite, state_file=STATE_FILE,
+                                 folders=("videos",))
 
     generated, pipe, models = 0, None, {}
     with state.split_between_processes(list(range(len(clips)))) as mine:

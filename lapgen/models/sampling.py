@@ -124,39 +124,6 @@ def _fingerprint(config: SampleConfig, entry, cn_entry, resolution: int) -> dict
             "guidance": config.guidance, "seed": config.seed, "resolution": resolution, "dtype": config.dtype}
 
 
-def _open_stage(config: SampleConfig, out: Path, fingerprint: dict[str, Any], state) -> Path:
-    """The staging folder `GEN.partial`, resumed only when it was started with the same settings.
-
-    Finished images are skipped on a re-run, so resuming a folder made with another model, seed or prompt set
-    would silently mix two sets: that is an error, or a fresh start with `--overwrite`. A staging folder
-    without the settings file (written by hand or by an older lapgen) is adopted as is.
-    """
-    import json
-
-    from lapgen.outputs import prepare_output_dir, staging_path
-
-    stage = staging_path(out)
-    try:
-        previous = json.loads((stage / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        previous = None
-    state.wait_for_everyone()  # every rank has read the old settings before the main process rewrites them
-    differs = previous is not None and previous != fingerprint
-    if differs and not config.overwrite:
-        changed = ", ".join(k for k in fingerprint if previous.get(k) != fingerprint[k])
-        raise LapgenError(f"{stage.name} holds an unfinished set made with other settings ({changed})",
-                          path=stage, hint="re-run the command that started it to finish it, or pass "
-                          "--overwrite to start over")
-    if state.is_main_process:
-        prepare_output_dir(out, overwrite=config.overwrite, resume=not differs)
-        (stage / STATE_FILE).write_text(json.dumps(fingerprint, sort_keys=True))
-        (stage / "images").mkdir(exist_ok=True)
-        if config.controlnet:
-            (stage / "masks").mkdir(exist_ok=True)
-    state.wait_for_everyone()
-    return stage
-
-
 def sample_images(config: SampleConfig) -> SampleResult:
     """Generate `config.n` images into `config.out` (atomic; resumable; each process its share)."""
     import torch
@@ -167,7 +134,7 @@ def sample_images(config: SampleConfig) -> SampleResult:
     from lapgen.models.controlnet import mask_image
     from lapgen.device import resolve_device
     from lapgen.models.loading import ensure_local, load_controlnet, load_sd_pipeline, resolve_entry
-    from lapgen.outputs import check_writable_parent, finalize_output_dir
+    from lapgen.outputs import check_writable_parent, finalize_output_dir, open_resumable_stage
     from lapgen.progress import make_progress
 
     if config.steps < 1 or config.batch_size < 1:
@@ -196,7 +163,8 @@ def sample_images(config: SampleConfig) -> SampleResult:
     res = config.resolution or _default_resolution(entry, pipe)
     if res % 8:
         raise LapgenError(f"--resolution {res} must be a multiple of 8")
-    stage = _open_stage(config, out, _fingerprint(config, entry, cn_entry, res), state)
+    stage = open_resumable_stage(out, _fingerprint(config, entry, cn_entry, res), state, overwrite=config.overwrite,
+                                 state_file=STATE_FILE, folders=("images", "masks") if config.controlnet else ("images",))
 
     generated = 0
     with state.split_between_processes(list(range(len(items)))) as mine:
