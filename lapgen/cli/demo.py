@@ -87,6 +87,7 @@ def register(app: typer.Typer) -> None:
                         "side_by_side": str(result.side_by_side),
                         "gif": str(result.gif),
                         "strip": str(result.strip),
+                        "animatediff": str(result.animatediff) if result.animatediff else None,
                         "report": str(result.report),
                         "seconds": round(result.seconds, 1),
                         "timings": {k: round(v, 1) for k, v in result.timings.items()},
@@ -111,12 +112,11 @@ def register(app: typer.Typer) -> None:
             stdout.print(line, highlight=False)
         for line in control_lines(result.summary) + video_lines(result.facts):
             stdout.print(line, highlight=False, markup=False)
-        animatediff = result.video.with_name("animatediff.mp4")
         stdout.print(
             f"\nvideo:         {result.video}\nmask | video:  {result.side_by_side}\n"
             f"frame strip:   {result.strip}\n"
-            + (f"AnimateDiff:   {animatediff}\nits strip:     {animatediff.with_name('strip_animatediff.png')}\n"
-               if motion else "")
+            + (f"AnimateDiff:   {result.animatediff}\nits strip:     {result.animatediff_strip}\n"
+               if result.animatediff else "")
             + f"report:        {result.report}\n"
             f"took {result.seconds:.0f} s"
             + (f" ({len(result.skipped)} steps done before)" if result.skipped else ""),

@@ -66,6 +66,8 @@ class DemoResult:
     summary: dict[str, Any]
     timings: dict[str, float]  # seconds per step run now (skipped steps: absent)
     skipped: list[str] = field(default_factory=list)
+    animatediff: Path | None = None  # --motion: the AnimateDiff video of the same masks
+    animatediff_strip: Path | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -203,6 +205,8 @@ def run_demo(config: DemoConfig, *, on_event: StepCallback | None = None) -> Dem
         skipped=skipped,
         facts=state["facts"],
         seconds=time.perf_counter() - started,
+        animatediff=out / "video" / "animatediff.mp4" if config.motion else None,
+        animatediff_strip=out / "video" / "strip_animatediff.png" if config.motion else None,
     )
 
 

@@ -118,23 +118,31 @@ def clip_video_config(cfg: VideoSetConfig, clip: ClipSource, out: Path) -> Any:
                        overwrite=True, **cfg.video)  # overwrite: a half-written clip in our own staging folder
 
 
-def _load_controlvideo(cfg: VideoSetConfig, device: str) -> tuple[Any, dict[str, Any]]:
+def _load_controlvideo(cfg: VideoSetConfig, device: str) -> Any:
     from lapgen.models.video_generation import load_controlvideo
 
-    pipe, sd_entry, cn_entry = load_controlvideo(cfg.model, cfg.controlnet, device, cfg.dtype)
-    return pipe, {"model": sd_entry.name, "controlnet": cn_entry.name}
+    return load_controlvideo(cfg.model, cfg.controlnet, device, cfg.dtype)[0]
 
 
-def _load_animatediff(cfg: VideoSetConfig, device: str) -> tuple[Any, dict[str, Any]]:
+def _load_animatediff(cfg: VideoSetConfig, device: str) -> Any:
     from lapgen.models.animatediff_video import load_animatediff
 
-    pipe, sd_entry, cn_entry, ad_entry = load_animatediff(cfg.model, cfg.controlnet, cfg.video.get("motion_adapter"),
-                                                          device, cfg.dtype)
-    return pipe, {"model": sd_entry.name, "controlnet": cn_entry.name, "motion_adapter": ad_entry.name}
+    return load_animatediff(cfg.model, cfg.controlnet, cfg.video.get("motion_adapter"), device, cfg.dtype)[0]
 
 
-# method -> (config, device) -> (pipeline, names of its models); a method not listed loads per clip
-PIPELINES: dict[str, Callable[[VideoSetConfig, str], tuple[Any, dict[str, Any]]]] = {
+def _model_names(cfg: VideoSetConfig) -> dict[str, str]:
+    """The registry names of the models the set is made with (for its card), read from the entries alone."""
+    from lapgen.models.loading import motion_adapter_location, resolve_entry
+
+    names = {"model": resolve_entry(cfg.model, "pipeline").name,
+             "controlnet": resolve_entry(cfg.controlnet, "controlnet").name}
+    if cfg.video.get("method") == "animatediff":
+        names["motion_adapter"] = motion_adapter_location(cfg.video.get("motion_adapter"), announce=False)[0].name
+    return names
+
+
+# method -> (config, device) -> its pipeline, loaded once per process; a method not listed loads per clip
+PIPELINES: dict[str, Callable[[VideoSetConfig, str], Any]] = {
     "controlvideo": _load_controlvideo, "animatediff": _load_animatediff}
 
 
@@ -182,12 +190,12 @@ def sample_videos(cfg: VideoSetConfig, *, on_clip: Callable[[int, int], None] | 
     stage = open_resumable_stage(out, _fingerprint(cfg, clips), state, overwrite=cfg.overwrite, state_file=STATE_FILE,
                                  folders=("videos",))
 
-    generated, pipe, models = 0, None, {}
+    generated, pipe = 0, None
     with state.split_between_processes(list(range(len(clips)))) as mine:
         todo = [clips[i] for i in mine if not _paths(stage, clips[i])["card"].exists()]
         for clip in todo:
             if pipe is None and method in PIPELINES:
-                pipe, models = PIPELINES[method](cfg, device)
+                pipe = PIPELINES[method](cfg, device)
             config = clip_video_config(cfg, clip, _paths(stage, clip)["video"])
             config.device = device
             generate_video(config, pipe=pipe)
@@ -211,10 +219,7 @@ def sample_videos(cfg: VideoSetConfig, *, on_clip: Callable[[int, int], None] | 
                          "prompt": clip.prompt, "seed": cfg.seed + clip.index, "frames": made.get("frames"),
                          "fps": made.get("fps"), "source": str(clip.folder.resolve()), "source_clip": clip.record})
         (stage / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        from lapgen.models.loading import resolve_entry
-
-        names = models or {"model": resolve_entry(cfg.model, "pipeline").name,
-                           "controlnet": resolve_entry(cfg.controlnet, "controlnet").name}
+        names = _model_names(cfg)
         write_card(stage, make_card("generated-video-set", config=asdict(cfg), method=method, **names,
                                     clips=str(Path(cfg.clips).resolve()), videos=len(clips),
                                     processes=state.num_processes))
